@@ -1,0 +1,1 @@
+"""kvmcore-arm64: the arm64 architecture plugin for kvmcore."""

@@ -1,0 +1,1 @@
+"""kvmcore-riscv: the riscv architecture plugin for kvmcore."""

@@ -1,0 +1,1 @@
+"""kvmcore-x86: the x86 architecture plugin for kvmcore."""

@@ -1,5 +1,71 @@
-"""kvmcore: an executable model of KVM's architecture-neutral guest page-fault path."""
+"""kvmcore: an executable model of KVM's architecture-neutral guest page-fault path.
 
+Each architecture is a plugin (entry-point group ``kvmcore.arch``) that defines its own
+fault type, decodes its hardware syndrome and orders its kernel's faultin checks; the core
+checks the common fault contract, models memslots, memory attributes, guest_memfd, host
+memory, userfault bitmaps and ``struct kvm_run``, and fills ``KVM_EXIT_MEMORY_FAULT``.
+
+    >>> import kvmcore
+    >>> vm = kvmcore.VM("arm64")
+    >>> vm.set_user_memory_region(0, 0x40000000, 0x200000)
+    >>> vcpu = vm.create_vcpu()
+    >>> vcpu.handle_fault({"esr": 0x93c08007, "far": 0x40001008, "hpfar": 0x400010}).outcome
+    'mapped'
+
+Only the names exported here are public; modules starting with ``_`` are not.
+"""
+
+import pluggy
+
+from kvmcore import abi, hookspecs
+from kvmcore._contract import COMMON_FIELDS, check_fault, check_fault_type
+from kvmcore._faultin import (
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_mapping_size,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+    send_sig_mceerr,
+)
+from kvmcore._gmem import GuestMemfd
+from kvmcore._host import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
+from kvmcore._loader import (
+    ARCH_GROUP,
+    EXTENSION_GROUP,
+    HOOK_NAMES,
+    Arch,
+    PluginStatus,
+    installed_arches,
+    list_plugins,
+    load_arch,
+    reset_plugins,
+)
+from kvmcore._memslot import Memslot
+from kvmcore._stage2 import Stage2, Stage2Entry
+from kvmcore._tracing import disable_hook_tracing, enable_hook_tracing
+from kvmcore._types import (
+    KVM_PFN_ERR_FAULT,
+    KVM_PFN_ERR_HWPOISON,
+    KVM_PFN_ERR_RO_FAULT,
+    KVM_PFN_ERR_SIGPENDING,
+    KVM_PFN_NOSLOT,
+    Access,
+    ArchInfo,
+    Exit,
+    FaultinResult,
+    FaultResult,
+    Mapped,
+    MemoryFault,
+    Retry,
+    Signal,
+    Syndrome,
+    TraceEvent,
+    is_error_noslot_pfn,
+    is_error_pfn,
+)
+from kvmcore._userfault import set_bits as set_userfault_bits
+from kvmcore._vm import VCPU, VM
 from kvmcore.errors import (
     DecodeError,
     FaultContractError,
@@ -9,11 +75,70 @@ from kvmcore.errors import (
     ScenarioError,
 )
 
+__version__ = "0.1.0"
+
+#: The marker arch plugins put on their hook implementations.
+hookimpl = pluggy.HookimplMarker("kvmcore")
+
 __all__ = [
+    "ARCH_GROUP",
+    "COMMON_FIELDS",
+    "EXTENSION_GROUP",
+    "HOOK_NAMES",
+    "KVM_PFN_ERR_FAULT",
+    "KVM_PFN_ERR_HWPOISON",
+    "KVM_PFN_ERR_RO_FAULT",
+    "KVM_PFN_ERR_SIGPENDING",
+    "KVM_PFN_NOSLOT",
+    "PROT_EXEC",
+    "PROT_NONE",
+    "PROT_READ",
+    "PROT_WRITE",
+    "VCPU",
+    "VM",
+    "Access",
+    "Arch",
+    "ArchInfo",
     "DecodeError",
+    "Exit",
     "FaultContractError",
+    "FaultResult",
+    "FaultinResult",
+    "GuestMemfd",
+    "HostMemory",
     "KvmError",
     "KvmcoreError",
+    "Mapped",
+    "MemoryFault",
+    "Memslot",
     "PluginLoadError",
+    "PluginStatus",
+    "Retry",
     "ScenarioError",
+    "Signal",
+    "Stage2",
+    "Stage2Entry",
+    "Syndrome",
+    "TraceEvent",
+    "abi",
+    "check_fault",
+    "check_fault_type",
+    "disable_hook_tracing",
+    "enable_hook_tracing",
+    "hookimpl",
+    "hookspecs",
+    "installed_arches",
+    "is_error_noslot_pfn",
+    "is_error_pfn",
+    "kvm_do_userfault",
+    "kvm_faultin_pfn",
+    "kvm_gmem_get_pfn",
+    "kvm_mapping_size",
+    "kvm_prepare_memory_fault_exit",
+    "kvm_prepare_mmio_exit",
+    "list_plugins",
+    "load_arch",
+    "reset_plugins",
+    "send_sig_mceerr",
+    "set_userfault_bits",
 ]

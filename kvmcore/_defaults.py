@@ -1,0 +1,123 @@
+"""The core's own hook implementations, registered ``trylast`` in every arch's plugin manager.
+
+The common memory-fault exit helper is a hookimpl like any other (datasette's "dogfooding"):
+arches wrap it, or answer ``faultin_pfn``/``configure_vm`` first to replace the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from kvmcore import abi
+from kvmcore._faultin import (
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_mapping_size,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+)
+from kvmcore._types import (
+    KVM_PFN_ERR_HWPOISON,
+    KVM_PFN_ERR_RO_FAULT,
+    Exit,
+    FaultinResult,
+    Mapped,
+    MemoryFault,
+    is_error_noslot_pfn,
+)
+from kvmcore.errors import KvmError
+
+if TYPE_CHECKING:
+    from kvmcore._vm import VCPU, VM
+
+hookimpl = pluggy.HookimplMarker("kvmcore")
+
+#: Block sizes the generic path tries (x86/arm64-4K/riscv-Sv39 share 2 MiB and 1 GiB).
+GENERIC_BLOCK_SIZES = (1 << 30, 1 << 21)
+
+
+@hookimpl(trylast=True)
+def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
+    """The common helper of KVM Userfault v3's ``kvm_prepare_memory_fault_exit()``."""
+    run = vcpu.kvm_run
+    run.exit_reason = abi.KVM_EXIT_MEMORY_FAULT
+    ext = run.exit.kvmcore
+    ext.syndrome.flags = 0
+    ext.syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_NONE
+    for i in range(abi.KVMCORE_SYNDROME_WORDS):
+        ext.syndrome.syndrome[i] = 0
+    mf = ext.memory_fault
+    mf.gpa = fault.gfn << vcpu.vm.page_shift
+    mf.size = vcpu.vm.page_size
+    # RWX flags are not (yet) defined or communicated to userspace.
+    mf.flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+    return MemoryFault(mf.flags, mf.gpa, mf.size)
+
+
+@hookimpl(trylast=True)
+def configure_vm(vm: VM, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept exactly the settings the arch declares in ``ArchInfo.settings``; fill defaults."""
+    declared = vm.arch.info.settings
+    result = {name: values[0] for name, values in declared.items()}
+    for name, value in settings.items():
+        if name not in declared:
+            accepted = ", ".join(sorted(declared)) or "none"
+            raise ValueError(f"arch {vm.arch.name!r} has no VM setting {name!r} (accepted: {accepted})")
+        if value not in declared[name]:
+            raise ValueError(
+                f"arch {vm.arch.name!r}: setting {name}={value!r} is not one of "
+                f"{', '.join(repr(v) for v in declared[name])}"
+            )
+        result[name] = value
+    return result
+
+
+@hookimpl(trylast=True)
+def faultin_pfn(vcpu: VCPU, fault: Any) -> FaultinResult:
+    """The generic faultin path: what the KVM Userfault design does on an arch with no quirks.
+
+    Order (x86's ``kvm_mmu_faultin_pfn()``/``__kvm_mmu_faultin_pfn()``, the fullest
+    statement of the common checks): private/shared mismatch; no memslot (MMIO, or a memory
+    fault if private); userfault; private faults through guest_memfd; shared faults through
+    the host mapping. A poisoned page exits with ``-EHWPOISON`` and a memory fault (the
+    direction the generic design points; x86 and arm64 send SIGBUS instead).
+    """
+    vm = vcpu.vm
+    slot = fault.slot
+    gfn = fault.gfn
+    if fault.is_private != vm.mem_is_private(gfn):
+        kvm_prepare_memory_fault_exit(vcpu, fault)
+        return Exit(-abi.EFAULT, "private_mismatch")
+    if slot is None:
+        if fault.is_private:
+            kvm_prepare_memory_fault_exit(vcpu, fault)
+            return Exit(-abi.EFAULT, "private_no_slot")
+        kvm_prepare_mmio_exit(vcpu, gfn << vm.page_shift, 0, fault.write)
+        return Exit(0, "mmio", "the generic path does not know the access width: mmio.len is 0")
+    if kvm_do_userfault(vcpu, fault):
+        return Exit(-abi.EFAULT, "userfault")
+    if fault.is_private:
+        if not slot.has_gmem():
+            kvm_prepare_memory_fault_exit(vcpu, fault)
+            return Exit(-abi.EFAULT, "private_no_gmem")
+        try:
+            pfn = kvm_gmem_get_pfn(vm, slot, gfn)
+        except KvmError as err:
+            kvm_prepare_memory_fault_exit(vcpu, fault)
+            return Exit(-err.errno, "gmem_error", str(err))
+        return Mapped(pfn, not slot.readonly, vm.page_size, outcome="mapped_private")
+    pfn, writable = kvm_faultin_pfn(vm, slot, gfn, fault.write)
+    if pfn == KVM_PFN_ERR_RO_FAULT:
+        kvm_prepare_mmio_exit(vcpu, gfn << vm.page_shift, 0, True)
+        return Exit(0, "mmio_readonly_slot")
+    if pfn == KVM_PFN_ERR_HWPOISON:
+        kvm_prepare_memory_fault_exit(vcpu, fault)
+        return Exit(-abi.EHWPOISON, "hwpoison")
+    if is_error_noslot_pfn(pfn):
+        return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
+    size = kvm_mapping_size(vm, slot, gfn, GENERIC_BLOCK_SIZES)
+    return Mapped(pfn, writable, size)

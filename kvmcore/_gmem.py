@@ -1,0 +1,66 @@
+"""guest_memfd: private guest memory that the VMM cannot map (``KVM_CREATE_GUEST_MEMFD``).
+
+Modelled as a file of ``size`` bytes with its own contiguous pfns, a record of which memslot
+ranges are bound to which offsets (``kvm_gmem_bind()``), and poisoned offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvmcore import abi
+from kvmcore.errors import KvmError
+
+GUEST_MEMFD_FLAGS_VALID = abi.GUEST_MEMFD_FLAG_MMAP | abi.GUEST_MEMFD_FLAG_INIT_SHARED
+
+
+@dataclass(slots=True, eq=False)
+class GuestMemfd:
+    """One guest_memfd file: ``fd`` as returned by ``vm.create_guest_memfd()``."""
+
+    fd: int
+    size: int
+    flags: int
+    pfn_base: int
+    page_shift: int
+    #: Bound ranges: (offset, end offset, slot id).
+    bindings: list[tuple[int, int, int]] = field(default_factory=list)
+    poisoned: set[int] = field(default_factory=set)
+    invalidate: Callable[[GuestMemfd, int, int], None] | None = None
+
+    def bind(self, slot_id: int, offset: int, size: int) -> None:
+        """Mirrors ``kvm_gmem_bind()``: ``EINVAL`` out of range, ``EEXIST`` if already bound."""
+        if offset < 0 or offset & ((1 << self.page_shift) - 1) or offset + size > self.size:
+            raise KvmError(
+                abi.EINVAL,
+                f"guest_memfd {self.fd}: offset {offset:#x} + size {size:#x} does not fit in its {self.size:#x} bytes",
+            )
+        for start, end, other in self.bindings:
+            if offset < end and start < offset + size:
+                raise KvmError(
+                    abi.EEXIST,
+                    f"guest_memfd {self.fd}: [{offset:#x}, {offset + size:#x}) is already bound to slot {other}",
+                )
+        self.bindings.append((offset, offset + size, slot_id))
+
+    def unbind(self, slot_id: int) -> None:
+        self.bindings = [b for b in self.bindings if b[2] != slot_id]
+
+    def get_pfn(self, offset: int) -> int:
+        """The pfn at byte ``offset``; ``EHWPOISON`` for a poisoned page (``kvm_gmem_get_pfn()``)."""
+        index = offset >> self.page_shift
+        if index in self.poisoned:
+            raise KvmError(abi.EHWPOISON, f"guest_memfd {self.fd}: page at offset {offset:#x} is poisoned")
+        return self.pfn_base + index
+
+    def memory_failure(self, offset: int) -> int:
+        """Poison the page at ``offset`` (``kvm_gmem_error_folio()``); KVM's mappings are zapped."""
+        if not 0 <= offset < self.size:
+            raise KvmError(abi.EINVAL, f"guest_memfd {self.fd}: offset {offset:#x} is beyond its {self.size:#x} bytes")
+        index = offset >> self.page_shift
+        self.poisoned.add(index)
+        if self.invalidate is not None:
+            page = index << self.page_shift
+            self.invalidate(self, page, page + (1 << self.page_shift))
+        return self.pfn_base + index

@@ -1,0 +1,188 @@
+"""The VMM process's address space: anonymous mappings, protections, hwpoison.
+
+A simplification of the host mm that KVM's ``hva_to_pfn()`` looks into. Each mapping is a
+VMA with a protection and a page size; its pages get host pfns when the VMA is created
+(contiguous, so huge mappings are possible). Nothing is stored per page except poisoned
+pfns, so a 1 TiB mapping costs a few hundred bytes.
+
+Changes that the kernel's mmu notifiers report to KVM (``munmap``, ``mprotect``,
+``memory_failure``) call back into the VM so that it zaps its stage-2 mappings of the range.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kvmcore import abi
+from kvmcore._types import KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON
+from kvmcore.errors import KvmError
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+#: Where the model starts placing mappings, and the user address-space limit (x86-64 47-bit).
+MMAP_BASE = 0x1000_0000_0000
+TASK_SIZE = 1 << 47
+
+
+@dataclass(slots=True)
+class Vma:
+    """One mapping: ``[start, end)`` with ``prot``, backed by pfns from ``pfn_base``."""
+
+    start: int
+    end: int
+    prot: int
+    page_size: int
+    pfn_base: int
+
+    def pfn(self, hva: int, page_shift: int) -> int:
+        return self.pfn_base + ((hva - self.start) >> page_shift)
+
+
+class HostMemory:
+    """The host address space of the VMM, as ``vm.host``.
+
+    ``mmap``/``mprotect``/``munmap`` follow the POSIX calls' rules (page-aligned, ``EINVAL``
+    otherwise); ``memory_failure(hva)`` poisons the page as the kernel's ``memory_failure()``
+    does after a machine check.
+    """
+
+    def __init__(self, page_shift: int, invalidate: Callable[[int, int], None]) -> None:
+        self.page_shift = page_shift
+        self.page_size = 1 << page_shift
+        self._invalidate = invalidate
+        self._starts: list[int] = []
+        self._vmas: list[Vma] = []
+        self._next_hva = MMAP_BASE
+        self._next_pfn = 0x100000 >> (page_shift - 12) if page_shift >= 12 else 0x100000
+        self.poisoned: set[int] = set()
+
+    # -- mapping -----------------------------------------------------------------------------
+    def mmap(self, size: int, prot: int = PROT_READ | PROT_WRITE, *, page_size: int | None = None) -> int:
+        """Map ``size`` bytes of fresh anonymous memory; returns the hva.
+
+        ``page_size`` models the backing (hugetlbfs or THP): 2 MiB or 1 GiB lets KVM map the
+        range with block mappings; the default is the base page size.
+        """
+        page_size = page_size or self.page_size
+        if page_size < self.page_size or page_size & (page_size - 1):
+            raise KvmError(abi.EINVAL, f"mmap: page_size {page_size:#x} is not a power of two >= {self.page_size:#x}")
+        if size <= 0 or size % page_size:
+            raise KvmError(abi.EINVAL, f"mmap: size {size:#x} is not a positive multiple of {page_size:#x}")
+        align = max(page_size, 2 << 20)
+        start = (self._next_hva + align - 1) & ~(align - 1)
+        if start + size > TASK_SIZE:
+            raise KvmError(abi.ENOMEM, f"mmap: no room for {size:#x} bytes below TASK_SIZE")
+        pages_per_block = page_size >> self.page_shift
+        pfn_base = (self._next_pfn + pages_per_block - 1) // pages_per_block * pages_per_block
+        self._next_pfn = pfn_base + (size >> self.page_shift)
+        self._next_hva = start + size + align  # a guard gap between mappings
+        self._insert(Vma(start, start + size, prot, page_size, pfn_base))
+        return start
+
+    def munmap(self, hva: int, size: int) -> None:
+        """Unmap ``[hva, hva+size)``; KVM's mappings of it are zapped (mmu notifier)."""
+        self._check_range("munmap", hva, size)
+        self._carve(hva, hva + size)
+        self._invalidate(hva, hva + size)
+
+    def mprotect(self, hva: int, size: int, prot: int) -> None:
+        """Change the protection of ``[hva, hva+size)``; ``ENOMEM`` if part is unmapped."""
+        self._check_range("mprotect", hva, size)
+        end = hva + size
+        if self._covered(hva, end) != size:
+            raise KvmError(abi.ENOMEM, f"mprotect: [{hva:#x}, {end:#x}) is not fully mapped")
+        pieces = self._carve(hva, end)
+        for vma in pieces:
+            vma.prot = prot
+            self._insert(vma)
+        self._invalidate(hva, end)
+
+    def memory_failure(self, hva: int) -> int:
+        """Poison the page at ``hva`` (an uncorrectable memory error); returns its pfn.
+
+        The kernel unmaps a poisoned page from every mapping, KVM's included, and later
+        accesses see ``-EHWPOISON`` from GUP (``KVM_PFN_ERR_HWPOISON``).
+        """
+        vma = self.find_vma(hva)
+        if vma is None:
+            raise KvmError(abi.EFAULT, f"memory_failure: hva {hva:#x} is not mapped")
+        pfn = vma.pfn(hva, self.page_shift)
+        self.poisoned.add(pfn)
+        page = hva & ~(self.page_size - 1)
+        self._invalidate(page, page + self.page_size)
+        return pfn
+
+    # -- lookups -----------------------------------------------------------------------------
+    def find_vma(self, hva: int) -> Vma | None:
+        i = bisect.bisect_right(self._starts, hva) - 1
+        if i >= 0:
+            vma = self._vmas[i]
+            if hva < vma.end:
+                return vma
+        return None
+
+    def hva_to_pfn(self, hva: int, write_fault: bool) -> tuple[int, bool]:
+        """Mirrors ``hva_to_pfn()``: ``(pfn, writable)`` or an error pfn.
+
+        No VMA or no permission for the access gives ``KVM_PFN_ERR_FAULT``; a poisoned page
+        ``KVM_PFN_ERR_HWPOISON``. ``writable`` says whether the host mapping allows writes.
+        """
+        vma = self.find_vma(hva)
+        if vma is None or not vma.prot & PROT_READ:
+            return KVM_PFN_ERR_FAULT, False
+        writable = bool(vma.prot & PROT_WRITE)
+        if write_fault and not writable:
+            return KVM_PFN_ERR_FAULT, False
+        pfn = vma.pfn(hva, self.page_shift)
+        if pfn in self.poisoned:
+            return KVM_PFN_ERR_HWPOISON, False
+        return pfn, writable
+
+    def mapping_size(self, hva: int) -> int:
+        """The host mapping size at ``hva`` (``host_pfn_mapping_level()``), 0 if unmapped."""
+        vma = self.find_vma(hva)
+        return vma.page_size if vma else 0
+
+    @property
+    def vmas(self) -> tuple[Vma, ...]:
+        return tuple(self._vmas)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _check_range(self, call: str, hva: int, size: int) -> None:
+        if hva & (self.page_size - 1) or size <= 0 or size & (self.page_size - 1):
+            raise KvmError(abi.EINVAL, f"{call}: [{hva:#x}, +{size:#x}) is not page aligned and non-empty")
+
+    def _insert(self, vma: Vma) -> None:
+        i = bisect.bisect_left(self._starts, vma.start)
+        self._starts.insert(i, vma.start)
+        self._vmas.insert(i, vma)
+
+    def _covered(self, start: int, end: int) -> int:
+        return sum(min(v.end, end) - max(v.start, start) for v in self._vmas if v.start < end and v.end > start)
+
+    def _carve(self, start: int, end: int) -> list[Vma]:
+        """Remove ``[start, end)`` from the VMAs; return the removed pieces (split as needed)."""
+        removed: list[Vma] = []
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while i < len(self._vmas):
+            vma = self._vmas[i]
+            if vma.start >= end:
+                break
+            if vma.end <= start:
+                i += 1
+                continue
+            del self._vmas[i], self._starts[i]
+            lo, hi = max(vma.start, start), min(vma.end, end)
+            removed.append(Vma(lo, hi, vma.prot, vma.page_size, vma.pfn(lo, self.page_shift)))
+            if vma.start < lo:
+                self._insert(Vma(vma.start, lo, vma.prot, vma.page_size, vma.pfn_base))
+                i += 1
+            if hi < vma.end:
+                self._insert(Vma(hi, vma.end, vma.prot, vma.page_size, vma.pfn(hi, self.page_shift)))
+                i += 1
+        return removed

@@ -1,0 +1,422 @@
+"""Finding, loading and checking arch plugins; the typed facade the core calls hooks through.
+
+Arch plugins come from the entry-point group ``kvmcore.arch`` (the entry-point name is the
+arch name), general extensions from ``kvmcore.plugins``; stevedore imports them, one at a
+time, so a plugin that fails to import is reported and the others still load.
+``importlib.metadata`` supplies what stevedore's cached entry points lack: the distribution
+and version, and whether two distributions claim one name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from kvmcore import _defaults, hookspecs
+from kvmcore._contract import check_fault, check_fault_type
+from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
+from kvmcore.errors import DecodeError, FaultContractError, PluginLoadError
+
+ARCH_GROUP = "kvmcore.arch"
+EXTENSION_GROUP = "kvmcore.plugins"
+HOOK_NAMES = (
+    "arch_info",
+    "configure_vm",
+    "decode_fault",
+    "faultin_pfn",
+    "prepare_memory_fault_exit",
+    "encode_fault",
+    "describe_syndrome",
+    "parse_trace_event",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPointInfo:
+    """One entry point with the distribution that declares it."""
+
+    group: str
+    name: str
+    value: str
+    dist: str | None
+    version: str | None
+
+
+@dataclass(slots=True)
+class PluginStatus:
+    """A row of ``kvmcore plugins``: an installed plugin and whether it loaded."""
+
+    name: str
+    kind: str  # "arch" or "extension"
+    dist: str | None
+    version: str | None
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    wrappers: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "distribution": self.dist,
+            "version": self.version,
+            "module": self.module,
+            "hooks": self.hooks,
+            "wrappers": self.wrappers,
+            "error": self.error,
+        }
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _allowed() -> set[str] | None:
+    """``KVMCORE_PLUGINS=arm64,x86`` allows only those names (arches and extensions)."""
+    value = os.environ.get("KVMCORE_PLUGINS")
+    if value is None:
+        return None
+    return {n.strip() for n in value.split(",") if n.strip()}
+
+
+def entry_points(group: str) -> dict[str, list[EntryPointInfo]]:
+    """Every entry point of ``group`` by name, de-duplicated per distribution.
+
+    Empty when ``KVMCORE_DISABLE_PLUGIN_AUTOLOAD=1``; filtered by ``KVMCORE_PLUGINS``.
+    """
+    if _env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
+        return {}
+    allowed = _allowed()
+    found: dict[str, list[EntryPointInfo]] = {}
+    for ep in importlib.metadata.entry_points(group=group):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        dist = getattr(ep, "dist", None)
+        info = EntryPointInfo(
+            group,
+            ep.name,
+            ep.value,
+            dist.metadata["Name"] if dist is not None else None,
+            dist.version if dist is not None else None,
+        )
+        same = found.setdefault(ep.name, [])
+        if not any(o.dist == info.dist and o.value == info.value for o in same):
+            same.append(info)
+    return found
+
+
+def _import_entry_point(ep: EntryPointInfo) -> Any:
+    """Import one plugin through stevedore; raise ``PluginLoadError`` naming it if that fails."""
+    import stevedore
+
+    failures: list[BaseException] = []
+
+    def on_failure(_manager: Any, _ep: Any, exc: BaseException) -> None:
+        failures.append(exc)
+
+    manager = stevedore.NamedExtensionManager(
+        ep.group,
+        names=[ep.name],
+        on_load_failure_callback=on_failure,
+        on_missing_entrypoints_callback=lambda names: None,
+    )
+    for ext in manager.extensions:
+        if ext.entry_point.value == ep.value:
+            return ext.plugin
+    if failures:
+        exc = failures[0]
+        raise PluginLoadError(
+            f"{_kind(ep.group)} plugin {ep.name!r} (distribution {ep.dist or 'unknown'}) failed to import "
+            f"{ep.value}: {type(exc).__name__}: {exc}"
+        ) from exc
+    raise PluginLoadError(f"{_kind(ep.group)} plugin {ep.name!r}: stevedore did not find {ep.value}")
+
+
+def _kind(group: str) -> str:
+    return "arch" if group == ARCH_GROUP else "extension"
+
+
+def _single(name: str, candidates: list[EntryPointInfo]) -> EntryPointInfo:
+    if len(candidates) > 1:
+        claims = " and ".join(f"{c.dist or '?'} ({c.value})" for c in candidates)
+        raise PluginLoadError(f"arch name {name!r} is claimed by more than one distribution: {claims}")
+    return candidates[0]
+
+
+# --- the facade ------------------------------------------------------------------------------
+class Arch:
+    """One loaded architecture: its plugin manager and typed hook calls.
+
+    Core code calls ``arch.decode_fault(vcpu, raw)`` and so on, never ``pm.hook`` directly
+    (tox's facade). When a hook has a single implementation and no wrapper and tracing is
+    off, the call goes straight to that implementation; otherwise through pluggy.
+    """
+
+    def __init__(self, pm: KvmcorePluginManager, plugin: Any, info: ArchInfo, dist: str | None, version: str | None):
+        self.pm = pm
+        self.plugin = plugin
+        self.info = info
+        self.name = info.name
+        self.dist = dist
+        self.version = version
+        self.load_errors: list[str] = []
+        self.debug = _env_flag("KVMCORE_DEBUG")
+        self._tracing_undo: Callable[[], None] | None = None
+        self._bind()
+        pm.on_change = self._bind
+
+    def __repr__(self) -> str:
+        return f"<Arch {self.name} ({self.dist or 'unpublished'} {self.version or ''})>".replace(" )", ")")
+
+    # -- typed hook calls ----------------------------------------------------------------------
+    def decode_fault(self, vcpu: Any, raw: Mapping[str, int]) -> Any:
+        fault = self._decode_fault(vcpu=vcpu, raw=raw)
+        if fault is None:
+            raise DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
+        if self.debug:
+            check_fault(fault, self.name, self.info.fault_type)
+        return fault
+
+    def faultin_pfn(self, vcpu: Any, fault: Any) -> FaultinResult:
+        return self._faultin_pfn(vcpu=vcpu, fault=fault)
+
+    def prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> MemoryFault:
+        return self._prepare_memory_fault_exit(vcpu=vcpu, fault=fault)
+
+    def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
+        return self.pm.hook.configure_vm(vm=vm, settings=settings)
+
+    def encode_fault(self, vcpu: Any, access: Access) -> Mapping[str, int]:
+        raw = self.pm.hook.encode_fault(vcpu=vcpu, access=access)
+        if raw is None:
+            raise NotImplementedError(f"arch {self.name!r} implements no encode_fault hook")
+        return raw
+
+    def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
+        syndrome = self.pm.hook.describe_syndrome(vm=vm, raw=raw)
+        if syndrome is None:
+            raise NotImplementedError(f"arch {self.name!r} implements no describe_syndrome hook")
+        return syndrome
+
+    def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
+        return self.pm.hook.parse_trace_event(event=event, text=text)
+
+    # -- introspection -------------------------------------------------------------------------
+    def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:
+        """(hooks implemented, hooks wrapped) by ``plugin`` in this manager."""
+        hooks, wrappers = [], []
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    (wrappers if impl.wrapper or impl.hookwrapper else hooks).append(caller.name)
+        return sorted(set(hooks)), sorted(set(wrappers))
+
+    # -- fast path -----------------------------------------------------------------------------
+    def _bind(self) -> None:
+        """(Re)bind the hot hook callers: direct to a lone implementation when that is exact."""
+        for name in ("decode_fault", "faultin_pfn", "prepare_memory_fault_exit"):
+            setattr(self, f"_{name}", self._caller(name))
+
+    def _caller(self, name: str) -> Callable[..., Any]:
+        caller = getattr(self.pm.hook, name)
+        if self._tracing_undo is not None or self.pm.monitored:
+            return caller
+        impls = caller.get_hookimpls()
+        if any(i.wrapper or i.hookwrapper for i in impls) or any(i.kwargnames for i in impls):
+            return caller
+        # pluggy calls implementations last-registered first and stops at the first non-None
+        ordered = [(impl.function, tuple(impl.argnames)) for impl in reversed(impls)]
+        if len(ordered) == 1:
+            function, argnames = ordered[0]
+            if argnames == ("vcpu", "fault"):
+                return lambda vcpu, fault: function(vcpu, fault)
+            if argnames == ("vcpu", "raw"):
+                return lambda vcpu, raw: function(vcpu, raw)
+
+        def first_result(**kwargs: Any) -> Any:
+            for function, argnames in ordered:
+                result = function(*[kwargs[a] for a in argnames])
+                if result is not None:
+                    return result
+            return None
+
+        return first_result
+
+
+class KvmcorePluginManager(pluggy.PluginManager):
+    """pluggy's manager that tells its :class:`Arch` when plugins or monitors change, so the
+    fast path is rebuilt (a wrapper registered late is never skipped)."""
+
+    def __init__(self) -> None:
+        super().__init__("kvmcore")
+        self.on_change: Callable[[], None] | None = None
+        self.monitored = False
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        result = super().register(plugin, name)
+        self._changed()
+        return result
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        result = super().unregister(plugin, name)
+        self._changed()
+        return result
+
+    def add_hookcall_monitoring(self, before: Any, after: Any) -> Callable[[], None]:
+        self.monitored = True
+        self._changed()
+        undo = super().add_hookcall_monitoring(before, after)
+
+        def undo_and_rebind() -> None:
+            undo()
+            self.monitored = False
+            self._changed()
+
+        return undo_and_rebind
+
+
+def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None, version: str | None = None) -> Arch:
+    """A plugin manager with the hookspecs, the core defaults, ``plugin`` and the extensions.
+
+    Runs ``check_pending()`` and the fault contract. ``name`` is the entry-point name, if
+    the plugin came from one; it must match ``arch_info().name``.
+    """
+    label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    pm = KvmcorePluginManager()
+    pm.add_hookspecs(hookspecs)
+    pm.register(_defaults, name="kvmcore.defaults")
+    try:
+        pm.register(plugin, name=name or label)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginLoadError(f"arch plugin {label!r} cannot be registered: {exc}") from exc
+    load_errors = _register_extensions(pm)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"arch plugin {label!r}: {exc}") from exc
+    info = pm.hook.arch_info()
+    if not isinstance(info, ArchInfo):
+        raise PluginLoadError(
+            f"arch plugin {label!r}: arch_info() must return kvmcore.ArchInfo, got {type(info).__name__}"
+        )
+    if name is not None and info.name != name:
+        raise PluginLoadError(f"arch plugin {label!r}: entry point is named {name!r} but arch_info() says {info.name!r}")
+    check_fault_type(info.fault_type, info.name)
+    arch = Arch(pm, plugin, info, dist, version)
+    arch.load_errors = load_errors
+    from kvmcore import _tracing
+
+    _tracing.on_arch_built(arch)
+    return arch
+
+
+def _register_extensions(pm: pluggy.PluginManager) -> list[str]:
+    errors = []
+    for name, candidates in sorted(entry_points(EXTENSION_GROUP).items()):
+        for ep in candidates:
+            try:
+                pm.register(_import_entry_point(ep), name=f"{EXTENSION_GROUP}:{name}:{ep.dist}")
+            except (PluginLoadError, pluggy.PluginValidationError, ValueError) as exc:
+                errors.append(str(exc))
+    return errors
+
+
+_cache: dict[str, Arch] = {}
+
+
+def load_arch(name: str) -> Arch:
+    """The arch named ``name`` (an entry point of ``kvmcore.arch``), loaded once and cached.
+
+    :raises PluginLoadError: unknown name (lists the installed ones), two distributions
+        claiming it, or an import failure.
+    :raises FaultContractError: the arch's fault type breaks the common contract.
+    """
+    arch = _cache.get(name)
+    if arch is not None:
+        return arch
+    available = entry_points(ARCH_GROUP)
+    if name not in available:
+        installed = ", ".join(sorted(available)) or "none"
+        why = ""
+        if _env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
+            why = " (KVMCORE_DISABLE_PLUGIN_AUTOLOAD is set)"
+        elif _allowed() is not None:
+            why = f" (KVMCORE_PLUGINS={os.environ['KVMCORE_PLUGINS']})"
+        raise PluginLoadError(f"unknown arch {name!r}; installed arches: {installed}{why}")
+    ep = _single(name, available[name])
+    plugin = _import_entry_point(ep)
+    arch = build_arch(plugin, name=name, dist=ep.dist, version=ep.version)
+    _cache[name] = arch
+    return arch
+
+
+def installed_arches() -> list[str]:
+    """Names of the arch entry points installed (and allowed), whether or not they load."""
+    return sorted(entry_points(ARCH_GROUP))
+
+
+def list_plugins() -> list[PluginStatus]:
+    """Every installed arch and extension plugin with what it implements, or why it failed."""
+    rows: list[PluginStatus] = []
+    for name, candidates in sorted(entry_points(ARCH_GROUP).items()):
+        ep = candidates[0]
+        row = PluginStatus(name, "arch", ep.dist, ep.version, ep.value)
+        try:
+            arch = load_arch(name)
+            row.hooks, row.wrappers = arch.hooks_of(arch.plugin)
+        except (PluginLoadError, FaultContractError) as exc:
+            row.error = str(exc)
+        rows.append(row)
+    for name, candidates in sorted(entry_points(EXTENSION_GROUP).items()):
+        for ep in candidates:
+            row = PluginStatus(name, "extension", ep.dist, ep.version, ep.value)
+            try:
+                plugin = _import_entry_point(ep)
+                probe = pluggy.PluginManager("kvmcore")
+                probe.add_hookspecs(hookspecs)
+                probe.register(plugin)
+                probe.check_pending()
+                for caller in probe.get_hookcallers(plugin) or []:
+                    for impl in caller.get_hookimpls():
+                        (row.wrappers if impl.wrapper or impl.hookwrapper else row.hooks).append(caller.name)
+            except (PluginLoadError, pluggy.PluginValidationError, ValueError) as exc:
+                row.error = str(exc)
+            rows.append(row)
+    return rows
+
+
+def reset_plugins() -> None:
+    """Forget loaded arches and stevedore's in-process entry-point caches (for tests that
+    install or remove plugins)."""
+    _cache.clear()
+    try:
+        import stevedore._cache as st_cache
+        from stevedore import ExtensionManager
+
+        ExtensionManager.ENTRY_POINT_CACHE.clear()
+        internal = getattr(st_cache, "_c", None)
+        if internal is not None and hasattr(internal, "_internal"):
+            internal._internal.clear()
+    except ImportError:  # pragma: no cover - stevedore is a dependency
+        pass
+    importlib.invalidate_caches()
+
+
+def arch_from(arch: str | Arch | types.ModuleType | Any) -> Arch:
+    """An :class:`Arch` from a name, an already loaded Arch, or a plugin object."""
+    if isinstance(arch, Arch):
+        return arch
+    if isinstance(arch, str):
+        return load_arch(arch)
+    return build_arch(arch)

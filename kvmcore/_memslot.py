@@ -1,0 +1,121 @@
+"""Memslots: ``struct kvm_memory_slot`` and the sorted set of them that gfn lookups search."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from kvmcore import abi
+from kvmcore._gmem import GuestMemfd
+
+
+@dataclass(slots=True, eq=False)
+class Memslot:
+    """One guest physical range backed by host memory (``struct kvm_memory_slot``).
+
+    ``id`` is the slot number userspace gave; ``base_gfn``/``npages`` the guest range;
+    ``userspace_addr`` the hva of its first page; ``gmem``/``gmem_pgoff`` the guest_memfd
+    binding of a ``KVM_MEM_GUEST_MEMFD`` slot; ``userfault_bitmap`` the caller's buffer when
+    ``KVM_MEM_USERFAULT`` is set (KVM Userfault v3).
+    """
+
+    id: int
+    base_gfn: int
+    npages: int
+    userspace_addr: int
+    flags: int
+    page_shift: int
+    gmem: GuestMemfd | None = None
+    gmem_pgoff: int = 0
+    userfault_bitmap: memoryview | None = None
+    dirty_bitmap: bytearray | None = None
+
+    @property
+    def end_gfn(self) -> int:
+        return self.base_gfn + self.npages
+
+    @property
+    def guest_phys_addr(self) -> int:
+        return self.base_gfn << self.page_shift
+
+    @property
+    def memory_size(self) -> int:
+        return self.npages << self.page_shift
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.flags & abi.KVM_MEM_READONLY)
+
+    def contains(self, gfn: int) -> bool:
+        return self.base_gfn <= gfn < self.base_gfn + self.npages
+
+    def gfn_to_hva(self, gfn: int) -> int:
+        """Mirrors ``__gfn_to_hva_memslot()``."""
+        return self.userspace_addr + ((gfn - self.base_gfn) << self.page_shift)
+
+    def has_gmem(self) -> bool:
+        """Mirrors ``kvm_slot_has_gmem()``."""
+        return bool(self.flags & abi.KVM_MEM_GUEST_MEMFD)
+
+    def is_userfault(self) -> bool:
+        """Mirrors ``kvm_is_userfault_memslot()`` for a non-NULL slot."""
+        return bool(self.flags & abi.KVM_MEM_USERFAULT)
+
+    def mark_dirty(self, gfn: int) -> None:
+        """Mirrors ``mark_page_dirty_in_slot()`` when dirty logging is on."""
+        if self.dirty_bitmap is not None:
+            rel = gfn - self.base_gfn
+            self.dirty_bitmap[rel >> 3] |= 1 << (rel & 7)
+
+    def __repr__(self) -> str:
+        return (
+            f"Memslot(id={self.id}, gpa={self.guest_phys_addr:#x}, size={self.memory_size:#x}, "
+            f"hva={self.userspace_addr:#x}, flags={self.flags:#x})"
+        )
+
+
+class Memslots:
+    """The VM's memslots, sorted by ``base_gfn``: ``find(gfn)`` is a binary search."""
+
+    def __init__(self) -> None:
+        self._bases: list[int] = []
+        self._slots: list[Memslot] = []
+        self.by_id: dict[int, Memslot] = {}
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __iter__(self):
+        return iter(self._slots)
+
+    def find(self, gfn: int) -> Memslot | None:
+        """Mirrors ``gfn_to_memslot()``: the slot holding ``gfn`` or ``None``."""
+        i = bisect.bisect_right(self._bases, gfn) - 1
+        if i >= 0:
+            slot = self._slots[i]
+            if gfn < slot.base_gfn + slot.npages:
+                return slot
+        return None
+
+    def overlapping(self, start: int, end: int, ignore_id: int | None = None) -> Memslot | None:
+        """Mirrors ``kvm_check_memslot_overlap()``: a slot other than ``ignore_id`` in range."""
+        i = max(bisect.bisect_right(self._bases, start) - 1, 0)
+        while i < len(self._slots) and self._slots[i].base_gfn < end:
+            slot = self._slots[i]
+            if slot.end_gfn > start and slot.id != ignore_id:
+                return slot
+            i += 1
+        return None
+
+    def add(self, slot: Memslot) -> None:
+        i = bisect.bisect_left(self._bases, slot.base_gfn)
+        self._bases.insert(i, slot.base_gfn)
+        self._slots.insert(i, slot)
+        self.by_id[slot.id] = slot
+
+    def remove(self, slot: Memslot) -> None:
+        i = bisect.bisect_left(self._bases, slot.base_gfn)
+        while self._slots[i] is not slot:
+            i += 1
+        del self._bases[i], self._slots[i]
+        del self.by_id[slot.id]

@@ -1,0 +1,204 @@
+"""Value types passed through the hooks: what an arch declares, what faultin decides, what a
+fault ends in.
+
+They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kvmcore import abi
+
+AccessKind = Literal["read", "write", "exec"]
+#: Why the access faults at stage 2 (what ``encode_fault`` must make the CPU report).
+StageTwoCause = Literal["not_present", "read_only", "no_exec", "access_flag", "no_slot"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchInfo:
+    """An arch's static description, returned by the ``arch_info`` hook.
+
+    ``name`` is the entry-point name (``"arm64"``); ``fault_type`` the arch's fault dataclass,
+    checked against the common contract when the plugin is loaded.
+    """
+
+    name: str
+    fault_type: type
+    page_shift: int = 12
+    #: Guest physical address bits the arch can express in a fault (IPA/GPA size).
+    phys_bits: int = 52
+    #: The raw register names ``decode_fault`` accepts, e.g. ``("esr", "far", "hpfar")``.
+    registers: tuple[str, ...] = ()
+    description: str = ""
+    #: VM settings the arch accepts (``{"granule": ("4K", "16K", "64K")}``), first value default.
+    settings: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: Stage-2 causes ``encode_fault`` can express on this arch.
+    causes: tuple[str, ...] = ("not_present", "read_only", "no_exec", "access_flag", "no_slot")
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A logical guest access for ``encode_fault``: what the guest did and why stage 2 faults.
+
+    ``size`` and ``data`` describe the load/store for MMIO emulation; ``private`` marks an
+    access to private (guest_memfd-backed, encrypted) memory where the arch can express it.
+    """
+
+    gpa: int
+    kind: AccessKind = "read"
+    cause: StageTwoCause = "not_present"
+    private: bool = False
+    size: int = 4
+    data: int = 0
+
+    @property
+    def write(self) -> bool:
+        return self.kind == "write"
+
+    @property
+    def exec(self) -> bool:
+        return self.kind == "exec"
+
+
+# --- faultin_pfn results ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """faultin resolved the gfn: the core installs a stage-2 mapping and the guest resumes.
+
+    ``size`` is the mapping level as bytes (PAGE_SIZE, 2 MiB, 1 GiB...); ``pfn`` is the host
+    pfn of the mapping's first page. ``outcome`` names what happened (``"mapped"``,
+    ``"permission_relaxed"``...).
+    """
+
+    pfn: int
+    writable: bool
+    size: int
+    exec: bool = True
+    outcome: str = "mapped"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """No mapping is installed, the guest resumes (and may fault again).
+
+    Used for fix-ups made in place (access flag), aborts injected into the guest, MMIO
+    completed in the kernel, mmu-notifier retries.
+    """
+
+    outcome: str = "retry"
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """KVM_RUN returns to userspace with ``ret`` (0 or ``-errno``).
+
+    The arch has filled ``vcpu.kvm_run`` (exit reason and union) before returning this; a
+    bare ``-EFAULT`` leaves ``exit_reason`` at ``KVM_EXIT_UNKNOWN``.
+    """
+
+    ret: int
+    outcome: str
+    detail: str = ""
+
+
+FaultinResult = Mapped | Retry | Exit
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFault:
+    """What the common ``kvm_prepare_memory_fault_exit`` wrote (its hook's return value)."""
+
+    flags: int
+    gpa: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal KVM sends to the vCPU thread (``send_sig_mceerr``: SIGBUS, BUS_MCEERR_AR)."""
+
+    signo: str
+    code: str
+    addr: int
+    lsb: int
+
+
+@dataclass(slots=True)
+class FaultResult:
+    """The end of one guest fault, as ``vcpu.handle_fault(raw)`` reports it.
+
+    ``ret`` is what KVM_RUN would return (0, ``-EFAULT``, ``-EHWPOISON``...);
+    ``exit_reason`` the exit userspace sees, or ``None`` when the guest resumes;
+    ``outcome`` the arch's name for the path taken.
+    """
+
+    fault: Any
+    ret: int
+    exit_reason: int | None
+    outcome: str
+    mapped: Mapped | None = None
+    signal: Signal | None = None
+    detail: str = ""
+
+    @property
+    def resumed(self) -> bool:
+        """The guest re-enters without a trip to userspace."""
+        return self.exit_reason is None and self.ret == 0
+
+    @property
+    def exit_reason_name(self) -> str:
+        return abi.exit_reason_name(self.exit_reason)
+
+
+# --- host pfns (include/linux/kvm_host.h) ----------------------------------------------------
+KVM_PFN_ERR_MASK = 0x7FF << 52
+KVM_PFN_ERR_NOSLOT_MASK = 0xFFF << 52
+KVM_PFN_NOSLOT = 1 << 63
+KVM_PFN_ERR_FAULT = KVM_PFN_ERR_MASK
+KVM_PFN_ERR_HWPOISON = KVM_PFN_ERR_MASK + 1
+KVM_PFN_ERR_RO_FAULT = KVM_PFN_ERR_MASK + 2
+KVM_PFN_ERR_SIGPENDING = KVM_PFN_ERR_MASK + 3
+KVM_PFN_ERR_NEEDS_IO = KVM_PFN_ERR_MASK + 4
+
+
+def is_error_pfn(pfn: int) -> bool:
+    """Mirrors ``is_error_pfn()``."""
+    return bool(pfn & KVM_PFN_ERR_MASK)
+
+
+def is_error_noslot_pfn(pfn: int) -> bool:
+    """Mirrors ``is_error_noslot_pfn()``."""
+    return bool(pfn & KVM_PFN_ERR_NOSLOT_MASK)
+
+
+@dataclass(frozen=True, slots=True)
+class Syndrome:
+    """A person-readable decode of raw registers (the ``describe_syndrome`` hook's result).
+
+    ``fields`` maps field names to JSON-ready values (``None`` where the architecture leaves
+    a field undefined); ``meanings`` gives a one-line meaning per field; ``guest_fault``
+    says whether the registers describe a guest memory fault, and ``error`` why not.
+    """
+
+    arch: str
+    fields: Mapping[str, Any]
+    meanings: Mapping[str, str]
+    guest_fault: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One tracepoint line as an arch understood it (the ``parse_trace_event`` hook's result).
+
+    ``kind`` is ``"guest_fault"`` for events carrying a syndrome to decode (``raw``), or
+    ``"mmio"``, ``"exit"``, ``"access_fault"``... for the others; ``fields`` the parsed text.
+    """
+
+    kind: str
+    fields: Mapping[str, Any]
+    raw: Mapping[str, int] | None = None

@@ -1,0 +1,59 @@
+"""KVM Userfault (v3 series, unmerged): a per-memslot bitmap of pages that must exit.
+
+The bitmap is the caller's buffer (``bytearray``, ``array('Q')``, ``mmap``...), read in place
+as the kernel reads userspace memory: one bit per page of the slot, an array of
+little-endian 64-bit longs, so bit *i* is bit ``i % 8`` of byte ``i // 8``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvmcore import abi
+from kvmcore.errors import KvmError
+
+BITS_PER_LONG = 64
+
+
+def bitmap_bytes(npages: int) -> int:
+    """``DIV_ROUND_UP(npages, BITS_PER_LONG) * sizeof(long)``: what ``access_ok()`` checks."""
+    return (npages + BITS_PER_LONG - 1) // BITS_PER_LONG * 8
+
+
+def as_bitmap(buffer: Any, npages: int, slot: int) -> memoryview:
+    """A byte view of the caller's bitmap; ``EINVAL`` if it is not a buffer or too small.
+
+    Mirrors the v3 ``kvm_set_memory_region()`` check that fails with ``-EINVAL`` unless
+    ``access_ok(userfault_bitmap, DIV_ROUND_UP(npages, BITS_PER_LONG) * sizeof(long))``.
+    """
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise KvmError(
+            abi.EINVAL,
+            f"slot {slot}: userfault_bitmap must support the buffer protocol "
+            f"(bytearray, array('Q')...), got {type(buffer).__name__}",
+        ) from None
+    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    need = bitmap_bytes(npages)
+    if view.nbytes < need:
+        raise KvmError(
+            abi.EINVAL,
+            f"slot {slot}: userfault_bitmap has {view.nbytes} bytes, {npages} pages need {need}",
+        )
+    return view
+
+
+def test_bit(view: memoryview, index: int) -> bool:
+    """Bit ``index`` of the bitmap; ``ValueError`` if the buffer was released (an unreadable pointer)."""
+    return bool(view[index >> 3] >> (index & 7) & 1)
+
+
+def set_bits(buffer: Any, indexes: range | list[int], value: bool = True) -> None:
+    """Set (or clear) bits in a caller's bitmap, as a VMM does; convenience for tests and scenarios."""
+    view = memoryview(buffer).cast("B")
+    for index in indexes:
+        if value:
+            view[index >> 3] |= 1 << (index & 7)
+        else:
+            view[index >> 3] &= ~(1 << (index & 7)) & 0xFF

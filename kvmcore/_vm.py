@@ -1,0 +1,335 @@
+"""The VM and vCPU: the state a guest fault is resolved against, and the fault pipeline.
+
+Calls are named after the ioctls they model and fail with the errno the kernel returns
+(``kvmcore.KvmError``, an ``OSError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kvmcore import abi
+from kvmcore._attributes import MemoryAttributes
+from kvmcore._gmem import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
+from kvmcore._host import TASK_SIZE, HostMemory
+from kvmcore._loader import Arch, arch_from
+from kvmcore._memslot import Memslot, Memslots
+from kvmcore._stage2 import Stage2
+from kvmcore._types import Exit, FaultResult, Mapped, Retry, Signal
+from kvmcore._userfault import as_bitmap
+from kvmcore.errors import KvmError
+
+KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
+
+
+class VM:
+    """A KVM VM of one architecture: ``kvmcore.VM("arm64", granule="16K")``.
+
+    :param arch: an installed arch's name, a loaded ``kvmcore.Arch``, or a plugin object
+        (a module with hookimpls) for plugins that have no entry point.
+    :param settings: the arch's VM settings (``ArchInfo.settings``), checked by the
+        ``configure_vm`` hook.
+    """
+
+    def __init__(self, arch: Any, **settings: Any) -> None:
+        self.arch: Arch = arch_from(arch)
+        self.page_shift = self.arch.info.page_shift
+        self.settings: dict[str, Any] = dict(self.arch.configure_vm(self, settings) or {})
+        self.page_size = 1 << self.page_shift
+        self.memslots = Memslots()
+        self.stage2 = Stage2(self.page_shift)
+        self.host = HostMemory(self.page_shift, self._host_invalidate)
+        self.attributes = MemoryAttributes()
+        self.vcpus: list[VCPU] = []
+        self.caps: dict[int, int] = {}
+        self._gmem: dict[int, GuestMemfd] = {}
+        self._next_fd = 3
+        self._next_gmem_pfn = 1 << 40 >> self.page_shift  # private pfns far from host ones
+
+    def __repr__(self) -> str:
+        return f"<VM {self.arch.name} slots={len(self.memslots)}>"
+
+    # -- vCPUs and caps -------------------------------------------------------------------------
+    def create_vcpu(self) -> VCPU:
+        """``KVM_CREATE_VCPU``: a vCPU with its own ``kvm_run``."""
+        vcpu = VCPU(self, len(self.vcpus))
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def enable_cap(self, cap: int, arg: int = 0) -> None:
+        """``KVM_ENABLE_CAP`` on the VM, e.g. ``KVM_CAP_ARM_NISV_TO_USER``."""
+        self.caps[cap] = arg
+
+    def has_cap(self, cap: int) -> bool:
+        return cap in self.caps
+
+    # -- memslots ------------------------------------------------------------------------------
+    def set_user_memory_region(
+        self,
+        slot: int,
+        guest_phys_addr: int,
+        memory_size: int,
+        userspace_addr: int | None = None,
+        flags: int = 0,
+        guest_memfd: int | None = None,
+        guest_memfd_offset: int = 0,
+        userfault_bitmap: Any = None,
+    ) -> Memslot | None:
+        """``KVM_SET_USER_MEMORY_REGION2``: create, move, change the flags of, or delete a slot.
+
+        Mirrors ``kvm_set_memory_region()`` with KVM Userfault v3's rules; every refusal is
+        the kernel's errno. ``userspace_addr=None`` maps fresh read-write anonymous memory
+        for the slot. Returns the new slot (``None`` after a delete).
+        """
+        page_mask = self.page_size - 1
+        self._check_region_flags(slot, flags)
+        as_id, slot_id = slot >> 16, slot & 0xFFFF
+        if memory_size & page_mask or memory_size < 0:
+            raise KvmError(abi.EINVAL, f"slot {slot}: memory_size {memory_size:#x} is not a multiple of PAGE_SIZE {self.page_size:#x}")
+        if guest_phys_addr & page_mask or guest_phys_addr < 0:
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr {guest_phys_addr:#x} is not PAGE_SIZE aligned")
+        if userspace_addr is not None and (
+            userspace_addr & page_mask or userspace_addr < 0 or userspace_addr + memory_size > TASK_SIZE
+        ):
+            raise KvmError(
+                abi.EINVAL,
+                f"slot {slot}: userspace_addr {userspace_addr:#x} is not PAGE_SIZE aligned or not a user address (access_ok)",
+            )
+        if flags & abi.KVM_MEM_GUEST_MEMFD and (
+            guest_memfd_offset & page_mask or guest_memfd_offset < 0 or guest_memfd_offset + memory_size >= 1 << 64
+        ):
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd_offset {guest_memfd_offset:#x} is not PAGE_SIZE aligned")
+        if as_id != 0 or slot_id >= abi.KVM_USER_MEM_SLOTS:
+            raise KvmError(abi.EINVAL, f"slot {slot}: id must be below KVM_USER_MEM_SLOTS ({abi.KVM_USER_MEM_SLOTS}) in address space 0")
+        if guest_phys_addr + memory_size >= 1 << 64:
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr + memory_size wraps")
+        npages = memory_size >> self.page_shift
+        if npages > abi.KVM_MEM_MAX_NR_PAGES:
+            raise KvmError(abi.EINVAL, f"slot {slot}: {npages} pages exceed KVM_MEM_MAX_NR_PAGES")
+        bitmap = None
+        if flags & abi.KVM_MEM_USERFAULT:
+            if userfault_bitmap is None:
+                raise KvmError(abi.EINVAL, f"slot {slot}: KVM_MEM_USERFAULT needs a userfault_bitmap")
+            bitmap = as_bitmap(userfault_bitmap, npages, slot)
+
+        old = self.memslots.by_id.get(slot_id)
+        if memory_size == 0:
+            if old is None:
+                raise KvmError(abi.EINVAL, f"slot {slot}: deleting a slot that does not exist")
+            self._delete_slot(old)
+            return None
+        base_gfn = guest_phys_addr >> self.page_shift
+        if old is None:
+            change = KVM_MR_CREATE
+        else:
+            if userspace_addr is None:
+                userspace_addr = old.userspace_addr
+            if userspace_addr != old.userspace_addr or npages != old.npages or (
+                (flags ^ old.flags) & (abi.KVM_MEM_READONLY | abi.KVM_MEM_GUEST_MEMFD)
+            ):
+                raise KvmError(
+                    abi.EINVAL,
+                    f"slot {slot}: an existing slot may change only its base address or LOG_DIRTY_PAGES/USERFAULT "
+                    "flags (userspace_addr, size, READONLY and GUEST_MEMFD are fixed)",
+                )
+            if base_gfn != old.base_gfn:
+                change = KVM_MR_MOVE
+                if old.flags & abi.KVM_MEM_GUEST_MEMFD:
+                    raise KvmError(abi.EINVAL, f"slot {slot}: a guest_memfd slot cannot be moved, only deleted")
+            elif flags != old.flags:
+                change = KVM_MR_FLAGS_ONLY
+            else:
+                old.userfault_bitmap = bitmap if bitmap is not None else old.userfault_bitmap
+                return old
+        if change in (KVM_MR_CREATE, KVM_MR_MOVE):
+            other = self.memslots.overlapping(base_gfn, base_gfn + npages, ignore_id=slot_id)
+            if other is not None:
+                raise KvmError(
+                    abi.EEXIST,
+                    f"slot {slot}: [{guest_phys_addr:#x}, {guest_phys_addr + memory_size:#x}) overlaps slot {other.id} "
+                    f"[{other.guest_phys_addr:#x}, {other.guest_phys_addr + other.memory_size:#x})",
+                )
+        if change == KVM_MR_CREATE:
+            gmem = None
+            if flags & abi.KVM_MEM_GUEST_MEMFD:
+                gmem = self._gmem.get(guest_memfd) if guest_memfd is not None else None
+                if gmem is None:
+                    raise KvmError(abi.EBADF, f"slot {slot}: guest_memfd {guest_memfd!r} is not a guest_memfd of this VM")
+                gmem.bind(slot_id, guest_memfd_offset, memory_size)
+            if userspace_addr is None:
+                userspace_addr = self.host.mmap(memory_size)
+            new = Memslot(slot_id, base_gfn, npages, userspace_addr, flags, self.page_shift, gmem, guest_memfd_offset, bitmap)
+            self._set_dirty_log(new)
+            self.memslots.add(new)
+            return new
+        assert old is not None
+        if change == KVM_MR_MOVE:
+            self.stage2.unmap_range(old.base_gfn, old.end_gfn)
+            self.memslots.remove(old)
+            old.base_gfn = base_gfn
+            old.flags = flags
+            old.userfault_bitmap = bitmap
+            self._set_dirty_log(old)
+            self.memslots.add(old)
+            return old
+        # KVM_MR_FLAGS_ONLY
+        enabled = flags & ~old.flags
+        old.flags = flags
+        old.userfault_bitmap = bitmap
+        self._set_dirty_log(old)
+        if enabled & abi.KVM_MEM_USERFAULT:
+            # kvm_arch_userfault_enabled(): the default flushes the whole memslot
+            self.stage2.unmap_range(old.base_gfn, old.end_gfn)
+        if enabled & abi.KVM_MEM_LOG_DIRTY_PAGES:
+            # kvm_mmu_slot_apply_flags(): write-protect so that writes fault and get logged
+            self.stage2.write_protect_range(old.base_gfn, old.end_gfn)
+        return old
+
+    def _check_region_flags(self, slot: int, flags: int) -> None:
+        """Mirrors ``check_memory_region_flags()`` (with v3's KVM_MEM_USERFAULT)."""
+        valid = abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_GUEST_MEMFD | abi.KVM_MEM_USERFAULT
+        if flags & abi.KVM_MEM_GUEST_MEMFD:
+            valid &= ~abi.KVM_MEM_LOG_DIRTY_PAGES  # dirty logging private memory is unsupported
+        else:
+            valid |= abi.KVM_MEM_READONLY  # READONLY is incompatible with GUEST_MEMFD
+        if flags & ~valid or flags < 0:
+            bad = flags & ~valid
+            raise KvmError(
+                abi.EINVAL,
+                f"slot {slot}: flags {flags:#x} have invalid bits {bad:#x}"
+                + (" (KVM_MEM_READONLY cannot be combined with KVM_MEM_GUEST_MEMFD)" if bad & abi.KVM_MEM_READONLY else "")
+                + (" (KVM_MEM_GUEST_MEMFD slots cannot log dirty pages)" if bad & abi.KVM_MEM_LOG_DIRTY_PAGES else ""),
+            )
+
+    def _set_dirty_log(self, slot: Memslot) -> None:
+        if slot.flags & abi.KVM_MEM_LOG_DIRTY_PAGES:
+            if slot.dirty_bitmap is None:
+                slot.dirty_bitmap = bytearray((slot.npages + 63) // 64 * 8)
+        else:
+            slot.dirty_bitmap = None
+
+    def _delete_slot(self, slot: Memslot) -> None:
+        self.stage2.unmap_range(slot.base_gfn, slot.end_gfn)
+        self.memslots.remove(slot)
+        if slot.gmem is not None:
+            slot.gmem.unbind(slot.id)
+
+    def get_dirty_log(self, slot: int) -> bytes:
+        """``KVM_GET_DIRTY_LOG``: the slot's dirty bitmap (cleared, and re-write-protected)."""
+        memslot = self.memslots.by_id.get(slot)
+        if memslot is None or memslot.dirty_bitmap is None:
+            raise KvmError(abi.ENOENT if memslot is None else abi.EINVAL, f"slot {slot}: no dirty log")
+        log = bytes(memslot.dirty_bitmap)
+        memslot.dirty_bitmap[:] = bytes(len(memslot.dirty_bitmap))
+        self.stage2.write_protect_range(memslot.base_gfn, memslot.end_gfn)
+        return log
+
+    def gfn_to_memslot(self, gfn: int) -> Memslot | None:
+        """Mirrors ``gfn_to_memslot()``."""
+        return self.memslots.find(gfn)
+
+    # -- memory attributes -----------------------------------------------------------------------
+    def set_memory_attributes(self, address: int, size: int, attributes: int, flags: int = 0) -> None:
+        """``KVM_SET_MEMORY_ATTRIBUTES``: mark ``[address, address+size)`` private or shared.
+
+        Mirrors ``kvm_vm_ioctl_set_mem_attributes()``: ``EINVAL`` for flags, unknown
+        attribute bits, an empty, unaligned or wrapping range. Mappings of the range are
+        zapped so the next access faults with the new attribute.
+        """
+        if flags:
+            raise KvmError(abi.EINVAL, f"set_memory_attributes: flags must be 0, got {flags:#x}")
+        if attributes & ~abi.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+            raise KvmError(abi.EINVAL, f"set_memory_attributes: unsupported attribute bits {attributes:#x}")
+        if size <= 0 or address < 0 or address + size >= 1 << 64:
+            raise KvmError(abi.EINVAL, f"set_memory_attributes: range [{address:#x}, +{size:#x}) is empty or wraps")
+        if (address | size) & (self.page_size - 1):
+            raise KvmError(abi.EINVAL, f"set_memory_attributes: [{address:#x}, +{size:#x}) is not PAGE_SIZE aligned")
+        start, end = address >> self.page_shift, (address + size) >> self.page_shift
+        self.attributes.set(start, end, attributes)
+        self.stage2.unmap_range(start, end)
+
+    def mem_is_private(self, gfn: int) -> bool:
+        """Mirrors ``kvm_mem_is_private()``."""
+        return bool(self.attributes.get(gfn) & abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+
+    # -- guest_memfd -----------------------------------------------------------------------------
+    def create_guest_memfd(self, size: int, flags: int = 0) -> int:
+        """``KVM_CREATE_GUEST_MEMFD``: returns a file descriptor number for ``guest_memfd=``."""
+        if flags & ~GUEST_MEMFD_FLAGS_VALID:
+            raise KvmError(abi.EINVAL, f"create_guest_memfd: invalid flags {flags:#x}")
+        if size <= 0 or size & (self.page_size - 1):
+            raise KvmError(abi.EINVAL, f"create_guest_memfd: size {size:#x} is not a positive multiple of PAGE_SIZE")
+        fd = self._next_fd
+        self._next_fd += 1
+        gmem = GuestMemfd(fd, size, flags, self._next_gmem_pfn, self.page_shift, invalidate=self._gmem_invalidate)
+        self._next_gmem_pfn += size >> self.page_shift
+        self._gmem[fd] = gmem
+        return fd
+
+    def guest_memfd(self, fd: int) -> GuestMemfd:
+        """The guest_memfd behind ``fd`` (``EBADF`` if there is none)."""
+        gmem = self._gmem.get(fd)
+        if gmem is None:
+            raise KvmError(abi.EBADF, f"fd {fd} is not a guest_memfd of this VM")
+        return gmem
+
+    # -- mmu notifiers ---------------------------------------------------------------------------
+    def _host_invalidate(self, start: int, end: int) -> None:
+        """``kvm_mmu_notifier_invalidate_range_start()``: zap gfns whose hva is in range."""
+        for slot in self.memslots:
+            lo = max(start, slot.userspace_addr)
+            hi = min(end, slot.userspace_addr + slot.memory_size)
+            if lo < hi:
+                first = slot.base_gfn + ((lo - slot.userspace_addr) >> self.page_shift)
+                last = slot.base_gfn + ((hi - slot.userspace_addr + self.page_size - 1) >> self.page_shift)
+                self.stage2.unmap_range(first, last)
+
+    def _gmem_invalidate(self, gmem: GuestMemfd, start: int, end: int) -> None:
+        """``kvm_gmem_invalidate_begin()``: zap the gfns bound to ``[start, end)`` of the file."""
+        for lo, hi, slot_id in gmem.bindings:
+            if start < hi and lo < end:
+                slot = self.memslots.by_id[slot_id]
+                first = slot.base_gfn + ((max(start, lo) - slot.gmem_pgoff) >> self.page_shift)
+                last = slot.base_gfn + ((min(end, hi) - slot.gmem_pgoff) >> self.page_shift)
+                self.stage2.unmap_range(first, last)
+
+
+class VCPU:
+    """One vCPU: its ``kvm_run`` and the fault pipeline (``handle_fault``)."""
+
+    def __init__(self, vm: VM, vcpu_id: int) -> None:
+        self.vm = vm
+        self.id = vcpu_id
+        self.kvm_run = abi.kvm_run()
+        self.pending_signal: Signal | None = None
+
+    def __repr__(self) -> str:
+        return f"<VCPU {self.id} of {self.vm.arch.name} VM>"
+
+    def handle_fault(self, raw: Mapping[str, int]) -> FaultResult:
+        """Run one guest stage-2 fault through the pipeline, as ``KVM_RUN`` would.
+
+        decode (``decode_fault``) -> find the memslot -> ``faultin_pfn`` (the arch's
+        ordering of the common checks) -> install the mapping, resume, or exit.
+        """
+        run = self.kvm_run
+        run.exit_reason = abi.KVM_EXIT_UNKNOWN  # KVM_RUN resets it on entry
+        self.pending_signal = None
+        arch = self.vm.arch
+        fault = arch.decode_fault(self, raw)
+        fault.slot = self.vm.memslots.find(fault.gfn)
+        result = arch.faultin_pfn(self, fault)
+        result_type = type(result)
+        if result_type is Mapped:
+            self.vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
+            if result.writable and fault.slot is not None and fault.slot.dirty_bitmap is not None:
+                fault.slot.mark_dirty(fault.gfn)
+            return FaultResult(fault, 0, None, result.outcome, result, self.pending_signal)
+        if result_type is Retry:
+            return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
+        if result_type is Exit:
+            return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
+        raise TypeError(
+            f"arch {arch.name!r}: faultin_pfn must return Mapped, Retry or Exit, got {result!r}"
+        )

@@ -1,0 +1,273 @@
+"""The KVM userspace ABI that kvmcore models: constants and a byte-exact ``struct kvm_run``.
+
+Names and values are those of ``include/uapi/linux/kvm.h`` (checked against the compiled
+offsets in the project reference, section 2). Values that exist only in the unmerged
+KVM Userfault v3 series are marked so; values that are kvmcore's own proposal carry the
+``KVMCORE_`` prefix and are not upstream uAPI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+# --- Exit reasons (struct kvm_run.exit_reason) -----------------------------------------------
+KVM_EXIT_UNKNOWN = 0
+KVM_EXIT_EXCEPTION = 1
+KVM_EXIT_IO = 2
+KVM_EXIT_HYPERCALL = 3
+KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
+KVM_EXIT_MMIO = 6
+KVM_EXIT_SHUTDOWN = 8
+KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
+KVM_EXIT_NMI = 16
+KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_HYPERV = 27
+KVM_EXIT_ARM_NISV = 28
+KVM_EXIT_X86_RDMSR = 29
+KVM_EXIT_X86_WRMSR = 30
+KVM_EXIT_DIRTY_RING_FULL = 31
+KVM_EXIT_AP_RESET_HOLD = 32
+KVM_EXIT_X86_BUS_LOCK = 33
+KVM_EXIT_XEN = 34
+KVM_EXIT_RISCV_SBI = 35
+KVM_EXIT_RISCV_CSR = 36
+KVM_EXIT_NOTIFY = 37
+KVM_EXIT_LOONGARCH_IOCSR = 38
+KVM_EXIT_MEMORY_FAULT = 39
+KVM_EXIT_TDX = 40
+
+EXIT_REASON_NAMES: dict[int, str] = {
+    value: name
+    for name, value in sorted(globals().items())
+    if name.startswith("KVM_EXIT_") and isinstance(value, int)
+}
+
+# --- KVM_INTERNAL_ERROR_* suberrors ----------------------------------------------------------
+KVM_INTERNAL_ERROR_EMULATION = 1
+KVM_INTERNAL_ERROR_SIMUL_EX = 2
+KVM_INTERNAL_ERROR_DELIVERY_EV = 3
+KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
+
+# --- Memory-fault exit flags (kvm_run.memory_fault.flags) ------------------------------------
+KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
+#: KVM Userfault v3 (unmerged): the vCPU touched a page whose userfault bit is set.
+KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4
+#: Bits 0-2 are reserved for R/W/X; the common helper leaves them 0 ("not (yet) defined").
+KVM_MEMORY_EXIT_FLAG_RWX_MASK = 0x7
+
+# --- Memslot flags (kvm_userspace_memory_region2.flags) --------------------------------------
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+KVM_MEM_GUEST_MEMFD = 1 << 2
+#: KVM Userfault v3 (unmerged).
+KVM_MEM_USERFAULT = 1 << 3
+KVM_MEM_FLAGS_VALID = (
+    KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD | KVM_MEM_USERFAULT
+)
+#: The v1 ioctl (KVM_SET_USER_MEMORY_REGION) accepts only these.
+KVM_MEM_FLAGS_V1 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
+
+KVM_USER_MEM_SLOTS = 32764
+KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
+
+# --- Memory attributes -----------------------------------------------------------------------
+KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
+
+# --- guest_memfd flags -----------------------------------------------------------------------
+GUEST_MEMFD_FLAG_MMAP = 1 << 0
+GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1
+
+# --- Capabilities ----------------------------------------------------------------------------
+KVM_CAP_READONLY_MEM = 81
+KVM_CAP_ARM_NISV_TO_USER = 177
+KVM_CAP_USER_MEMORY2 = 231
+KVM_CAP_MEMORY_FAULT_INFO = 232
+KVM_CAP_MEMORY_ATTRIBUTES = 233
+KVM_CAP_GUEST_MEMFD = 234
+KVM_CAP_VM_TYPES = 235
+#: KVM Userfault v3's number; mainline later gave 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED.
+KVM_CAP_USERFAULT = 243
+
+# --- ioctl numbers ---------------------------------------------------------------------------
+KVM_RUN = 0xAE80
+KVM_SET_USER_MEMORY_REGION2 = 0x40A0AE49
+KVM_SET_MEMORY_ATTRIBUTES = 0x4020AED2
+KVM_CREATE_GUEST_MEMFD = 0xC040AED4
+
+# --- errno values KVM_RUN returns (asm-generic) ----------------------------------------------
+EFAULT = errno.EFAULT  # 14
+EHWPOISON = getattr(errno, "EHWPOISON", 133)  # 133 on Linux
+EINTR = errno.EINTR
+ENOSYS = errno.ENOSYS
+EOPNOTSUPP = errno.EOPNOTSUPP
+ENOEXEC = errno.ENOEXEC
+EIO = errno.EIO
+EAGAIN = errno.EAGAIN
+EINVAL = errno.EINVAL
+EEXIST = errno.EEXIST
+EPERM = errno.EPERM
+ENOENT = errno.ENOENT
+E2BIG = errno.E2BIG
+EBADF = errno.EBADF
+ENOMEM = errno.ENOMEM
+
+# --- kvmcore's proposal: an arch syndrome right after memory_fault (NOT upstream uAPI) -------
+#: ``kvmcore_fault_syndrome.flags``: the syndrome words are valid.
+KVMCORE_SYNDROME_VALID = 1 << 0
+#: ``kvmcore_fault_syndrome.arch`` values: which layout the syndrome words follow.
+KVMCORE_SYNDROME_ARCH_NONE = 0
+KVMCORE_SYNDROME_ARCH_ARM64 = 1
+KVMCORE_SYNDROME_ARCH_X86_VMX = 2
+KVMCORE_SYNDROME_ARCH_X86_SVM = 3
+KVMCORE_SYNDROME_ARCH_RISCV = 4
+KVMCORE_SYNDROME_WORDS = 4
+
+
+# --- struct kvm_run --------------------------------------------------------------------------
+class kvm_run_mmio(ctypes.Structure):
+    """``struct { __u64 phys_addr; __u8 data[8]; __u32 len; __u8 is_write; } mmio``."""
+
+    _fields_ = [
+        ("phys_addr", ctypes.c_uint64),
+        ("data", ctypes.c_uint8 * 8),
+        ("len", ctypes.c_uint32),
+        ("is_write", ctypes.c_uint8),
+    ]
+
+
+class kvm_run_internal(ctypes.Structure):
+    """``struct { __u32 suberror; __u32 ndata; __u64 data[16]; } internal``."""
+
+    _fields_ = [
+        ("suberror", ctypes.c_uint32),
+        ("ndata", ctypes.c_uint32),
+        ("data", ctypes.c_uint64 * 16),
+    ]
+
+
+class kvm_run_arm_nisv(ctypes.Structure):
+    """``struct { __u64 esr_iss; __u64 fault_ipa; } arm_nisv``."""
+
+    _fields_ = [("esr_iss", ctypes.c_uint64), ("fault_ipa", ctypes.c_uint64)]
+
+
+class kvm_run_memory_fault(ctypes.Structure):
+    """``struct { __u64 flags; __u64 gpa; __u64 size; } memory_fault``."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("gpa", ctypes.c_uint64), ("size", ctypes.c_uint64)]
+
+
+class kvmcore_fault_syndrome(ctypes.Structure):
+    """kvmcore's proposed arch syndrome, placed right after ``memory_fault`` (kvm_run offset 56).
+
+    Not upstream uAPI. ``flags`` holds ``KVMCORE_SYNDROME_VALID``; ``arch`` one of
+    ``KVMCORE_SYNDROME_ARCH_*``; ``syndrome[]`` the arch's words (see ``docs/syndrome.md``).
+    """
+
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("arch", ctypes.c_uint32),
+        ("syndrome", ctypes.c_uint64 * KVMCORE_SYNDROME_WORDS),
+    ]
+
+
+class kvm_run_memory_fault_ext(ctypes.Structure):
+    """``memory_fault`` followed by kvmcore's syndrome extension (one union member)."""
+
+    _fields_ = [("memory_fault", kvm_run_memory_fault), ("syndrome", kvmcore_fault_syndrome)]
+
+
+class kvm_run_exit(ctypes.Union):
+    """The exit union of ``struct kvm_run`` (256 bytes at offset 32)."""
+
+    _fields_ = [
+        ("mmio", kvm_run_mmio),
+        ("internal", kvm_run_internal),
+        ("arm_nisv", kvm_run_arm_nisv),
+        ("memory_fault", kvm_run_memory_fault),
+        ("kvmcore", kvm_run_memory_fault_ext),
+        ("padding", ctypes.c_char * 256),
+    ]
+
+
+class kvm_run(ctypes.Structure):
+    """``struct kvm_run`` for every arch but s390, byte-compatible up to the sync-regs union.
+
+    ``bytes(run)`` is the first :data:`KVM_RUN_SIZE` bytes a VMM would see through its
+    ``mmap`` of the vCPU fd. Use the properties ``mmio``, ``memory_fault``, ``arm_nisv``,
+    ``internal`` and ``syndrome`` rather than the raw union.
+    """
+
+    _anonymous_ = ()
+    _fields_ = [
+        ("request_interrupt_window", ctypes.c_uint8),
+        ("immediate_exit", ctypes.c_uint8),
+        ("padding1", ctypes.c_uint8 * 6),
+        ("exit_reason", ctypes.c_uint32),
+        ("ready_for_interrupt_injection", ctypes.c_uint8),
+        ("if_flag", ctypes.c_uint8),
+        ("flags", ctypes.c_uint16),
+        ("cr8", ctypes.c_uint64),
+        ("apic_base", ctypes.c_uint64),
+        ("exit", kvm_run_exit),
+        ("kvm_valid_regs", ctypes.c_uint64),
+        ("kvm_dirty_regs", ctypes.c_uint64),
+        ("s", ctypes.c_char * 2048),
+    ]
+
+    @property
+    def mmio(self) -> kvm_run_mmio:
+        return self.exit.mmio
+
+    @property
+    def memory_fault(self) -> kvm_run_memory_fault:
+        return self.exit.memory_fault
+
+    @property
+    def arm_nisv(self) -> kvm_run_arm_nisv:
+        return self.exit.arm_nisv
+
+    @property
+    def internal(self) -> kvm_run_internal:
+        return self.exit.internal
+
+    @property
+    def syndrome(self) -> kvmcore_fault_syndrome:
+        """kvmcore's syndrome extension (valid only with ``KVMCORE_SYNDROME_VALID``)."""
+        return self.exit.kvmcore.syndrome
+
+    def clear_exit(self) -> None:
+        """Zero ``exit_reason`` and the exit union, as a fresh KVM_RUN would see them."""
+        self.exit_reason = KVM_EXIT_UNKNOWN
+        ctypes.memset(ctypes.addressof(self.exit), 0, ctypes.sizeof(self.exit))
+
+
+KVM_RUN_SIZE = ctypes.sizeof(kvm_run)
+
+#: Byte offsets of the fields a VMM reads, from the compiled table in the reference (section 2.1).
+KVM_RUN_OFFSETS: dict[str, int] = {
+    "exit_reason": kvm_run.exit_reason.offset,
+    "exit": kvm_run.exit.offset,
+    "mmio.phys_addr": kvm_run.exit.offset + kvm_run_mmio.phys_addr.offset,
+    "mmio.data": kvm_run.exit.offset + kvm_run_mmio.data.offset,
+    "mmio.len": kvm_run.exit.offset + kvm_run_mmio.len.offset,
+    "mmio.is_write": kvm_run.exit.offset + kvm_run_mmio.is_write.offset,
+    "memory_fault.flags": kvm_run.exit.offset + kvm_run_memory_fault.flags.offset,
+    "memory_fault.gpa": kvm_run.exit.offset + kvm_run_memory_fault.gpa.offset,
+    "memory_fault.size": kvm_run.exit.offset + kvm_run_memory_fault.size.offset,
+    "arm_nisv.esr_iss": kvm_run.exit.offset + kvm_run_arm_nisv.esr_iss.offset,
+    "arm_nisv.fault_ipa": kvm_run.exit.offset + kvm_run_arm_nisv.fault_ipa.offset,
+    "kvmcore_syndrome": kvm_run.exit.offset + kvm_run_memory_fault_ext.syndrome.offset,
+    "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
+}
+
+
+def exit_reason_name(reason: int | None) -> str:
+    """``KVM_EXIT_MEMORY_FAULT`` for 39; ``None`` (the guest resumes) gives ``"none"``."""
+    if reason is None:
+        return "none"
+    return EXIT_REASON_NAMES.get(reason, f"KVM_EXIT_{reason}")

@@ -1,0 +1,169 @@
+"""The hooks an architecture plugin implements (pluggy project ``kvmcore``).
+
+An arch plugin is a module (or object) with functions marked ``@kvmcore.hookimpl`` and named
+after these specs. Implementations may accept any subset of a hook's arguments. The core
+implements ``prepare_memory_fault_exit``, ``faultin_pfn`` and ``configure_vm`` itself, as
+ordinary plugins registered ``trylast`` (``kvmcore._defaults``), so an arch overrides them by
+answering first or wraps them with ``@hookimpl(wrapper=True)``.
+
+One guest fault, ``vcpu.handle_fault(raw)``, runs::
+
+    decode_fault(vcpu, raw)        -> the arch's fault object      (common fields checked)
+    core: fault.slot = gfn_to_memslot(fault.gfn)
+    faultin_pfn(vcpu, fault)       -> Mapped | Retry | Exit
+        ... may call kvm_prepare_memory_fault_exit(vcpu, fault)
+            -> prepare_memory_fault_exit(vcpu, fault)   (common helper + arch wrappers)
+    core: install the stage-2 mapping for Mapped
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
+    from kvmcore._vm import VCPU, VM
+
+hookspec = pluggy.HookspecMarker("kvmcore")
+
+
+@hookspec(firstresult=True)
+def arch_info() -> ArchInfo:
+    """Describe the architecture. Called once when the plugin is loaded.
+
+    :return: a :class:`kvmcore.ArchInfo`: ``name`` (the entry-point name, e.g. ``"arm64"``),
+        ``fault_type`` (the arch's fault dataclass, checked against the common contract
+        before any fault is handled), ``page_shift``, ``phys_bits``, the raw ``registers``
+        ``decode_fault`` accepts, a one-line ``description``, and the VM ``settings`` it
+        accepts.
+
+    Example::
+
+        @hookimpl
+        def arch_info():
+            return ArchInfo(name="arm64", fault_type=Arm64Fault, registers=("esr", "far", "hpfar"))
+    """
+
+
+@hookspec(firstresult=True)
+def configure_vm(vm: VM, settings: Mapping[str, Any]) -> Any:
+    """Validate the VM's arch settings and set up per-VM arch state. Called once by ``VM()``.
+
+    :param vm: the VM being created; an arch may change ``vm.page_shift`` here (arm64's
+        stage-2 granule) before any memslot exists.
+    :param settings: the keyword settings given to ``kvmcore.VM(arch, **settings)``.
+    :return: the arch's per-VM state, stored as ``vm.arch_state`` (any object). Raise
+        ``ValueError`` naming the setting and the accepted values for a bad one. The core's
+        default accepts exactly the settings declared in ``ArchInfo.settings``.
+    """
+
+
+@hookspec(firstresult=True)
+def decode_fault(vcpu: VCPU, raw: Mapping[str, int]) -> Any:
+    """Turn the raw syndrome registers of one guest exit into the arch's fault object.
+
+    Called first for every ``vcpu.handle_fault(raw)``.
+
+    :param vcpu: the faulting vCPU (``vcpu.vm`` for settings and memory attributes).
+    :param raw: register name -> value, e.g. ``{"esr": 0x93c08006, "far": 0x1008,
+        "hpfar": 0x40010}``; the names are those listed in ``ArchInfo.registers``.
+    :return: an instance of the arch's ``fault_type`` with the common fields filled
+        (``gfn``, ``exec``, ``write``, ``is_private``; ``slot`` is filled by the core next).
+    :raises kvmcore.DecodeError: for a syndrome that is malformed or not a guest memory
+        fault, naming the register and the value (``esr=0x5a000000: EC 0x16 (HVC64) is not
+        an abort``).
+    """
+
+
+@hookspec(firstresult=True)
+def faultin_pfn(vcpu: VCPU, fault: Any) -> FaultinResult:
+    """Resolve the fault's gfn to a host pfn, or decide how the fault ends.
+
+    Called after decode, once ``fault.slot`` holds the gfn's memslot (or ``None``). This is
+    where an arch orders its kernel's checks (MMIO, private/shared mismatch, userfault,
+    hwpoison...), using the core helpers ``kvm_do_userfault``, ``kvm_faultin_pfn``,
+    ``kvm_gmem_get_pfn``, ``kvm_prepare_memory_fault_exit`` and ``kvm_prepare_mmio_exit``.
+
+    :return: one of
+
+        * :class:`kvmcore.Mapped` ``(pfn, writable, size, exec, outcome)``: the core installs
+          the stage-2 mapping and the guest resumes;
+        * :class:`kvmcore.Retry` ``(outcome)``: the guest resumes without a new mapping
+          (fixed in place, abort injected, mmu-notifier retry);
+        * :class:`kvmcore.Exit` ``(ret, outcome)``: KVM_RUN returns ``ret`` (0 or
+          ``-errno``) with ``vcpu.kvm_run`` already filled.
+
+    The core's default (``trylast``) is the generic path of the KVM Userfault series:
+    no slot -> MMIO exit, private/shared mismatch -> memory fault, userfault, RO-slot write
+    -> MMIO, then guest_memfd or host memory.
+    """
+
+
+@hookspec(firstresult=True)
+def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
+    """Fill ``vcpu.kvm_run`` for ``KVM_EXIT_MEMORY_FAULT`` (``kvm_prepare_memory_fault_exit``).
+
+    Called through ``kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)`` from a faultin path
+    that exits to userspace with a memory fault. The core's implementation is the common
+    helper: ``exit_reason = 39``, ``gpa = gfn << PAGE_SHIFT``, ``size = PAGE_SIZE``,
+    ``flags = KVM_MEMORY_EXIT_FLAG_PRIVATE`` when ``fault.is_private`` (RWX bits 0-2 stay 0),
+    and kvmcore's syndrome extension cleared.
+
+    An arch wraps it to add its syndrome after the common part ran::
+
+        @hookimpl(wrapper=True)
+        def prepare_memory_fault_exit(vcpu, fault):
+            common = yield
+            vcpu.kvm_run.syndrome.syndrome[0] = sanitised_esr(fault.esr)
+            ...
+            return common
+
+    :return: the :class:`kvmcore.MemoryFault` the common helper wrote. Wrappers must return
+        it unchanged and must never change ``flags``, ``gpa`` or ``size`` in ``kvm_run``
+        (the core checks after every call and raises ``FaultContractError``).
+    """
+
+
+@hookspec(firstresult=True)
+def encode_fault(vcpu: VCPU, access: Access) -> Mapping[str, int]:
+    """Build the raw registers a real CPU of this arch reports for a logical access.
+
+    Used by ``kvmcore run --arch all`` (the same access on every arch) and by the
+    conformance kit's round trip: ``decode_fault(encode_fault(a))`` gives back ``a``'s gfn,
+    write, exec and is_private.
+
+    :param access: a :class:`kvmcore.Access`: gpa, kind (read/write/exec), the stage-2
+        ``cause`` (not_present, read_only, no_exec, access_flag, no_slot), private, size, data.
+    :return: the raw register mapping ``decode_fault`` accepts. Raise ``ValueError`` naming
+        the access when the arch cannot express it (e.g. an access-flag fault on x86).
+    """
+
+
+@hookspec(firstresult=True)
+def describe_syndrome(vm: VM, raw: Mapping[str, int]) -> Syndrome:
+    """Decode raw registers for a person: every field, its value and its meaning.
+
+    Used by ``kvmcore decode``. Unlike ``decode_fault`` it decodes values that are not guest
+    memory faults too (an arm64 ESR of any class, an x86 trace's error code), and says so.
+
+    :return: a :class:`kvmcore.Syndrome`: ``fields`` (name -> value, JSON-ready, ``None``
+        where the architecture leaves a field undefined), ``meanings`` (name -> one line),
+        and ``guest_fault`` with ``error`` (the DecodeError message) when it is not one.
+    :raises kvmcore.DecodeError: when the registers cannot be decoded at all.
+    """
+
+
+@hookspec(firstresult=True)
+def parse_trace_event(event: str, text: str) -> TraceEvent | None:
+    """Turn one tracepoint's printed text into raw registers (``kvmcore replay``).
+
+    :param event: the event name as printed (``kvm_guest_fault``, ``kvm_page_fault``,
+        ``kvm_exit``...).
+    :param text: what follows ``event: `` on the line.
+    :return: a :class:`kvmcore.TraceEvent` (kind, raw registers to decode, vcpu), or ``None``
+        if this arch does not know the event. Raise ``ValueError`` naming the event when the
+        text is malformed.
+    """

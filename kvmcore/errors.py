@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import errno as _errno
 
+#: errno names, including Linux's EHWPOISON (133), which Python's errno module lacks.
+ERRNO_NAMES: dict[int, str] = {**_errno.errorcode, 133: "EHWPOISON"}
+
 
 class KvmcoreError(Exception):
     """Base class of kvmcore's own errors (not raised directly)."""
@@ -49,7 +52,7 @@ class KvmError(KvmcoreError, OSError):
     """
 
     def __init__(self, err: int, message: str) -> None:
-        super().__init__(err, f"{_errno.errorcode.get(err, str(err))}: {message}")
+        super().__init__(err, f"{ERRNO_NAMES.get(err, str(err))}: {message}")
 
     def __str__(self) -> str:  # OSError's default prefixes "[Errno N]"; keep ours readable
         return f"[Errno {self.errno}] {self.strerror}"
@@ -61,7 +64,7 @@ class ScenarioError(KvmcoreError, ValueError):
 
 def strerror(err: int) -> str:
     """The errno's symbolic name, as the kernel's headers spell it (``EFAULT``)."""
-    return _errno.errorcode.get(abs(err), str(err)) if err else "0"
+    return ERRNO_NAMES.get(abs(err), str(err)) if err else "0"
 
 
 __all__ = [

@@ -1,0 +1,127 @@
+"""The fault contract (our KVM_ASSERT_TYPE_IS): refusals at load and, in debug mode, at run time."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Optional
+
+import pytest
+import toyarch
+
+import kvmcore
+from kvmcore import ArchInfo, FaultContractError, Memslot, hookimpl
+
+
+def plugin_with(fault_type: type, name: str = "bad") -> types.SimpleNamespace:
+    """An arch plugin object whose only difference from the toy arch is its fault type."""
+
+    class Plugin:
+        @hookimpl
+        def arch_info(self) -> ArchInfo:
+            return ArchInfo(name=name, fault_type=fault_type)
+
+        decode_fault = staticmethod(toyarch.decode_fault)
+
+    Plugin.__name__ = f"kvmcore_{name}"
+    return Plugin()
+
+
+@dataclass(slots=True)
+class NoSlot:
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+
+
+@dataclass(slots=True)
+class IntWrite:
+    gfn: int
+    exec: bool
+    write: int  # the kernel's __typecheck would refuse int for bool
+    is_private: bool
+    slot: Memslot | None = None
+
+
+@dataclass(slots=True)
+class BoolGfn:
+    gfn: bool
+    exec: bool
+    write: bool
+    is_private: bool
+    slot: Memslot | None = None
+
+
+@dataclass(slots=True)
+class SlotNotOptional:
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+    slot: Memslot
+
+
+@dataclass(slots=True)
+class OptionalSpelling:
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+    slot: Optional[Memslot] = None  # noqa: UP045 - the old spelling is the same type
+
+
+class NotADataclass:
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+    slot: Memslot | None
+
+
+@pytest.mark.parametrize(
+    "fault_type,field,expected,found",
+    [
+        (NoSlot, "slot", "Memslot | None", "no such field in NoSlot"),
+        (IntWrite, "write", "bool", "int"),
+        (BoolGfn, "gfn", "int", "bool"),
+        (SlotNotOptional, "slot", "Memslot | None", "Memslot"),
+    ],
+)
+def test_contract_refuses_at_load(fault_type: type, field: str, expected: str, found: str) -> None:
+    with pytest.raises(FaultContractError) as info:
+        kvmcore.VM(plugin_with(fault_type))
+    err = info.value
+    assert (err.plugin, err.field, err.expected, err.found) == ("bad", field, expected, found)
+    assert str(err) == f"arch plugin 'bad' breaks the fault contract: field {field!r} must be {expected}, found {found}"
+
+
+def test_contract_refuses_a_class_that_is_not_a_dataclass() -> None:
+    with pytest.raises(FaultContractError, match=r"field 'fault_type' must be a dataclass, found class NotADataclass"):
+        kvmcore.VM(plugin_with(NotADataclass))
+
+
+def test_contract_accepts_optional_spelling() -> None:
+    vm = kvmcore.VM(plugin_with(OptionalSpelling, name="ok"))
+    assert vm.arch.name == "ok"
+
+
+def test_debug_mode_checks_every_decoded_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin whose annotations are right but whose decode puts an int in ``write``."""
+
+    class Liar:
+        @hookimpl
+        def arch_info(self) -> ArchInfo:
+            return ArchInfo(name="liar", fault_type=toyarch.ToyFault)
+
+        @hookimpl
+        def decode_fault(self, vcpu, raw):
+            return toyarch.ToyFault(gfn=raw["gpa"] >> 12, exec=False, write=1, is_private=False)  # type: ignore[arg-type]
+
+    raw = {"gpa": 0x1000}
+    monkeypatch.delenv("KVMCORE_DEBUG", raising=False)
+    kvmcore.VM(Liar()).create_vcpu().handle_fault(raw)  # not checked without debug
+    monkeypatch.setenv("KVMCORE_DEBUG", "1")
+    vcpu = kvmcore.VM(Liar()).create_vcpu()
+    with pytest.raises(FaultContractError, match=r"'liar'.*field 'write' must be bool, found int 1"):
+        vcpu.handle_fault(raw)

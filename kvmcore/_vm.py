@@ -140,8 +140,7 @@ class VM:
             elif flags != old.flags:
                 change = KVM_MR_FLAGS_ONLY
             else:
-                old.userfault_bitmap = bitmap if bitmap is not None else old.userfault_bitmap
-                return old
+                return old  # "Nothing to change": the kernel returns before touching the slot
         if change in (KVM_MR_CREATE, KVM_MR_MOVE):
             other = self.memslots.overlapping(base_gfn, base_gfn + npages, ignore_id=slot_id)
             if other is not None:

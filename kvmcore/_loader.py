@@ -177,7 +177,7 @@ class Arch:
 
     # -- typed hook calls ----------------------------------------------------------------------
     def decode_fault(self, vcpu: Any, raw: Mapping[str, int]) -> Any:
-        fault = self._decode_fault(vcpu=vcpu, raw=raw)
+        fault = self._decode_fault(vcpu, raw)
         if fault is None:
             raise DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
         if self.debug:
@@ -185,10 +185,10 @@ class Arch:
         return fault
 
     def faultin_pfn(self, vcpu: Any, fault: Any) -> FaultinResult:
-        return self._faultin_pfn(vcpu=vcpu, fault=fault)
+        return self._faultin_pfn(vcpu, fault)
 
     def prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> MemoryFault:
-        return self._prepare_memory_fault_exit(vcpu=vcpu, fault=fault)
+        return self._prepare_memory_fault_exit(vcpu, fault)
 
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
         return self.pm.hook.configure_vm(vm=vm, settings=settings)
@@ -220,34 +220,47 @@ class Arch:
 
     # -- fast path -----------------------------------------------------------------------------
     def _bind(self) -> None:
-        """(Re)bind the hot hook callers: direct to a lone implementation when that is exact."""
+        """(Re)bind the hot hook callers (positional ``(vcpu, raw|fault)``)."""
         for name in ("decode_fault", "faultin_pfn", "prepare_memory_fault_exit"):
             setattr(self, f"_{name}", self._caller(name))
 
     def _caller(self, name: str) -> Callable[..., Any]:
-        caller = getattr(self.pm.hook, name)
-        if self._tracing_undo is not None or self.pm.monitored:
-            return caller
-        impls = caller.get_hookimpls()
-        if any(i.wrapper or i.hookwrapper for i in impls) or any(i.kwargnames for i in impls):
-            return caller
-        # pluggy calls implementations last-registered first and stops at the first non-None
-        ordered = [(impl.function, tuple(impl.argnames)) for impl in reversed(impls)]
-        if len(ordered) == 1:
-            function, argnames = ordered[0]
-            if argnames == ("vcpu", "fault"):
-                return lambda vcpu, fault: function(vcpu, fault)
-            if argnames == ("vcpu", "raw"):
-                return lambda vcpu, raw: function(vcpu, raw)
+        """A positional caller for hook ``name`` that behaves exactly as pluggy's call.
 
-        def first_result(**kwargs: Any) -> Any:
-            for function, argnames in ordered:
-                result = function(*[kwargs[a] for a in argnames])
+        Through pluggy when tracing or monitoring is on or any implementation is a wrapper
+        or takes keyword defaults; otherwise the implementations are called directly in
+        pluggy's order (last registered first, ``trylast`` after), stopping at the first
+        non-``None`` result, as a ``firstresult`` hook does.
+        """
+        caller = getattr(self.pm.hook, name)
+        spec_args = tuple(caller.spec.argnames)
+        impls = caller.get_hookimpls()
+        if (
+            self._tracing_undo is not None
+            or self.pm.monitored
+            or any(i.wrapper or i.hookwrapper or i.kwargnames for i in impls)
+        ):
+            return lambda *args: caller(**dict(zip(spec_args, args, strict=True)))
+        direct = [_positional(impl.function, spec_args, tuple(impl.argnames)) for impl in reversed(impls)]
+        if len(direct) == 1:
+            return direct[0]
+
+        def first_result(*args: Any) -> Any:
+            for function in direct:
+                result = function(*args)
                 if result is not None:
                     return result
             return None
 
         return first_result
+
+
+def _positional(function: Callable[..., Any], spec_args: tuple[str, ...], argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """``function`` adapted to take the spec's arguments positionally (impls may take a subset)."""
+    if argnames == spec_args:
+        return function
+    picks = tuple(spec_args.index(a) for a in argnames)
+    return lambda *args: function(*[args[i] for i in picks])
 
 
 class KvmcorePluginManager(pluggy.PluginManager):

@@ -68,9 +68,9 @@ class Access:
 class Mapped:
     """faultin resolved the gfn: the core installs a stage-2 mapping and the guest resumes.
 
-    ``size`` is the mapping level as bytes (PAGE_SIZE, 2 MiB, 1 GiB...); ``pfn`` is the host
-    pfn of the mapping's first page. ``outcome`` names what happened (``"mapped"``,
-    ``"permission_relaxed"``...).
+    ``pfn`` is the host pfn backing the faulting gfn; ``size`` the mapping level as bytes
+    (PAGE_SIZE, 2 MiB, 1 GiB...): the core aligns gfn and pfn down to it. ``outcome`` names
+    what happened (``"mapped"``, ``"permission_relaxed"``...).
     """
 
     pfn: int

@@ -1,0 +1,207 @@
+"""``RiscvFault``: kvmcore's RISC-V fault type, and the raw-register checks around the decoder.
+
+Upstream RISC-V KVM has no ``struct kvm_page_fault``: ``gstage_page_fault()``
+(``arch/riscv/kvm/vcpu_exit.c``) works on ``struct kvm_cpu_trap`` and local variables.
+:class:`RiscvFault` is what such a struct would hold on RISC-V: the five fields the common
+``kvm_prepare_memory_fault_exit()`` asserts (``gfn``, ``exec``, ``write``, ``is_private``,
+``slot``) plus the decoded trap. The bit-level decoding is :mod:`kvmcore_riscv.trap` and
+:mod:`kvmcore_riscv.htinst`; this module only checks the raw mapping and wraps the result.
+
+Raw keys (``vcpu.handle_fault(raw)``):
+
+* ``scause``, ``htval``, ``stval``: required (the trap CSRs).
+* ``htinst``: optional, default 0 ("no information", what hardware without htinst support
+  writes).
+* ``sepc``: optional; the guest PC, only reported (KVM reads the instruction there when htinst
+  has bit 0 clear).
+* ``private`` (0/1), ``data``, ``insn``: kvmcore's modelling inputs, not registers. ``private``
+  marks a private access (upstream RISC-V has no private memory; CoVE is out of tree);
+  ``data`` is the value a store writes (KVM reads it from rs2 for an MMIO exit); ``insn`` is
+  the instruction at ``sepc`` (KVM reads it from guest memory when htinst bit 0 is clear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kvmcore
+from kvmcore import DecodeError
+
+from .trap import GUEST_PAGE_FAULT_ACCESS, decode_guest_page_fault, scause_name
+
+#: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
+REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
+REQUIRED = ("scause", "htval", "stval")
+#: kvmcore's modelling inputs that are not registers.
+MODEL_KEYS = ("private", "data", "insn")
+_KNOWN = frozenset(REGISTERS + MODEL_KEYS)
+_U64_MAX = (1 << 64) - 1
+
+
+@dataclass(slots=True)
+class RiscvFault:
+    """One RISC-V guest-page fault as kvmcore handles it.
+
+    ``fault_kind`` is ``"guest_page_fault_fetch"`` (scause 20), ``"guest_page_fault_load"``
+    (21) or ``"guest_page_fault_store"`` (23, store/AMO). ``write`` is
+    ``scause == EXC_STORE_GUEST_PAGE_FAULT`` (the ``is_write`` ``gstage_page_fault()`` passes
+    on); ``exec`` is ``scause == EXC_INST_GUEST_PAGE_FAULT``. ``gpa``/``kernel_gpa`` are as in
+    :class:`kvmcore_riscv.trap.GuestPageFault`: they differ only in bits 1:0 for an implicit
+    VS-stage page-table access, and KVM's MMIO emulation uses ``kernel_gpa``.
+    """
+
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+    scause: int
+    scause_name: str
+    access: str
+    fault_kind: str
+    gpa: int
+    kernel_gpa: int
+    gva: int
+    htval: int
+    stval: int
+    htinst: int
+    htinst_kind: str
+    insn_length: int | None
+    access_size: int | None
+    rd: int | None
+    rs2: int | None
+    sign_extend: bool | None
+    addr_offset: int | None
+    sepc: int | None
+    insn: int | None
+    data: int | None
+    slot: kvmcore.Memslot | None = None
+
+
+def check_raw(raw: Mapping[str, Any], required: tuple[str, ...] = REQUIRED) -> None:
+    """Refuse unknown keys and missing required registers, naming them."""
+    unknown = [k for k in raw if k not in _KNOWN]
+    if unknown:
+        raise DecodeError(
+            f"unknown raw key(s) {', '.join(map(repr, unknown))}: RISC-V takes the registers "
+            f"{', '.join(REGISTERS)} and the modelling inputs {', '.join(MODEL_KEYS)}"
+        )
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise DecodeError(
+            f"missing register(s) {', '.join(missing)}: a RISC-V guest-page fault needs "
+            "scause, htval and stval (htinst defaults to 0, sepc is optional)"
+        )
+
+
+def _optional_int(raw: Mapping[str, Any], name: str, limit: int, what: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= limit:
+        raise DecodeError(f"{name}={value!r}: not {what}")
+    return value
+
+
+def _private(raw: Mapping[str, Any]) -> bool:
+    value = raw.get("private", 0)
+    if value not in (0, 1) or type(value) not in (int, bool):
+        raise DecodeError(f"private={value!r}: expected 0 (shared) or 1 (private)")
+    return bool(value)
+
+
+def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
+    """Decode one trap into a :class:`RiscvFault` (the ``decode_fault`` hook).
+
+    The CSRs go through :func:`kvmcore_riscv.trap.decode_guest_page_fault`, which mirrors the
+    reading in ``gstage_page_fault()``; its ``DecodeError`` (wrong cause, bad value, htinst
+    contradicting scause) propagates.
+    """
+    check_raw(raw)
+    t = decode_guest_page_fault(raw["scause"], raw["htval"], raw["stval"], raw.get("htinst", 0))
+    return RiscvFault(
+        gfn=t.gfn,
+        exec=t.exec,
+        write=t.write,
+        is_private=_private(raw),
+        scause=t.scause,
+        scause_name=t.scause_name,
+        access=t.access,
+        fault_kind="guest_page_fault_" + t.access,
+        gpa=t.gpa,
+        kernel_gpa=t.kernel_gpa,
+        gva=t.gva,
+        htval=t.htval,
+        stval=t.stval,
+        htinst=t.htinst,
+        htinst_kind=t.htinst_kind,
+        insn_length=t.insn_length,
+        access_size=t.access_size,
+        rd=t.rd,
+        rs2=t.rs2,
+        sign_extend=t.sign_extend,
+        addr_offset=t.addr_offset,
+        sepc=_optional_int(raw, "sepc", _U64_MAX, "a 64-bit register value"),
+        insn=_optional_int(raw, "insn", 0xFFFFFFFF, "a 16- or 32-bit instruction encoding"),
+        data=_optional_int(raw, "data", _U64_MAX, "a 64-bit store value"),
+    )
+
+
+# --- describe_syndrome ------------------------------------------------------------------------
+
+MEANINGS: dict[str, str] = {
+    "scause": "supervisor cause register: the trap's exception code (bit 63 set for an interrupt)",
+    "scause_name": "the asm/csr.h name of the cause",
+    "interrupt": "scause bit 63: an interrupt, not an exception",
+    "access": "the original access that faulted: fetch (20), load (21) or store/AMO (23)",
+    "gpa": "faulting guest physical address: (htval << 2) | (stval & 3), PTE-aligned for an implicit access",
+    "kernel_gpa": "what gstage_page_fault() computes, (htval << 2) | (stval & 3): KVM's MMIO address",
+    "gva": "stval: the faulting guest virtual address (for an implicit access, the VA being translated)",
+    "htinst_kind": "htinst: zero, transformed instruction, pseudoinstruction (implicit PTE access), custom or invalid",
+    "insn_length": "length of the trapping instruction from htinst bit 1 (4, or 2 if compressed); None if htinst does not say",
+    "access_size": "bytes accessed (the PTE size for a pseudoinstruction); None if htinst does not say",
+    "rd": "destination register of the load, from the transformed htinst; None if htinst does not say",
+    "rs2": "source register of the store, from the transformed htinst; None if htinst does not say",
+    "sign_extend": "the load sign-extends into the 64-bit register (LB/LH/LW); None for stores or when unknown",
+    "addr_offset": "htinst bits 19:15: faulting VA minus the access's VA (nonzero only for a misaligned access)",
+    "gfn": "guest frame number: gpa >> 12",
+    "write": "a store/AMO guest-page fault (the is_write gstage_page_fault() passes to kvm_riscv_mmu_map())",
+    "exec": "an instruction guest-page fault",
+    "is_private": "the raw key private (kvmcore's modelling input; upstream RISC-V has no private memory)",
+}
+
+
+def describe(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
+    """Every field of a trap for a person (the ``describe_syndrome`` hook).
+
+    A cause that is not a guest-page fault (only ``scause`` is needed then), or a guest-page
+    fault the decoder refuses, gives ``guest_fault=False`` with the decoder's message. Unknown
+    keys, a missing scause (or htval/stval for causes 20/21/23), or a scause that is not a
+    64-bit value raise ``DecodeError``.
+    """
+    check_raw(raw, REQUIRED if raw.get("scause") in GUEST_PAGE_FAULT_ACCESS else ("scause",))
+    scause = raw["scause"]
+    if type(scause) is not int or not 0 <= scause <= _U64_MAX:
+        raise DecodeError(f"scause={scause!r}: not a 64-bit register value (0 <= scause < 2**64)")
+    try:
+        # for another cause this raises, saying what the cause is
+        trap = decode_guest_page_fault(
+            scause, raw.get("htval", 0), raw.get("stval", 0), raw.get("htinst", 0)
+        )
+        is_private = _private(raw)
+    except DecodeError as err:
+        fields = {
+            "scause": scause,
+            "scause_name": scause_name(scause),
+            "interrupt": bool(scause >> 63),
+        }
+        meanings = {k: MEANINGS[k] for k in fields}
+        return kvmcore.Syndrome("riscv", fields, meanings, guest_fault=False, error=str(err))
+    fields = trap.to_dict()
+    fields.update(gfn=trap.gfn, write=trap.write, exec=trap.exec, is_private=is_private)
+    meanings = {k: MEANINGS[k] for k in fields}
+    return kvmcore.Syndrome("riscv", fields, meanings, guest_fault=True)
+
+
+__all__ = ["REGISTERS", "RiscvFault", "check_raw", "decode_riscv_fault", "describe"]

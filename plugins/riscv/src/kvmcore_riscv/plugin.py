@@ -1,0 +1,114 @@
+"""The riscv arch plugin (entry point ``riscv`` in ``kvmcore.arch``): hook implementations only.
+
+Decoding lives in :mod:`kvmcore_riscv.trap`/:mod:`~kvmcore_riscv.htinst` (wrapped by
+:mod:`~kvmcore_riscv.fault`), the faultin path in :mod:`~kvmcore_riscv.gstage`, the encoder in
+:mod:`~kvmcore_riscv.encode` and the tracepoint parser in :mod:`~kvmcore_riscv.trace`.
+See ``docs/arch/riscv.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import kvmcore
+from kvmcore import abi, hookimpl
+
+from .encode import encode_guest_page_fault
+from .fault import REGISTERS, RiscvFault, decode_riscv_fault, describe
+from .gstage import gstage_page_fault
+from .trace import parse_event
+from .trap import GUEST_PAGE_FAULT_ACCESS
+
+#: ``ArchInfo.causes``: RISC-V's scause says which access faulted (fetch/load/store), never why.
+#: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
+#: same cause, so only "not_present" and "no_slot" can be expressed as themselves.
+CAUSES = ("not_present", "no_slot")
+#: VM settings: the kernel whose behaviour is modelled. "6.18" covers 6.15-6.18 (the default);
+#: "7.2" reflects an instruction access fault for a fetch from an unbacked GPA.
+SETTINGS = {"kernel": ("6.18", "7.2")}
+
+
+@hookimpl
+def arch_info() -> kvmcore.ArchInfo:
+    """RV64 host with the H extension; GPAs up to 59 bits (Sv57x4)."""
+    return kvmcore.ArchInfo(
+        name="riscv",
+        fault_type=RiscvFault,
+        page_shift=12,
+        # Sv57x4: 57 + 2 bits, what KVM_CAP_VM_GPA_BITS reports with Sv57x4 G-stage, and what a
+        # guest with vsatp=Bare can fault on (htval holds up to 57 bits of GPA >> 2).
+        phys_bits=59,
+        registers=REGISTERS,
+        description="RISC-V H extension: guest-page faults (scause 20/21/23), htval/htinst, "
+        "gstage_page_fault() and kvm_riscv_mmu_map()",
+        settings=SETTINGS,
+        causes=CAUSES,
+    )
+
+
+@hookimpl
+def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
+    """Mirrors the trap reading of ``gstage_page_fault()`` (``vcpu`` is unused: RISC-V has one
+    page size and no per-VM decoding state; it is named so the core's direct call applies)."""
+    return decode_riscv_fault(raw)
+
+
+@hookimpl
+def faultin_pfn(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinResult:
+    """Mirrors ``gstage_page_fault()`` -> ``kvm_riscv_mmu_map()`` (with kvmcore's extensions)."""
+    return gstage_page_fault(vcpu, fault)
+
+
+@hookimpl(wrapper=True)
+def prepare_memory_fault_exit(
+    vcpu: kvmcore.VCPU, fault: RiscvFault
+) -> Generator[None, kvmcore.MemoryFault, kvmcore.MemoryFault]:
+    """kvmcore's syndrome extension (``docs/syndrome.md``): scause and htinst after the common
+    ``kvm_prepare_memory_fault_exit()`` ran. No upstream counterpart: RISC-V never makes a
+    memory-fault exit."""
+    common = yield
+    syndrome = vcpu.kvm_run.syndrome
+    syndrome.flags = abi.KVMCORE_SYNDROME_VALID
+    syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
+    syndrome.syndrome[0] = fault.scause
+    syndrome.syndrome[1] = fault.htinst
+    return common
+
+
+@hookimpl
+def encode_fault(access: kvmcore.Access) -> dict[str, int]:
+    """The trap CSRs for a logical access (``encode_guest_page_fault``), plus ``private`` and,
+    for a write, ``data``."""
+    if access.cause not in CAUSES:
+        raise ValueError(
+            f"cause={access.cause!r}: RISC-V cannot express it; scause reports only the access "
+            "(20 fetch, 21 load, 23 store/AMO), never a read-only, no-exec or access-flag "
+            "distinction: use 'not_present'"
+        )
+    raw = encode_guest_page_fault(access.gpa, access.kind, size=access.size)
+    if access.private:
+        raw["private"] = 1
+    if access.write:
+        raw["data"] = access.data
+    return raw
+
+
+@hookimpl
+def describe_syndrome(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
+    """Every field of a trap (``kvmcore decode riscv``)."""
+    return describe(raw)
+
+
+@hookimpl
+def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
+    """``kvm_exit`` (a guest-page fault for scause 20/21/23) and ``kvm_entry`` from
+    ``arch/riscv/kvm/trace.h``; None for other events."""
+    fields = parse_event(event, text)
+    if fields is None:
+        return None
+    if event == "kvm_entry":
+        return kvmcore.TraceEvent("entry", fields)
+    if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
+        return kvmcore.TraceEvent("guest_fault", fields, raw=dict(fields))
+    return kvmcore.TraceEvent("exit", fields)

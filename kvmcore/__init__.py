@@ -5,12 +5,13 @@ fault type, decodes its hardware syndrome and orders its kernel's faultin checks
 checks the common fault contract, models memslots, memory attributes, guest_memfd, host
 memory, userfault bitmaps and ``struct kvm_run``, and fills ``KVM_EXIT_MEMORY_FAULT``.
 
-    >>> import kvmcore
-    >>> vm = kvmcore.VM("arm64")
-    >>> vm.set_user_memory_region(0, 0x40000000, 0x200000)
-    >>> vcpu = vm.create_vcpu()
-    >>> vcpu.handle_fault({"esr": 0x93c08007, "far": 0x40001008, "hpfar": 0x400010}).outcome
-    'mapped'
+Example (see README.md)::
+
+    import kvmcore
+    vm = kvmcore.VM("arm64")
+    vm.set_user_memory_region(0, 0x40000000, 0x200000)
+    vcpu = vm.create_vcpu()
+    vcpu.handle_fault({"esr": 0x93C08007, "far": 0x40001008, "hpfar": 0x400010}).outcome  # 'mapped'
 
 Only the names exported here are public; modules starting with ``_`` are not.
 """

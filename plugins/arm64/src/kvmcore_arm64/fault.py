@@ -1,0 +1,170 @@
+"""``Arm64Fault``: kvmcore's arm64 fault type, and ``decode_fault`` (raw registers -> fault).
+
+Upstream arm64 KVM (6.15-6.18) has no ``struct kvm_page_fault``: ``kvm_handle_guest_abort()``
+and ``user_mem_abort()`` read the syndrome through ``kvm_vcpu_get_esr()``,
+``kvm_vcpu_get_fault_ipa()`` and ``kvm_vcpu_get_hfar()`` and keep the results in locals.
+KVM Userfault v3 (patch 02) adds a small struct with the five asserted fields (``exec``,
+``write``, ``is_private`` "never set on arm64", ``gfn``, ``slot``); Sean's Aug 2025 RFC grows it
+with ``esr``, ``is_perm``, ``fault_ipa``, ``ipa``, ``hva``, ``pfn``. :class:`Arm64Fault` is
+that struct with the decoded syndrome next to it. The bit-level work is
+:mod:`kvmcore_arm64.esr`; this module only checks the raw mapping and wraps the result.
+
+Raw keys (``vcpu.handle_fault(raw)``):
+
+* ``esr`` (ESR_EL2) and ``hpfar`` (HPFAR_EL2): required;
+* ``far`` (FAR_EL2): optional; only its low 12 bits are used (the byte offset of an MMIO
+  access, ``FAR_TO_FIPA_OFFSET``); without it the offset is 0;
+* ``private`` (0/1): kvmcore's modelling input for a private access (upstream arm64 never
+  sets ``is_private``; CCA realms are out of tree);
+* ``data``: the value a store writes, for a ``KVM_EXIT_MMIO`` write (KVM reads it from the
+  guest register SRT names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kvmcore
+from kvmcore import DecodeError
+
+from . import esr as E
+from .esr import EsrInfo
+
+#: The registers ``decode_fault`` accepts (``ArchInfo.registers``).
+REGISTERS = ("esr", "far", "hpfar")
+REQUIRED = ("esr", "hpfar")
+#: kvmcore's modelling inputs that are not registers.
+MODEL_KEYS = ("private", "data")
+_KNOWN = frozenset(REGISTERS + MODEL_KEYS)
+_U64_MAX = (1 << 64) - 1
+
+#: Stage-2 granule setting -> PAGE_SHIFT.
+GRANULE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
+#: Stage-2 block sizes user_mem_abort() may install, by PAGE_SHIFT (PUD/PMD level blocks that
+#: ``get_vma_page_shift()`` and ``fault_supports_stage2_huge_mapping()`` allow), largest first.
+BLOCK_SIZES = {12: (1 << 30, 1 << 21), 14: (1 << 25,), 16: (1 << 29,)}
+
+
+@dataclass(slots=True)
+class Arm64Fault:
+    """One arm64 stage-2 abort (EC IABT_LOW or DABT_LOW) as kvmcore handles it.
+
+    Common fields (asserted by the core): ``gfn`` (``ipa >> PAGE_SHIFT``; the granule decides
+    PAGE_SHIFT), ``exec`` (``kvm_vcpu_trap_is_exec_fault()``), ``write``
+    (``kvm_is_write_fault()``), ``is_private`` (the raw key ``private``; always False
+    upstream), ``slot`` (filled by the core).
+
+    Syndrome: ``esr`` (full ESR_EL2, ISS2 included), ``ec``, ``fsc``, ``fault_kind``
+    (the decoder's names: ``translation``, ``access_flag``, ``permission``,
+    ``sync_external_abort``...), ``fault_level`` (lookup level, None if level-less),
+    ``s1ptw``, ``is_iabt`` (EC IABT_LOW, ``kvm_vcpu_trap_is_iabt()``), ``isv``, ``wnr``,
+    ``cm``, ``access_size`` (``1 << SAS``), ``srt`` (None without ISV, and for IABTs, like
+    ``isv``/``wnr``/``cm``), ``info`` (the whole :class:`~kvmcore_arm64.esr.EsrInfo`).
+
+    Addresses: ``hpfar``, ``far`` (None if not given), ``ipa`` (page-aligned to 4K, from HPFAR:
+    ``kvm_vcpu_get_fault_ipa()``), ``gpa`` (``ipa | FAR[11:0]``, the address
+    ``io_mem_abort()`` gets), ``hpfar_trusted`` (``__hpfar_valid()``: whether the CPU wrote
+    HPFAR for this abort or KVM had to re-walk stage 1; informative, the given HPFAR is used
+    either way). ``data``: the raw key ``data`` (0 if not given).
+    """
+
+    gfn: int
+    exec: bool
+    write: bool
+    is_private: bool
+    esr: int
+    ec: int
+    fsc: int
+    fault_kind: str
+    fault_level: int | None
+    s1ptw: bool
+    is_iabt: bool
+    isv: bool | None
+    wnr: bool | None
+    cm: bool | None
+    access_size: int | None
+    srt: int | None
+    ipa: int
+    gpa: int
+    far: int | None
+    hpfar: int
+    hpfar_trusted: bool
+    data: int
+    info: EsrInfo
+    slot: kvmcore.Memslot | None = None
+
+
+def check_raw(raw: Mapping[str, Any]) -> None:
+    """Refuse unknown keys, missing required registers and values that are not ints."""
+    unknown = [k for k in raw if k not in _KNOWN]
+    if unknown:
+        raise DecodeError(
+            f"unknown raw key(s) {', '.join(map(repr, unknown))}: arm64 takes the registers "
+            f"{', '.join(REGISTERS)} and the modelling inputs {', '.join(MODEL_KEYS)}"
+        )
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise DecodeError(
+            f"missing register(s) {', '.join(missing)}: an arm64 stage-2 abort needs esr "
+            "(ESR_EL2) and hpfar (HPFAR_EL2); far (FAR_EL2) is optional"
+        )
+    for key in ("esr", "far", "hpfar", "data"):
+        value = raw.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= _U64_MAX):
+            raise DecodeError(f"{key}={value!r}: not a 64-bit register value")
+
+
+def raw_private(raw: Mapping[str, Any]) -> bool:
+    """The modelling input ``private`` (0 or 1, default 0)."""
+    value = raw.get("private", 0)
+    if type(value) not in (int, bool) or value not in (0, 1):
+        raise DecodeError(f"private={value!r}: expected 0 (shared) or 1 (private)")
+    return bool(value)
+
+
+def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:
+    """The ``decode_fault`` hook: ESR_EL2/HPFAR_EL2/FAR_EL2 -> :class:`Arm64Fault`.
+
+    Mirrors what ``kvm_handle_guest_abort()`` reads first: ``kvm_vcpu_get_esr()``,
+    ``kvm_vcpu_get_fault_ipa()`` (HPFAR.FIPA << 12), ``kvm_vcpu_get_hfar()``, then
+    ``gfn = ipa >> PAGE_SHIFT``, ``kvm_is_write_fault()`` and
+    ``kvm_vcpu_trap_is_exec_fault()``. Only EC 0x20 (IABT_LOW) and 0x24 (DABT_LOW) reach
+    that function (``arm_exit_handlers[]``): any other class raises :class:`DecodeError`
+    naming it, as does a malformed register.
+    """
+    check_raw(raw)
+    info = E.decode_guest_abort(raw["esr"])
+    hpfar = raw["hpfar"]
+    far = raw.get("far")
+    ipa = E.hpfar_to_ipa(hpfar)
+    gpa = ipa | (far & E.FAR_TO_FIPA_OFFSET_MASK) if far is not None else ipa
+    return Arm64Fault(
+        gfn=E.gpa_to_gfn(ipa, vcpu.vm.page_shift),
+        exec=E.is_exec_fault(info),
+        write=E.is_write_fault(info),
+        is_private=raw_private(raw),
+        esr=info.esr,
+        ec=info.ec,
+        fsc=info.fsc,  # type: ignore[arg-type]  # never None for an abort
+        fault_kind=info.fault_kind,  # type: ignore[arg-type]
+        fault_level=info.fault_level,
+        s1ptw=bool(info.s1ptw),
+        is_iabt=not info.is_data_abort,
+        isv=info.isv,
+        wnr=info.wnr,
+        cm=info.cm,
+        access_size=info.access_size,
+        srt=info.srt,
+        ipa=ipa,
+        gpa=gpa,
+        far=far,
+        hpfar=hpfar,
+        hpfar_trusted=E.hpfar_trusted(info),
+        data=raw.get("data", 0),
+        info=info,
+    )
+
+
+__all__ = ["BLOCK_SIZES", "GRANULE_SHIFTS", "REGISTERS", "Arm64Fault", "decode_fault"]

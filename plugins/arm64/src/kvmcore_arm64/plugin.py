@@ -1,0 +1,84 @@
+"""The arm64 arch plugin's hook implementations (entry point ``arm64`` in ``kvmcore.arch``).
+
+Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode),
+``abort`` (``kvm_handle_guest_abort()`` and what it calls), ``syndrome`` (memory-fault
+syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kvmcore
+from kvmcore import ArchInfo, hookimpl
+
+from . import abort, convert, syndrome
+from . import fault as _fault
+from .fault import GRANULE_SHIFTS, REGISTERS, Arm64Fault
+
+ARCH_INFO = ArchInfo(
+    name="arm64",
+    fault_type=Arm64Fault,
+    page_shift=12,
+    phys_bits=52,
+    registers=REGISTERS,
+    description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
+    settings={
+        "granule": tuple(GRANULE_SHIFTS),
+        "ipa_bits": (40, 32, 36, 42, 44, 48, 52),
+        "sea": ("unclaimed", "claimed"),
+    },
+)
+
+
+@hookimpl
+def arch_info() -> ArchInfo:
+    """arm64: 4K pages by default, 52-bit IPAs at most, settings granule/ipa_bits/sea."""
+    return ARCH_INFO
+
+
+@hookimpl(wrapper=True)
+def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
+    """After the core validated the settings: PAGE_SHIFT from the stage-2 granule (12/14/16)."""
+    validated = yield
+    vm.page_shift = GRANULE_SHIFTS[validated["granule"]]
+    return validated
+
+
+@hookimpl
+def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, int]) -> Arm64Fault:
+    """ESR_EL2/HPFAR_EL2/FAR_EL2 -> :class:`~kvmcore_arm64.fault.Arm64Fault`."""
+    return _fault.decode_fault(vcpu, raw)
+
+
+@hookimpl
+def faultin_pfn(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> kvmcore.FaultinResult:
+    """Mirrors ``kvm_handle_guest_abort()`` (see :mod:`kvmcore_arm64.abort`)."""
+    return abort.kvm_handle_guest_abort(vcpu, fault)
+
+
+@hookimpl(wrapper=True)
+def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Any:
+    """Wraps the common ``kvm_prepare_memory_fault_exit()``: adds the arm64 syndrome words."""
+    common = yield
+    syndrome.fill_memory_fault_syndrome(vcpu, fault)
+    return common
+
+
+@hookimpl
+def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, int]:
+    """``kvmcore.Access`` -> the ESR/FAR/HPFAR an arm64 CPU reports for it."""
+    return convert.encode_access(access)
+
+
+@hookimpl
+def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, int]) -> kvmcore.Syndrome:
+    """Every ESR_EL2 field with its meaning, plus IPA/gfn when HPFAR is given."""
+    return syndrome.describe(vm, raw)
+
+
+@hookimpl
+def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
+    """``kvm_guest_fault``, ``kvm_mmio_nisv``, ``kvm_access_fault``, ``kvm_exit``... lines."""
+    return convert.trace_event(event, text)

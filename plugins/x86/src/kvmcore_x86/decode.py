@@ -1,0 +1,319 @@
+"""From raw exit registers to an ``X86Fault``, and back (``encode_fault``).
+
+``decode_fault()`` is the model of what runs between the VM exit and ``kvm_mmu_do_page_fault()``:
+``handle_ept_violation()``/``__vmx_handle_ept_violation()`` (VMX), ``tdx_handle_ept_violation()``
+(TDX), ``handle_ept_misconfig()`` (VMX, EPT misconfiguration), ``npf_interception()`` (SVM),
+then the part of ``kvm_mmu_page_fault()`` that adjusts the error code (SW-protected VMs) and
+``kvm_mmu_do_page_fault()``'s filling of ``struct kvm_page_fault``. The bit logic lives in
+``vmx``/``svm``; this module only orders it.
+
+Raw keys (ints unless said): ``vendor`` (``"vmx"``/``"svm"``, a string), ``exit_qualification``
+(VMX), ``gpa`` (GUEST_PHYSICAL_ADDRESS / EXITINFO2), ``gla`` (VMX GUEST_LINEAR_ADDRESS),
+``error_code`` (SVM EXITINFO1), and kvmcore's modelling inputs: ``exit_reason`` (VMX: 48 EPT
+violation, the default, or 49 EPT misconfiguration), ``private`` (0/1: a private access where the
+hardware has no bit), ``len``/``data`` (the access width and stored value the instruction
+emulator would decode, for a KVM_EXIT_MMIO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kvmcore
+from kvmcore import DecodeError
+from kvmcore_x86.encode import encode_ept_violation, encode_npf
+from kvmcore_x86.fault import X86Fault, fault_kind
+from kvmcore_x86.pferr import (
+    PFERR_FETCH_MASK,
+    PFERR_PRESENT_MASK,
+    PFERR_PRIVATE_ACCESS,
+    PFERR_RSVD_MASK,
+    PFERR_USER_MASK,
+    PFERR_WRITE_MASK,
+    check_u64,
+)
+from kvmcore_x86.svm import decode_npf, npf_to_pferr
+from kvmcore_x86.vmx import (
+    EPT_VIOLATION_GVA_IS_VALID,
+    EXIT_REASON_EPT_MISCONFIG,
+    EXIT_REASON_EPT_VIOLATION,
+    decode_ept_violation,
+    ept_violation_to_pferr,
+    tdx_exit_qualification,
+)
+
+VENDORS = ("vmx", "svm")
+#: Keys ``decode_fault`` accepts (the registers, then kvmcore's modelling inputs).
+RAW_KEYS = frozenset(
+    {"vendor", "exit_qualification", "gpa", "gla", "error_code", "exit_reason", "private", "len", "data"}
+)
+#: x86 MAXPHYADDR is at most 52.
+GPA_BITS = 52
+#: The access widths an emulated MMIO access may have in one KVM_EXIT_MMIO (kvm_run.mmio.data is 8 bytes).
+MMIO_LENGTHS = (1, 2, 4, 8)
+
+
+# --- VM settings ---------------------------------------------------------------------------
+def tdx_shared_bit(vm: kvmcore.VM) -> int:
+    """The TDX shared GPA bit: bit 51 with a 52-bit GPAW (5-level S-EPT), bit 47 with 48.
+
+    Mirrors ``TDX_SHARED_BIT_PWL_5``/``TDX_SHARED_BIT_PWL_4`` chosen by ``setup_tdparams()`` from
+    the TD's MAX_GPAW; the VM setting ``tdx_gpaw`` selects it. 0 for a non-TDX VM.
+    """
+    if vm.settings.get("vm_type") != "tdx":
+        return 0
+    return 1 << (vm.settings.get("tdx_gpaw", 52) - 1)
+
+
+def kvm_gfn_direct_bits(vm: kvmcore.VM) -> int:
+    """Mirrors ``kvm_gfn_direct_bits()``: the gfn bits a direct MMU strips (TDX's shared bit)."""
+    return tdx_shared_bit(vm) >> vm.page_shift
+
+
+def check_settings(given: Mapping[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Cross-check the VM settings the core validated one by one; fill the vendor a type implies.
+
+    ``vm_type="snp"`` is AMD-only and ``"tdx"`` Intel-only: the vendor follows when it was not
+    given, and a contradiction is a ValueError. ``mbec=True`` needs VMX and ``kernel="7.2"``
+    (KVM has no MBEC support before).
+    """
+    result = dict(settings)
+    implied = {"snp": "svm", "tdx": "vmx"}.get(result["vm_type"])
+    if implied is not None:
+        if "vendor" not in given:
+            result["vendor"] = implied
+        elif result["vendor"] != implied:
+            raise ValueError(
+                f"arch 'x86': vm_type={result['vm_type']!r} needs vendor={implied!r}, got vendor={result['vendor']!r}"
+            )
+    if result["mbec"] and (result["vendor"] != "vmx" or result["kernel"] != "7.2"):
+        raise ValueError(
+            "arch 'x86': mbec=True needs vendor='vmx' and kernel='7.2' (KVM has no MBEC support before 7.2); "
+            f"got vendor={result['vendor']!r}, kernel={result['kernel']!r}"
+        )
+    return result
+
+
+# --- raw registers -------------------------------------------------------------------------
+def reg(raw: Mapping[str, Any], name: str, *, required: bool = True) -> int | None:
+    """``raw[name]`` as a u64, or None when absent and not required; DecodeError naming it."""
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise DecodeError(f"{name}: missing (x86 raw registers: {', '.join(sorted(raw)) or 'none given'})")
+        return None
+    try:
+        return check_u64(value, name)
+    except TypeError as err:
+        raise DecodeError(str(err)) from None
+
+
+def resolve_vendor(raw: Mapping[str, Any], default: str | None) -> str | None:
+    """Which decoder: raw ``vendor``; else the register present (``exit_qualification``/
+    ``exit_reason`` -> VMX, ``error_code`` -> SVM); else ``default`` (the VM's setting)."""
+    vendor = raw.get("vendor")
+    if vendor is not None:
+        if vendor not in VENDORS:
+            raise DecodeError(f"vendor={vendor!r}: expected 'vmx' or 'svm'")
+        return vendor
+    vmx = "exit_qualification" in raw or "exit_reason" in raw
+    svm = "error_code" in raw
+    if vmx and not svm:
+        return "vmx"
+    if svm and not vmx:
+        return "svm"
+    if vmx and svm:
+        raise DecodeError(
+            "exit_qualification and error_code: both given, so the vendor is ambiguous; add vendor='vmx' or 'svm'"
+        )
+    return default
+
+
+def check_gpa(gpa: int) -> int:
+    if gpa >> GPA_BITS:
+        raise DecodeError(f"gpa={gpa:#x}: above the 52-bit x86 physical address space (MAXPHYADDR <= 52)")
+    return gpa
+
+
+def _flag(raw: Mapping[str, Any], name: str) -> bool:
+    value = raw.get(name, 0)
+    if value not in (0, 1):
+        raise DecodeError(f"{name}={value!r}: expected 0 or 1")
+    return bool(value)
+
+
+# --- decode_fault --------------------------------------------------------------------------
+def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
+    """The X86Fault KVM builds for one EPT violation/misconfiguration or #NPF (see module doc)."""
+    unknown = set(raw) - RAW_KEYS
+    if unknown:
+        raise DecodeError(
+            f"{', '.join(sorted(unknown))}: not an x86 raw key (accepted: {', '.join(sorted(RAW_KEYS))})"
+        )
+    vm = vcpu.vm
+    settings = vm.settings
+    vm_type = settings["vm_type"]
+    vendor = resolve_vendor(raw, settings["vendor"])
+    if (vm_type, vendor) in (("snp", "vmx"), ("tdx", "svm")):
+        raise DecodeError(
+            f"vendor={vendor!r}: a vm_type={vm_type!r} VM runs on {'AMD (svm)' if vm_type == 'snp' else 'Intel (vmx)'} only"
+        )
+    gpa = check_gpa(reg(raw, "gpa"))  # type: ignore[arg-type]
+    raw_private = _flag(raw, "private")
+    eq = npf = gla = None
+    if vendor == "vmx":
+        if "error_code" in raw:
+            raise DecodeError("error_code: an SVM register; a VMX fault gives exit_qualification")
+        eq, error_code, gla = _decode_vmx(vm, raw, gpa, raw_private)
+    else:
+        for key in ("exit_qualification", "exit_reason", "gla"):
+            if key in raw:
+                raise DecodeError(f"{key}: a VMX register; an SVM #NPF gives error_code and gpa")
+        npf, error_code = _decode_svm(vm, raw, raw_private)
+    # kvm_mmu_page_fault(): a SW-protected VM's memory attributes are the source of truth.
+    if vm_type == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
+        error_code |= PFERR_PRIVATE_ACCESS
+    mmio_len = reg(raw, "len", required=False)
+    if mmio_len is not None and mmio_len not in MMIO_LENGTHS:
+        raise DecodeError(f"len={mmio_len}: an MMIO access is 1, 2, 4 or 8 bytes")
+    # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word.
+    return X86Fault(
+        gfn=(gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm),
+        exec=bool(error_code & PFERR_FETCH_MASK),
+        write=bool(error_code & PFERR_WRITE_MASK),
+        is_private=bool(error_code & PFERR_PRIVATE_ACCESS),
+        slot=None,
+        addr=gpa,
+        error_code=error_code,
+        present=bool(error_code & PFERR_PRESENT_MASK),
+        rsvd=bool(error_code & PFERR_RSVD_MASK),
+        user=bool(error_code & PFERR_USER_MASK),
+        vendor=vendor,
+        gpa=gpa,
+        fault_kind=fault_kind(error_code),
+        exit_qualification=eq,
+        npf_error_code=npf,
+        gla=gla,
+        nx_huge_page_workaround_enabled=bool(settings.get("nx_huge_pages", False)),
+        mmio_len=mmio_len,
+        mmio_data=reg(raw, "data", required=False) or 0,
+    )
+
+
+def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: bool) -> tuple[int | None, int, int | None]:
+    """(exit qualification used, PFERR word, gla) for a VMX exit.
+
+    * exit reason 49, ``handle_ept_misconfig()``: ``kvm_mmu_page_fault(gpa, PFERR_RSVD_MASK)``;
+      the exit has no exit qualification.
+    * exit reason 48, ``handle_ept_violation()`` -> ``__vmx_handle_ept_violation()``: the
+      exit qualification is validated (``decode_ept_violation``) and mapped to PFERR by
+      ``ept_violation_to_pferr()`` for the VM's ``kernel`` (and ``mbec`` on 7.2).
+    * TDX, ``tdx_handle_ept_violation()``: private iff the GPA lacks the shared bit
+      (``vt_is_tdx_private_gpa()``); a private fault's exit qualification is forced to
+      ACC_WRITE; a fetch from a shared GPA is KVM_BUG_ON (DecodeError).
+    * Otherwise the raw ``private`` key adds PFERR_PRIVATE_ACCESS (kvmcore's modelling input).
+    """
+    settings = vm.settings
+    exit_reason = reg(raw, "exit_reason", required=False)
+    if exit_reason is None:
+        exit_reason = EXIT_REASON_EPT_VIOLATION
+    if exit_reason == EXIT_REASON_EPT_MISCONFIG:
+        return None, PFERR_RSVD_MASK | (PFERR_PRIVATE_ACCESS if raw_private else 0), None
+    if exit_reason != EXIT_REASON_EPT_VIOLATION:
+        raise DecodeError(f"exit_reason={exit_reason}: not a guest memory fault (48 EPT violation, 49 EPT misconfiguration)")
+    mbec = bool(settings["mbec"])
+    eq = reg(raw, "exit_qualification")
+    assert eq is not None
+    decode_ept_violation(eq, mbec=mbec)  # validation: reserved bits, bit 8 without 7, no access bit
+    if settings["vm_type"] == "tdx":
+        private = not gpa & tdx_shared_bit(vm)
+        eq = tdx_exit_qualification(eq, private=private)
+    else:
+        private = raw_private
+    error_code = ept_violation_to_pferr(eq, kernel=settings["kernel"], mbec=mbec, private=private)
+    gla = None
+    if eq & EPT_VIOLATION_GVA_IS_VALID:
+        gla = reg(raw, "gla", required=False)
+    return eq, error_code, gla
+
+
+def _decode_svm(vm: kvmcore.VM, raw: Mapping[str, Any], raw_private: bool) -> tuple[int, int]:
+    """(EXITINFO1, PFERR word) for an #NPF: ``decode_npf()`` validates the reserved bits, then
+    ``npf_interception()``'s ``npf_to_pferr(snp=...)`` (SNP: ENC -> PRIVATE; synthetic bits from
+    hardware are warned about and cleared). Outside SNP the raw ``private`` key adds PRIVATE."""
+    ec = reg(raw, "error_code")
+    assert ec is not None
+    decode_npf(ec)
+    snp = vm.settings["vm_type"] == "snp"
+    error_code = npf_to_pferr(ec, snp=snp)
+    if raw_private and not snp:
+        error_code |= PFERR_PRIVATE_ACCESS
+    return ec, error_code
+
+
+# --- encode_fault --------------------------------------------------------------------------
+def encode_fault(vm: kvmcore.VM, access: kvmcore.Access) -> dict[str, Any]:
+    """The raw registers for ``access`` on this VM's vendor (``encode_ept_violation``/``encode_npf``).
+
+    Private accesses: TDX clears the shared GPA bit (shared accesses set it); SNP sets ENC;
+    elsewhere ``"private": 1`` (no hardware bit). MMIO-able accesses (``no_slot``, and writes to a
+    ``read_only`` entry) carry ``len``/``data`` for the emulator. ValueError for what x86 cannot
+    express: an access-flag fault, and on TDX a private read or fetch (KVM reports every private TD
+    fault as a write) or a shared fetch (KVM_BUG_ON).
+    """
+    if access.cause == "access_flag":
+        raise ValueError(
+            f"{access}: x86 has no access-flag fault; EPT/NPT accessed and dirty bits are set by "
+            "the page walker without a VM exit"
+        )
+    if access.size not in MMIO_LENGTHS:
+        raise ValueError(f"{access}: size must be 1, 2, 4 or 8 bytes")
+    settings = vm.settings
+    vm_type = settings["vm_type"]
+    private = bool(access.private)
+    raw: dict[str, Any]
+    if settings["vendor"] == "vmx":
+        gpa = access.gpa
+        if vm_type == "tdx":
+            shared_bit = tdx_shared_bit(vm)
+            if gpa & shared_bit:
+                raise ValueError(f"{access}: gpa has the TDX shared bit {shared_bit:#x} set; give the address without it")
+            if private and access.kind != "write":
+                raise ValueError(
+                    f"{access}: KVM reports every private TD fault as a write (tdx_handle_ept_violation "
+                    f"forces EPT_VIOLATION_ACC_WRITE), so a private {access.kind} cannot round-trip"
+                )
+            if not private and access.kind == "exec":
+                raise ValueError(f"{access}: an instruction fetch from shared TD memory is KVM_BUG_ON (-EIO)")
+            if not private:
+                gpa |= shared_bit
+        raw = encode_ept_violation(gpa, access.kind, access.cause)
+        if private and vm_type != "tdx":
+            raw["private"] = 1
+    else:
+        snp = vm_type == "snp"
+        raw = encode_npf(access.gpa, access.kind, access.cause, private=private and snp)
+        if private and not snp:
+            raw["private"] = 1
+    if access.kind != "exec" and (access.cause == "no_slot" or (access.cause == "read_only" and access.kind == "write")):
+        raw["len"] = access.size
+        if access.kind == "write":
+            raw["data"] = access.data & ((1 << (8 * access.size)) - 1)
+    return raw
+
+
+__all__ = [
+    "GPA_BITS",
+    "MMIO_LENGTHS",
+    "RAW_KEYS",
+    "VENDORS",
+    "check_gpa",
+    "check_settings",
+    "decode_fault",
+    "encode_fault",
+    "kvm_gfn_direct_bits",
+    "reg",
+    "resolve_vendor",
+    "tdx_shared_bit",
+]

@@ -1,0 +1,88 @@
+"""kvmcore's x86 arch plugin (entry point ``x86`` in ``kvmcore.arch``): hook implementations only.
+
+The work is in ``decode`` (exit registers -> ``X86Fault``, and ``encode_fault``), ``mmu``
+(``kvm_mmu_page_fault()`` and the TDP faultin path) and ``describe`` (``describe_syndrome``,
+trace lines). See ``docs/arch/x86.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kvmcore
+from kvmcore_x86 import decode, mmu
+from kvmcore_x86.fault import X86Fault
+
+SETTINGS: dict[str, tuple[Any, ...]] = {
+    # Which kernel's __vmx_handle_ept_violation() (and 6.18's gmem-only slots).
+    "kernel": ("6.18", "6.17", "7.2"),
+    # Intel VMX/EPT or AMD SVM/NPT; vm_type "snp" implies svm and "tdx" vmx.
+    "vendor": ("vmx", "svm"),
+    # KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM.
+    "vm_type": ("default", "sw_protected", "snp", "tdx"),
+    # Mode-based execute control for EPT (7.2 only).
+    "mbec": (False, True),
+    # The NX-hugepage mitigation (kvm.nx_huge_pages): huge pages are mapped non-executable.
+    "nx_huge_pages": (False, True),
+    # TDX guest physical address width: the shared bit is bit 51 (52) or bit 47 (48).
+    "tdx_gpaw": (52, 48),
+}
+
+
+@kvmcore.hookimpl
+def arch_info() -> kvmcore.ArchInfo:
+    return kvmcore.ArchInfo(
+        name="x86",
+        fault_type=X86Fault,
+        page_shift=12,
+        phys_bits=52,
+        registers=("vendor", "exit_qualification", "gpa", "gla", "error_code"),
+        description="x86: VMX EPT violations and SVM nested page faults, the TDP MMU fault path, SNP/TDX private memory",
+        settings=SETTINGS,
+        causes=("not_present", "read_only", "no_exec", "no_slot"),
+    )
+
+
+@kvmcore.hookimpl(wrapper=True)
+def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
+    """The core validates each setting; this adds the cross-checks (``decode.check_settings``)."""
+    validated = yield
+    return decode.check_settings(settings, validated)
+
+
+@kvmcore.hookimpl
+def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
+    return decode.decode_fault(vcpu, raw)
+
+
+@kvmcore.hookimpl
+def faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult:
+    return mmu.kvm_mmu_page_fault(vcpu, fault)
+
+
+@kvmcore.hookimpl(wrapper=True)
+def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
+    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size)."""
+    common = yield
+    mmu.fill_syndrome(vcpu, fault)
+    return common
+
+
+@kvmcore.hookimpl
+def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, Any]:
+    return decode.encode_fault(vcpu.vm, access)
+
+
+@kvmcore.hookimpl
+def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, Any]) -> kvmcore.Syndrome:
+    from kvmcore_x86 import describe  # imported on first use: not needed to handle faults
+
+    return describe.describe_syndrome(vm, raw)
+
+
+@kvmcore.hookimpl
+def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
+    from kvmcore_x86 import describe
+
+    return describe.trace_event(event, text)

@@ -24,6 +24,7 @@ from kvmcore._faultin import (
     kvm_do_userfault,
     kvm_faultin_pfn,
     kvm_gmem_get_pfn,
+    kvm_handle_signal_exit,
     kvm_mapping_size,
     kvm_prepare_memory_fault_exit,
     kvm_prepare_mmio_exit,
@@ -43,7 +44,7 @@ from kvmcore._loader import (
     reset_plugins,
 )
 from kvmcore._memslot import Memslot
-from kvmcore._stage2 import Stage2, Stage2Entry
+from kvmcore._stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore._tracing import disable_hook_tracing, enable_hook_tracing
 from kvmcore._types import (
     KVM_PFN_ERR_FAULT,
@@ -95,6 +96,9 @@ __all__ = [
     "PROT_NONE",
     "PROT_READ",
     "PROT_WRITE",
+    "S2_EXEC",
+    "S2_WRITABLE",
+    "S2_YOUNG",
     "VCPU",
     "VM",
     "Access",
@@ -134,6 +138,7 @@ __all__ = [
     "kvm_do_userfault",
     "kvm_faultin_pfn",
     "kvm_gmem_get_pfn",
+    "kvm_handle_signal_exit",
     "kvm_mapping_size",
     "kvm_prepare_memory_fault_exit",
     "kvm_prepare_mmio_exit",

@@ -136,6 +136,15 @@ def kvm_mapping_size(vm: VM, slot: Memslot, gfn: int, sizes: tuple[int, ...]) ->
     return page_size
 
 
+def kvm_handle_signal_exit(vcpu: VCPU) -> int:
+    """Mirrors ``kvm_handle_signal_exit()``: ``exit_reason = KVM_EXIT_INTR``; returns ``-EINTR``.
+
+    What KVM_RUN ends with when a signal is pending, e.g. the SIGBUS of a hwpoisoned page.
+    """
+    vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
+    return -abi.EINTR
+
+
 def send_sig_mceerr(vcpu: VCPU, hva: int, lsb: int) -> Signal:
     """Mirrors ``send_sig_mceerr(BUS_MCEERR_AR, hva, lsb)``: SIGBUS to the vCPU thread."""
     sig = Signal("SIGBUS", "BUS_MCEERR_AR", hva, lsb)

@@ -28,6 +28,7 @@ EXTENSION_GROUP = "kvmcore.plugins"
 HOOK_NAMES = (
     "arch_info",
     "configure_vm",
+    "prepare_memory_region",
     "decode_fault",
     "faultin_pfn",
     "prepare_memory_fault_exit",
@@ -192,6 +193,9 @@ class Arch:
 
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
         return self.pm.hook.configure_vm(vm=vm, settings=settings)
+
+    def prepare_memory_region(self, vm: Any, old: Any, new: Any, change: str) -> None:
+        self.pm.hook.prepare_memory_region(vm=vm, old=old, new=new, change=change)
 
     def encode_fault(self, vcpu: Any, access: Access) -> Mapping[str, int]:
         raw = self.pm.hook.encode_fault(vcpu=vcpu, access=access)

@@ -35,6 +35,9 @@ class ArchInfo:
     description: str = ""
     #: VM settings the arch accepts (``{"granule": ("4K", "16K", "64K")}``), first value default.
     settings: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: kvmcore modelling inputs ``decode_fault`` accepts besides the registers (``private``,
+    #: ``data``, ``len``...): what the hardware does not report but the model needs.
+    extra_keys: tuple[str, ...] = ()
     #: Stage-2 causes ``encode_fault`` can express on this arch.
     causes: tuple[str, ...] = ("not_present", "read_only", "no_exec", "access_flag", "no_slot")
 

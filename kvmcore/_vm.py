@@ -155,35 +155,45 @@ class VM:
                 gmem = self._gmem.get(guest_memfd) if guest_memfd is not None else None
                 if gmem is None:
                     raise KvmError(abi.EBADF, f"slot {slot}: guest_memfd {guest_memfd!r} is not a guest_memfd of this VM")
-                gmem.bind(slot_id, guest_memfd_offset, memory_size)
+            mapped_here = userspace_addr is None
             if userspace_addr is None:
                 userspace_addr = self.host.mmap(memory_size)
             new = Memslot(slot_id, base_gfn, npages, userspace_addr, flags, self.page_shift, gmem, guest_memfd_offset, bitmap)
+            try:
+                if gmem is not None:
+                    gmem.bind(slot_id, guest_memfd_offset, memory_size)  # kvm_gmem_bind(), KVM_MR_CREATE only
+                self._prepare_memory_region(old, new, change)
+            except KvmError:
+                if gmem is not None:
+                    gmem.unbind(slot_id)
+                if mapped_here:
+                    self.host.munmap(userspace_addr, memory_size)
+                raise
             self._set_dirty_log(new)
             self.memslots.add(new)
             return new
         assert old is not None
+        new = Memslot(slot_id, base_gfn, npages, old.userspace_addr, flags, self.page_shift, old.gmem, old.gmem_pgoff, bitmap, old.dirty_bitmap)
+        self._prepare_memory_region(old, new, change)
+        self._set_dirty_log(new)
+        self.memslots.remove(old)
+        self.memslots.add(new)
         if change == KVM_MR_MOVE:
             self.stage2.unmap_range(old.base_gfn, old.end_gfn)
-            self.memslots.remove(old)
-            old.base_gfn = base_gfn
-            old.flags = flags
-            old.userfault_bitmap = bitmap
-            self._set_dirty_log(old)
-            self.memslots.add(old)
-            return old
+            return new
         # KVM_MR_FLAGS_ONLY
         enabled = flags & ~old.flags
-        old.flags = flags
-        old.userfault_bitmap = bitmap
-        self._set_dirty_log(old)
         if enabled & abi.KVM_MEM_USERFAULT:
             # kvm_arch_userfault_enabled(): the default flushes the whole memslot
-            self.stage2.unmap_range(old.base_gfn, old.end_gfn)
+            self.stage2.unmap_range(new.base_gfn, new.end_gfn)
         if enabled & abi.KVM_MEM_LOG_DIRTY_PAGES:
             # kvm_mmu_slot_apply_flags(): write-protect so that writes fault and get logged
-            self.stage2.write_protect_range(old.base_gfn, old.end_gfn)
-        return old
+            self.stage2.write_protect_range(new.base_gfn, new.end_gfn)
+        return new
+
+    def _prepare_memory_region(self, old: Memslot | None, new: Memslot, change: str) -> None:
+        """``kvm_arch_prepare_memory_region()``: the arch may refuse with a KvmError."""
+        self.arch.prepare_memory_region(self, old, new, change)
 
     def _check_region_flags(self, slot: int, flags: int) -> None:
         """Mirrors ``check_memory_region_flags()`` (with v3's KVM_MEM_USERFAULT)."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from kvmcore._memslot import Memslot
     from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
     from kvmcore._vm import VCPU, VM
 
@@ -55,9 +56,25 @@ def configure_vm(vm: VM, settings: Mapping[str, Any]) -> Any:
     :param vm: the VM being created; an arch may change ``vm.page_shift`` here (arm64's
         stage-2 granule) before any memslot exists.
     :param settings: the keyword settings given to ``kvmcore.VM(arch, **settings)``.
-    :return: the arch's per-VM state, stored as ``vm.arch_state`` (any object). Raise
+    :return: the validated settings (a dict), stored as ``vm.settings``. Raise
         ``ValueError`` naming the setting and the accepted values for a bad one. The core's
-        default accepts exactly the settings declared in ``ArchInfo.settings``.
+        default accepts exactly the settings declared in ``ArchInfo.settings`` and fills their
+        defaults; an arch wraps it (``settings = yield``) to act on the validated values.
+    """
+
+
+@hookspec
+def prepare_memory_region(vm: VM, old: Memslot | None, new: Memslot, change: str) -> None:
+    """Let the arch refuse a memslot change (``kvm_arch_prepare_memory_region()``).
+
+    Called by ``vm.set_user_memory_region()`` after the common checks passed and before
+    anything is committed, for ``change`` ``"create"``, ``"move"`` and ``"flags_only"``
+    (deletes cannot be refused).
+
+    :param old: the slot as it is (``None`` for a create).
+    :param new: the slot as it would be (not yet visible to faults).
+    :return: nothing; raise ``kvmcore.KvmError`` with the kernel's errno to refuse, e.g. arm64's
+        ``-EFAULT`` for a slot beyond the VM's IPA size.
     """
 
 
@@ -163,7 +180,7 @@ def parse_trace_event(event: str, text: str) -> TraceEvent | None:
     :param event: the event name as printed (``kvm_guest_fault``, ``kvm_page_fault``,
         ``kvm_exit``...).
     :param text: what follows ``event: `` on the line.
-    :return: a :class:`kvmcore.TraceEvent` (kind, raw registers to decode, vcpu), or ``None``
-        if this arch does not know the event. Raise ``ValueError`` naming the event when the
+    :return: a :class:`kvmcore.TraceEvent` (kind, parsed fields, raw registers to decode), or
+        ``None`` if this arch does not know the event. Raise ``ValueError`` naming the event when the
         text is malformed.
     """

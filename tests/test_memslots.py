@@ -118,3 +118,28 @@ def test_lookup_among_many_slots(vm: kvmcore.VM) -> None:
     assert vm.gfn_to_memslot((1998 * 2 * MiB) >> 12).id == 999
     assert vm.gfn_to_memslot((3 * 2 * MiB) >> 12) is None  # a hole
     assert vm.gfn_to_memslot(((4 * 2 * MiB) >> 12) + 511).id == 2
+
+
+def test_hook_prepare_memory_region_can_refuse(toy, vm) -> None:
+    """An arch refusing in kvm_arch_prepare_memory_region(): nothing is committed or leaked."""
+    seen = []
+
+    class Refuser:
+        @kvmcore.hookimpl
+        def prepare_memory_region(self, vm, old, new, change):
+            seen.append((change, old.id if old else None, new.base_gfn, new.npages))
+            if new.guest_phys_addr >= 1 << 40:
+                raise KvmError(errno.EFAULT, f"slot {new.id}: beyond the IPA space")
+
+    toy.pm.register(Refuser(), name="refuser")
+    fd = vm.create_guest_memfd(2 * MiB)
+    vmas = len(vm.host.vmas)
+    assert errno_of(vm.set_user_memory_region, 0, 1 << 40, 2 * MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd) == errno.EFAULT
+    assert len(vm.memslots) == 0 and len(vm.host.vmas) == vmas  # the fresh mapping was undone
+    vm.set_user_memory_region(0, 0, 2 * MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd)  # gmem was unbound
+    hva = vm.memslots.by_id[0].userspace_addr
+    assert errno_of(vm.set_user_memory_region, 0, 1 << 40, 2 * MiB, hva, KVM_MEM_GUEST_MEMFD) == errno.EINVAL  # gmem move: common check first
+    vm.set_user_memory_region(1, 4 * MiB, 2 * MiB)
+    assert errno_of(vm.set_user_memory_region, 1, 1 << 41, 2 * MiB, vm.memslots.by_id[1].userspace_addr) == errno.EFAULT
+    assert vm.gfn_to_memslot(0x400).id == 1  # the refused move left the slot in place
+    assert seen == [("create", None, 1 << 28, 512), ("create", None, 0, 512), ("create", None, 0x400, 512), ("move", 1, 1 << 29, 512)]

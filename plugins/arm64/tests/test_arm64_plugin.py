@@ -27,7 +27,7 @@ def test_found_through_its_entry_point(arch) -> None:
     row = next(r for r in kvmcore.list_plugins() if r.name == "arm64")
     assert row.error is None
     assert row.hooks == ["arch_info", "decode_fault", "describe_syndrome", "encode_fault",
-                         "faultin_pfn", "parse_trace_event"]
+                         "faultin_pfn", "parse_trace_event", "prepare_memory_region"]
     assert row.wrappers == ["configure_vm", "prepare_memory_fault_exit"]
 
 
@@ -242,3 +242,17 @@ def test_docs_example_prints_its_comment() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(block, "arm64.md", "exec"), {})
     assert out.getvalue().split("\n")[:-1] == expected
+
+
+def test_hook_prepare_memory_region_refuses_slots_beyond_the_ipa_space() -> None:
+    """kvm_arch_prepare_memory_region(): (base_gfn + npages) > kvm_phys_size >> PAGE_SHIFT -> -EFAULT."""
+    import errno
+
+    vm = kvmcore.VM("arm64", ipa_bits=32)  # 4 GiB of IPA space
+    vm.set_user_memory_region(0, 0xFFE0_0000, 0x20_0000)  # ends exactly at 1 << 32: allowed
+    with pytest.raises(kvmcore.KvmError) as info:
+        vm.set_user_memory_region(1, 0x1_0000_0000, 0x1000)  # starts at 1 << 32
+    assert info.value.errno == errno.EFAULT
+    with pytest.raises(kvmcore.KvmError) as info:
+        vm.set_user_memory_region(0, 0xFFF0_0000, 0x20_0000, vm.memslots.by_id[0].userspace_addr)  # move past it
+    assert info.value.errno == errno.EFAULT

@@ -46,6 +46,7 @@ def test_found_through_its_entry_point(arch) -> None:
             "encode_fault",
             "describe_syndrome",
             "parse_trace_event",
+            "prepare_memory_region",
         ]
     )
     assert wrappers == ["prepare_memory_fault_exit"]
@@ -250,3 +251,19 @@ def test_trace_unknown_and_malformed(arch) -> None:
     assert arch.parse_trace_event("kvm_mmio", "mmio write len 4 gpa 0x9000000 val 0x41") is None
     with pytest.raises(ValueError, match="kvm_exit"):
         arch.parse_trace_event("kvm_exit", "SEPC:0x1")
+
+
+def test_hook_prepare_memory_region_limits_the_gpa_space() -> None:
+    """kvm_arch_prepare_memory_region(): the riscv GPA limit (EFAULT)."""
+    import errno
+
+    import kvmcore
+
+    vm = kvmcore.VM("riscv")
+    vm.set_user_memory_region(0, (1 << 59) - 0x2000, 0x1000)
+    try:
+        vm.set_user_memory_region(1, (1 << 59) - 0x1000, 0x1000)
+    except kvmcore.KvmError as exc:
+        assert exc.errno == errno.EFAULT
+    else:
+        raise AssertionError("a slot beyond the GPA space was accepted")

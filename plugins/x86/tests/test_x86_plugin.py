@@ -38,7 +38,8 @@ def test_found_through_its_entry_point(arch) -> None:
     assert arch.plugin.__name__ == "kvmcore_x86.plugin"
     assert arch.dist == "kvmcore-x86"
     hooks, wrappers = arch.hooks_of(arch.plugin)
-    assert hooks == ["arch_info", "decode_fault", "describe_syndrome", "encode_fault", "faultin_pfn", "parse_trace_event"]
+    assert hooks == ["arch_info", "decode_fault", "describe_syndrome", "encode_fault", "faultin_pfn", "parse_trace_event",
+                     "prepare_memory_region"]
     assert wrappers == ["configure_vm", "prepare_memory_fault_exit"]
 
 
@@ -265,3 +266,19 @@ def test_trace_other_events(arch) -> None:
     assert arch.parse_trace_event("kvm_exit", "reason EPT_VIOLATION") is None
     with pytest.raises(ValueError, match="kvm_page_fault"):
         arch.parse_trace_event("kvm_page_fault", "garbage")
+
+
+def test_hook_prepare_memory_region_limits_the_gpa_space() -> None:
+    """kvm_arch_prepare_memory_region(): the x86 GPA limit (EINVAL)."""
+    import errno
+
+    import kvmcore
+
+    vm = kvmcore.VM("x86")
+    vm.set_user_memory_region(0, (1 << 52) - 0x1000, 0x1000)
+    try:
+        vm.set_user_memory_region(1, 1 << 52, 0x1000)
+    except kvmcore.KvmError as exc:
+        assert exc.errno == errno.EINVAL
+    else:
+        raise AssertionError("a slot beyond the GPA space was accepted")

@@ -82,3 +82,18 @@ def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, int]) -> kvmcore.Syndrom
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """``kvm_guest_fault``, ``kvm_mmio_nisv``, ``kvm_access_fault``, ``kvm_exit``... lines."""
     return convert.trace_event(event, text)
+
+
+@hookimpl
+def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
+    """Mirrors arm64 ``kvm_arch_prepare_memory_region()``: no slot beyond the VM's IPA space.
+
+    ``(new->base_gfn + new->npages) > (kvm_phys_size(mmu) >> PAGE_SHIFT)`` -> ``-EFAULT``, for
+    create, move and flags-only changes.
+    """
+    limit = 1 << vm.settings["ipa_bits"]
+    if new.end_gfn << vm.page_shift > limit:
+        raise kvmcore.KvmError(
+            kvmcore.abi.EFAULT,
+            f"slot {new.id}: ends at IPA {new.end_gfn << vm.page_shift:#x}, beyond the VM's {vm.settings['ipa_bits']}-bit IPA space",
+        )

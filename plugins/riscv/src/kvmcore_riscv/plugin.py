@@ -112,3 +112,15 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
         return kvmcore.TraceEvent("guest_fault", fields, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
+
+
+@hookimpl
+def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
+    """Mirrors riscv ``kvm_arch_prepare_memory_region()``: the slot must lie below the G-stage
+    GPA size (``(base_gfn + npages) >= (kvm_riscv_gstage_gpa_size >> PAGE_SHIFT)`` -> ``-EFAULT``;
+    kvmcore models Sv57x4, a 59-bit GPA space)."""
+    limit_gfn = (1 << 59) >> vm.page_shift
+    if new.end_gfn >= limit_gfn:
+        raise kvmcore.KvmError(
+            kvmcore.abi.EFAULT, f"slot {new.id}: ends at GPA {new.end_gfn << vm.page_shift:#x}, at or beyond the 59-bit Sv57x4 G-stage"
+        )

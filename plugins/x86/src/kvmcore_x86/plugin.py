@@ -86,3 +86,13 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     from kvmcore_x86 import describe
 
     return describe.trace_event(event, text)
+
+
+@kvmcore.hookimpl
+def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
+    """Mirrors x86 ``kvm_arch_prepare_memory_region()``: on create and move, the last gfn must
+    not exceed ``kvm_mmu_max_gfn()`` (a 52-bit MAXPHYADDR here) -> ``-EINVAL``."""
+    if change in ("create", "move") and new.end_gfn - 1 > (1 << (52 - vm.page_shift)) - 1:
+        raise kvmcore.KvmError(
+            kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} is beyond kvm_mmu_max_gfn() (52-bit MAXPHYADDR)"
+        )

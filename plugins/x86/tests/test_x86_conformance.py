@@ -1,0 +1,25 @@
+"""The x86 plugin against kvmcore's conformance suite, on each vendor and VM type."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvmcore.testing.suite import *  # noqa: F403
+
+VMS = {
+    "vmx": {"vendor": "vmx"},
+    "svm": {"vendor": "svm"},
+    "sw_protected": {"vm_type": "sw_protected"},
+    "snp": {"vm_type": "snp"},
+    "tdx": {"vm_type": "tdx"},
+}
+
+
+@pytest.fixture
+def kvmcore_arch_plugin() -> str:
+    return "x86"
+
+
+@pytest.fixture(params=list(VMS))
+def kvmcore_vm_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    return VMS[request.param]

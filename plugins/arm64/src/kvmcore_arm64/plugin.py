@@ -15,7 +15,7 @@ from kvmcore import ArchInfo, hookimpl
 
 from . import abort, convert, syndrome
 from . import fault as _fault
-from .fault import GRANULE_SHIFTS, REGISTERS, Arm64Fault
+from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
 
 ARCH_INFO = ArchInfo(
     name="arm64",
@@ -23,6 +23,7 @@ ARCH_INFO = ArchInfo(
     page_shift=12,
     phys_bits=52,
     registers=REGISTERS,
+    extra_keys=MODEL_KEYS,
     description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
     settings={
         "granule": tuple(GRANULE_SHIFTS),

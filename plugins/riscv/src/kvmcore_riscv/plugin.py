@@ -15,7 +15,7 @@ import kvmcore
 from kvmcore import abi, hookimpl
 
 from .encode import encode_guest_page_fault
-from .fault import REGISTERS, RiscvFault, decode_riscv_fault, describe
+from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
 from .trace import parse_event
 from .trap import GUEST_PAGE_FAULT_ACCESS
@@ -40,6 +40,7 @@ def arch_info() -> kvmcore.ArchInfo:
         # guest with vsatp=Bare can fault on (htval holds up to 57 bits of GPA >> 2).
         phys_bits=59,
         registers=REGISTERS,
+        extra_keys=MODEL_KEYS,
         description="RISC-V H extension: guest-page faults (scause 20/21/23), htval/htinst, "
         "gstage_page_fault() and kvm_riscv_mmu_map()",
         settings=SETTINGS,

@@ -38,6 +38,7 @@ def arch_info() -> kvmcore.ArchInfo:
         page_shift=12,
         phys_bits=52,
         registers=("vendor", "exit_qualification", "gpa", "gla", "error_code"),
+        extra_keys=("exit_reason", "private", "len", "data"),
         description="x86: VMX EPT violations and SVM nested page faults, the TDP MMU fault path, SNP/TDX private memory",
         settings=SETTINGS,
         causes=("not_present", "read_only", "no_exec", "no_slot"),

@@ -210,7 +210,7 @@ class Arch:
         return syndrome
 
     def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
-        return self.pm.hook.parse_trace_event(event=event, text=text)
+        return self._parse_trace_event(event, text)
 
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:
@@ -224,8 +224,8 @@ class Arch:
 
     # -- fast path -----------------------------------------------------------------------------
     def _bind(self) -> None:
-        """(Re)bind the hot hook callers (positional ``(vcpu, raw|fault)``)."""
-        for name in ("decode_fault", "faultin_pfn", "prepare_memory_fault_exit"):
+        """(Re)bind the hot hook callers: the fault path's and replay's."""
+        for name in ("decode_fault", "faultin_pfn", "prepare_memory_fault_exit", "parse_trace_event"):
             setattr(self, f"_{name}", self._caller(name))
 
     def _caller(self, name: str) -> Callable[..., Any]:

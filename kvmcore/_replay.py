@@ -320,17 +320,7 @@ def _knows(parse: Any, event: str, text: str) -> bool:
 
 
 def _direct_parse(arch: Any) -> Any:
-    """``arch.parse_trace_event`` without pluggy's per-call cost when there is one plain
-    implementation and no tracing (the Arch facade's fast path covers only the fault hooks)."""
-    try:
-        caller = arch.pm.hook.parse_trace_event
-        impls = caller.get_hookimpls()
-    except AttributeError:  # pragma: no cover
-        return arch.parse_trace_event
-    if (len(impls) == 1 and not impls[0].wrapper and not impls[0].hookwrapper
-            and tuple(impls[0].argnames) == ("event", "text") and not getattr(arch.pm, "monitored", True)
-            and getattr(arch, "_tracing_undo", None) is None):
-        return impls[0].function
+    """``arch.parse_trace_event``: the facade calls a lone implementation directly."""
     return arch.parse_trace_event
 
 

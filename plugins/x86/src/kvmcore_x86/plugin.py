@@ -84,9 +84,19 @@ def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, Any]) -> kvmcore.Syndrom
 
 @kvmcore.hookimpl
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
-    from kvmcore_x86 import describe
+    return (_trace_event or _load_trace_event())(event, text)
 
-    return describe.trace_event(event, text)
+
+_trace_event: Any = None
+
+
+def _load_trace_event() -> Any:
+    """Import ``describe`` on first use only (it is not needed to decode faults), once."""
+    global _trace_event
+    from kvmcore_x86.describe import trace_event
+
+    _trace_event = trace_event
+    return trace_event
 
 
 @kvmcore.hookimpl

@@ -1,0 +1,1 @@
+"""kvmcore-example: the smallest complete arch plugin for kvmcore."""

@@ -39,6 +39,7 @@ def test_hook_arch_info(arch) -> None:
         "granule": ("4K", "16K", "64K"),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),
         "sea": ("unclaimed", "claimed"),
+        "userfault_gmem": ("hooked", "v3"),
     }
     assert info.description
     kvmcore.check_fault_type(info.fault_type, "arm64")
@@ -48,13 +49,13 @@ def test_hook_arch_info(arch) -> None:
 def test_hook_configure_vm_sets_page_shift(granule, shift) -> None:
     vm = kvmcore.VM("arm64", granule=granule)
     assert (vm.page_shift, vm.page_size, vm.stage2.page_shift, vm.host.page_shift) == (shift, 1 << shift, shift, shift)
-    assert vm.settings == {"granule": granule, "ipa_bits": 40, "sea": "unclaimed"}
+    assert vm.settings == {"granule": granule, "ipa_bits": 40, "sea": "unclaimed", "userfault_gmem": "hooked"}
 
 
 def test_hook_configure_vm_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match=r"setting granule='8K' is not one of '4K', '16K', '64K'"):
         kvmcore.VM("arm64", granule="8K")
-    with pytest.raises(ValueError, match=r"has no VM setting 'page_size' \(accepted: granule, ipa_bits, sea\)"):
+    with pytest.raises(ValueError, match=r"has no VM setting 'page_size' \(accepted: granule, ipa_bits, sea, userfault_gmem\)"):
         kvmcore.VM("arm64", page_size=4096)
     assert kvmcore.VM("arm64", ipa_bits=52, sea="claimed").settings["ipa_bits"] == 52
 

@@ -163,13 +163,21 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
     Always PAGE_SIZE; writable unless the slot is READONLY; executable for exec faults.
     ``kvm_gmem_get_pfn()`` failing -> ``KVM_EXIT_MEMORY_FAULT`` with that errno (-EHWPOISON,
     -EFAULT), flags 0 (6.18 passes ``is_private = false``; with kvmcore's ``private`` input
-    the PRIVATE flag is set). KVM Userfault v3 does not hook ``gmem_abort()``: a userfault
-    bit on a guest_memfd slot does not exit (the v3 cover letter leaves it for later).
+    the PRIVATE flag is set).
+
+    Userfault: KVM Userfault v3 does not hook ``gmem_abort()``; its cover letter says the
+    guest_memfd path "would also need userfault handling" once Fuad Tabba's series lands.
+    kvmcore models that follow-up by default (VM setting ``userfault_gmem="hooked"``: the
+    check sits just before ``kvm_gmem_get_pfn()``, as it sits before ``__kvm_faultin_pfn()``
+    in ``user_mem_abort()``), so a private userfault exits with flags 0x18 as on x86;
+    ``userfault_gmem="v3"`` reproduces the posted series, where the bit is ignored.
 
     Simpler than 6.18: the exit's gpa is ``gfn << PAGE_SHIFT`` (the common helper), where
     6.18 reports the 4K-aligned fault IPA (they differ only with 16K/64K granules).
     """
     vm = vcpu.vm
+    if vm.settings["userfault_gmem"] == "hooked" and kvmcore.kvm_do_userfault(vcpu, fault):
+        return Exit(-kvmcore.abi.EFAULT, "userfault")
     try:
         pfn = kvmcore.kvm_gmem_get_pfn(vm, fault.slot, fault.gfn)  # type: ignore[arg-type]
     except KvmError as err:

@@ -29,6 +29,9 @@ ARCH_INFO = ArchInfo(
         "granule": tuple(GRANULE_SHIFTS),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),
         "sea": ("unclaimed", "claimed"),
+        # KVM Userfault on guest_memfd slots: "hooked" (the follow-up v3's cover letter calls
+        # for) or "v3" (the posted series: gmem_abort() ignores the bitmap).
+        "userfault_gmem": ("hooked", "v3"),
     },
 )
 

@@ -18,7 +18,10 @@ class MemoryAttributes:
 
     def get(self, gfn: int) -> int:
         """Mirrors ``kvm_get_memory_attributes()``."""
-        i = bisect.bisect_right(self._starts, gfn) - 1
+        starts = self._starts
+        if not starts:  # no attributes set: the common case, answered without a search
+            return 0
+        i = bisect.bisect_right(starts, gfn) - 1
         if i >= 0 and gfn < self._ends[i]:
             return self._attrs[i]
         return 0

@@ -60,6 +60,8 @@ class HostMemory:
         self._next_hva = MMAP_BASE
         self._next_pfn = 0x100000 >> (page_shift - 12) if page_shift >= 12 else 0x100000
         self.poisoned: set[int] = set()
+        #: the VMA the last lookup found (faults come in runs on one VMA); reset on any change
+        self._last: Vma | None = None
 
     # -- mapping -----------------------------------------------------------------------------
     def mmap(self, size: int, prot: int = PROT_READ | PROT_WRITE, *, page_size: int | None = None) -> int:
@@ -119,10 +121,14 @@ class HostMemory:
 
     # -- lookups -----------------------------------------------------------------------------
     def find_vma(self, hva: int) -> Vma | None:
+        vma = self._last
+        if vma is not None and vma.start <= hva < vma.end:
+            return vma
         i = bisect.bisect_right(self._starts, hva) - 1
         if i >= 0:
             vma = self._vmas[i]
             if hva < vma.end:
+                self._last = vma
                 return vma
         return None
 
@@ -132,21 +138,30 @@ class HostMemory:
         No VMA or no permission for the access gives ``KVM_PFN_ERR_FAULT``; a poisoned page
         ``KVM_PFN_ERR_HWPOISON``. ``writable`` says whether the host mapping allows writes.
         """
-        vma = self.find_vma(hva)
-        if vma is None or not vma.prot & PROT_READ:
+        vma = self._last
+        if vma is None or not vma.start <= hva < vma.end:
+            vma = self.find_vma(hva)
+            if vma is None:
+                return KVM_PFN_ERR_FAULT, False
+        prot = vma.prot
+        if not prot & PROT_READ:
             return KVM_PFN_ERR_FAULT, False
-        writable = bool(vma.prot & PROT_WRITE)
+        writable = bool(prot & PROT_WRITE)
         if write_fault and not writable:
             return KVM_PFN_ERR_FAULT, False
-        pfn = vma.pfn(hva, self.page_shift)
-        if pfn in self.poisoned:
+        pfn = vma.pfn_base + ((hva - vma.start) >> self.page_shift)
+        if self.poisoned and pfn in self.poisoned:
             return KVM_PFN_ERR_HWPOISON, False
         return pfn, writable
 
     def mapping_size(self, hva: int) -> int:
         """The host mapping size at ``hva`` (``host_pfn_mapping_level()``), 0 if unmapped."""
-        vma = self.find_vma(hva)
-        return vma.page_size if vma else 0
+        vma = self._last
+        if vma is None or not vma.start <= hva < vma.end:
+            vma = self.find_vma(hva)
+            if vma is None:
+                return 0
+        return vma.page_size
 
     @property
     def vmas(self) -> tuple[Vma, ...]:
@@ -158,6 +173,7 @@ class HostMemory:
             raise KvmError(abi.EINVAL, f"{call}: [{hva:#x}, +{size:#x}) is not page aligned and non-empty")
 
     def _insert(self, vma: Vma) -> None:
+        self._last = None
         i = bisect.bisect_left(self._starts, vma.start)
         self._starts.insert(i, vma.start)
         self._vmas.insert(i, vma)
@@ -168,6 +184,7 @@ class HostMemory:
     def _carve(self, start: int, end: int) -> list[Vma]:
         """Remove ``[start, end)`` from the VMAs; return the removed pieces (split as needed)."""
         removed: list[Vma] = []
+        self._last = None
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         while i < len(self._vmas):
             vma = self._vmas[i]

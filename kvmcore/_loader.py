@@ -352,13 +352,18 @@ def _register_extensions(pm: pluggy.PluginManager) -> list[str]:
 _cache: dict[str, Arch] = {}
 
 
-def load_arch(name: str) -> Arch:
+def load_arch(name: str | Any) -> Arch:
     """The arch named ``name`` (an entry point of ``kvmcore.arch``), loaded once and cached.
+
+    ``name`` may also be a plugin object (a module or instance with hookimpls, for plugins
+    without an entry point): a fresh, uncached :class:`Arch` is built from it.
 
     :raises PluginLoadError: unknown name (lists the installed ones), two distributions
         claiming it, or an import failure.
     :raises FaultContractError: the arch's fault type breaks the common contract.
     """
+    if not isinstance(name, str):
+        return build_arch(name)
     arch = _cache.get(name)
     if arch is not None:
         return arch
@@ -434,6 +439,4 @@ def arch_from(arch: str | Arch | types.ModuleType | Any) -> Arch:
     """An :class:`Arch` from a name, an already loaded Arch, or a plugin object."""
     if isinstance(arch, Arch):
         return arch
-    if isinstance(arch, str):
-        return load_arch(arch)
-    return build_arch(arch)
+    return load_arch(arch)

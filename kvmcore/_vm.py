@@ -48,7 +48,8 @@ class VM:
         self._next_gmem_pfn = 1 << 40 >> self.page_shift  # private pfns far from host ones
 
     def __repr__(self) -> str:
-        return f"<VM {self.arch.name} slots={len(self.memslots)}>"
+        slots = len(self.memslots) if hasattr(self, "memslots") else 0  # also while configure_vm runs
+        return f"<VM {self.arch.name} slots={slots}>"
 
     # -- vCPUs and caps -------------------------------------------------------------------------
     def create_vcpu(self) -> VCPU:

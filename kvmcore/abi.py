@@ -124,6 +124,9 @@ KVMCORE_SYNDROME_ARCH_ARM64 = 1
 KVMCORE_SYNDROME_ARCH_X86_VMX = 2
 KVMCORE_SYNDROME_ARCH_X86_SVM = 3
 KVMCORE_SYNDROME_ARCH_RISCV = 4
+#: Values from here up are for out-of-tree arches (kvmcore allocates none of them): a third-party
+#: plugin picks one, documents its words, and says so in its ArchInfo description.
+KVMCORE_SYNDROME_ARCH_OUT_OF_TREE = 0x100
 KVMCORE_SYNDROME_WORDS = 4
 
 

@@ -19,7 +19,7 @@ def _no_tracing_leak():
 
 @pytest.fixture
 def toy() -> kvmcore.Arch:
-    return kvmcore._loader.build_arch(toyarch)
+    return kvmcore.load_arch(toyarch)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def hook_signatures() -> dict[str, str]:
-    arch = kvmcore._loader.build_arch(toyarch)
+    arch = kvmcore.load_arch(toyarch)
     hooks = {}
     for name in dir(arch.pm.hook):
         caller = getattr(arch.pm.hook, name)

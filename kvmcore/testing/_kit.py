@@ -97,9 +97,8 @@ def resolve_arch(selector: Any) -> Arch:
         selector = getattr(module, attribute) if attribute else module
     arch = _built.get(id(selector))
     if arch is None or arch.plugin is not selector:
-        from kvmcore._loader import build_arch
 
-        arch = build_arch(selector)
+        arch = kvmcore.load_arch(selector)
         _built[id(selector)] = arch
     return arch
 

@@ -1,0 +1,104 @@
+"""The performance suite still runs: ``benchmarks/run.py --quick`` end to end (a few seconds).
+
+Asserts only that it ran and produced every figure; no timing is checked (CI machines vary).
+Plus behaviour checks of the core fast paths the suite's work added (stage-2 value sharing,
+the host's last-VMA cache, the empty-attributes shortcut).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kvmcore
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCH_FIGURES = ("decode_per_s", "mapped_per_s", "handwired_per_s", "overhead_ratio", "userfault_roundtrips_per_s")
+SLOT_COUNTS = ("1", "100", "10000", "32764")
+
+
+def _figure(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out),
+         "--plugin", str(ROOT / "tests" / "toyarch.py")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_quick_run_has_every_figure(quick_run: tuple[dict, str]) -> None:
+    result, table = quick_run
+    assert {"machine", "arches", "replay", "scaling", "startup_ms"} <= result.keys()
+    assert result["machine"]["python"] and result["machine"]["cpus"]
+    assert "toy" in result["arches"], result["notes"]  # the test-only arch always loads
+    for name in kvmcore.installed_arches():
+        # every installed arch has figures, or a note saying why it was skipped
+        assert name in result["arches"] or any(f"arch {name}:" in n for n in result["notes"]), name
+    for name, figures in result["arches"].items():
+        for key in ARCH_FIGURES:
+            assert _figure(figures.get(key)), (name, key, figures)
+    scaling = result["scaling"]
+    assert sorted(scaling["slots"], key=int) == list(SLOT_COUNTS)
+    assert all(_figure(v) for v in scaling["slots"].values()), scaling["slots"]
+    assert _figure(scaling["bytes_untouched_1tib"]) and _figure(scaling["bytes_per_mapped_page"])
+    # replay and start-up need the CLI: a number, or null with a note saying why
+    for key in ("events_per_s", "peak_rss_mb"):
+        value = result["replay"][key]
+        assert _figure(value) or (value is None and any(n.startswith("replay:") for n in result["notes"])), result
+    assert _figure(result["startup_ms"]) or any(n.startswith("startup:") for n in result["notes"]), result
+    assert "mapped faults/s" in table and "machine:" in table
+
+
+# --- behaviour of the core fast paths -----------------------------------------------------------
+def test_stage2_shared_values_keep_pfns_and_flags() -> None:
+    s2 = kvmcore.Stage2(12)
+    s2.map(0x10_0000, 0x5, 4096, writable=True)  # pfn below gfn: a negative offset
+    s2.map(0x10_0001, 0x6, 4096, writable=True)  # same offset: the packed value is shared
+    s2.map(0x10_0002, 0x900, 4096, writable=False, exec=False)
+    s2.map(0x20_0123, 0x400_0123, 2 << 20, writable=True)  # a 2 MiB block
+    assert s2.lookup(0x10_0000) == kvmcore.Stage2Entry(0x10_0000, 0x5, 4096, True, True, True)
+    assert s2.lookup(0x10_0001).pfn == 0x6
+    assert s2.lookup(0x10_0002) == kvmcore.Stage2Entry(0x10_0002, 0x900, 4096, False, False, True)
+    block = s2.lookup(0x20_0123)
+    assert (block.gfn, block.pfn, block.size) == (0x20_0000, 0x400_0000, 2 << 20)
+    assert block.pfn_of(0x20_0123, 12) == 0x400_0123
+    assert s2.set_flags(0x10_0001, clear_bits=1)  # S2_WRITABLE
+    assert not s2.lookup(0x10_0001).writable and s2.lookup(0x10_0000).writable
+    assert [e.gfn for e in s2.entries()] == [0x10_0000, 0x10_0001, 0x10_0002, 0x20_0000]
+    assert s2.unmap_range(0x10_0000, 0x10_0002) == 2 and len(s2) == 2
+
+
+def test_host_vma_cache_follows_changes() -> None:
+    host = kvmcore.HostMemory(12, lambda start, end: None)
+    hva = host.mmap(4 << 20)
+    pfn, writable = host.hva_to_pfn(hva + 4096, write_fault=True)
+    assert writable and host.find_vma(hva).start == hva
+    host.mprotect(hva, 1 << 20, kvmcore.PROT_READ)  # splits the cached VMA
+    assert host.hva_to_pfn(hva + 4096, write_fault=True) == (kvmcore.KVM_PFN_ERR_FAULT, False)
+    assert host.hva_to_pfn(hva + 4096, write_fault=False) == (pfn, False)
+    assert host.hva_to_pfn(hva + (2 << 20), write_fault=True)[1]
+    host.munmap(hva, 4 << 20)
+    assert host.find_vma(hva) is None and host.mapping_size(hva) == 0
+    assert host.hva_to_pfn(hva, write_fault=False) == (kvmcore.KVM_PFN_ERR_FAULT, False)
+
+
+def test_attributes_shortcut_when_empty() -> None:
+    from kvmcore._attributes import MemoryAttributes
+
+    attrs = MemoryAttributes()
+    assert attrs.get(5) == 0
+    attrs.set(4, 8, kvmcore.abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    assert attrs.get(5) == kvmcore.abi.KVM_MEMORY_ATTRIBUTE_PRIVATE and attrs.get(8) == 0
+    attrs.set(4, 8, 0)
+    assert attrs.get(5) == 0 and attrs.ranges() == []

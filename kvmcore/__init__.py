@@ -44,6 +44,7 @@ from kvmcore._loader import (
     reset_plugins,
 )
 from kvmcore._memslot import Memslot
+from kvmcore._raw import check_raw_keys, raw_private
 from kvmcore._stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore._tracing import disable_hook_tracing, enable_hook_tracing
 from kvmcore._types import (
@@ -128,6 +129,7 @@ __all__ = [
     "abi",
     "check_fault",
     "check_fault_type",
+    "check_raw_keys",
     "disable_hook_tracing",
     "enable_hook_tracing",
     "hookimpl",
@@ -144,6 +146,7 @@ __all__ = [
     "kvm_prepare_mmio_exit",
     "list_plugins",
     "load_arch",
+    "raw_private",
     "reset_plugins",
     "send_sig_mceerr",
     "set_userfault_bits",

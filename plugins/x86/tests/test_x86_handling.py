@@ -482,7 +482,7 @@ def test_gla_is_kept_only_when_bit_7_says_valid() -> None:
     ({"exit_qualification": 0x180, "gpa": 0}, "no access bit"),
     ({"error_code": 1 << 40, "gpa": 0}, "reserved #NPF"),
     ({"exit_qualification": EQ_WRITE, "error_code": 2, "gpa": 0}, "ambiguous"),
-    ({"exit_qualification": EQ_WRITE, "gpa": 0, "esr": 1}, "esr: not an x86 raw key"),
+    ({"exit_qualification": EQ_WRITE, "gpa": 0, "esr": 1}, "unknown raw key\\(s\\) 'esr': x86 takes the registers vendor, exit_qualification"),
     ({"exit_qualification": EQ_WRITE, "gpa": 0, "len": 3}, "len=3"),
     ({"exit_qualification": EQ_WRITE, "gpa": 0, "private": 2}, "private=2"),
     ({"exit_reason": 30, "gpa": 0}, "exit_reason=30"),

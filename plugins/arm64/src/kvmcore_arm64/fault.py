@@ -37,7 +37,6 @@ REGISTERS = ("esr", "far", "hpfar")
 REQUIRED = ("esr", "hpfar")
 #: kvmcore's modelling inputs that are not registers.
 MODEL_KEYS = ("private", "data")
-_KNOWN = frozenset(REGISTERS + MODEL_KEYS)
 _U64_MAX = (1 << 64) - 1
 
 #: Stage-2 granule setting -> PAGE_SHIFT.
@@ -98,30 +97,17 @@ class Arm64Fault:
 
 def check_raw(raw: Mapping[str, Any]) -> None:
     """Refuse unknown keys, missing required registers and values that are not ints."""
-    unknown = [k for k in raw if k not in _KNOWN]
-    if unknown:
-        raise DecodeError(
-            f"unknown raw key(s) {', '.join(map(repr, unknown))}: arm64 takes the registers "
-            f"{', '.join(REGISTERS)} and the modelling inputs {', '.join(MODEL_KEYS)}"
-        )
-    missing = [k for k in REQUIRED if k not in raw]
-    if missing:
-        raise DecodeError(
-            f"missing register(s) {', '.join(missing)}: an arm64 stage-2 abort needs esr "
-            "(ESR_EL2) and hpfar (HPFAR_EL2); far (FAR_EL2) is optional"
-        )
+    kvmcore.check_raw_keys(
+        raw, arch="arm64", registers=REGISTERS, extra_keys=MODEL_KEYS, required=REQUIRED,
+        needs="an arm64 stage-2 abort needs esr (ESR_EL2) and hpfar (HPFAR_EL2); far (FAR_EL2) is optional",
+    )
     for key in ("esr", "far", "hpfar", "data"):
         value = raw.get(key)
         if value is not None and (type(value) is not int or not 0 <= value <= _U64_MAX):
             raise DecodeError(f"{key}={value!r}: not a 64-bit register value")
 
 
-def raw_private(raw: Mapping[str, Any]) -> bool:
-    """The modelling input ``private`` (0 or 1, default 0)."""
-    value = raw.get("private", 0)
-    if type(value) not in (int, bool) or value not in (0, 1):
-        raise DecodeError(f"private={value!r}: expected 0 (shared) or 1 (private)")
-    return bool(value)
+raw_private = kvmcore.raw_private
 
 
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:

@@ -36,7 +36,6 @@ REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
 REQUIRED = ("scause", "htval", "stval")
 #: kvmcore's modelling inputs that are not registers.
 MODEL_KEYS = ("private", "data", "insn")
-_KNOWN = frozenset(REGISTERS + MODEL_KEYS)
 _U64_MAX = (1 << 64) - 1
 
 
@@ -81,18 +80,10 @@ class RiscvFault:
 
 def check_raw(raw: Mapping[str, Any], required: tuple[str, ...] = REQUIRED) -> None:
     """Refuse unknown keys and missing required registers, naming them."""
-    unknown = [k for k in raw if k not in _KNOWN]
-    if unknown:
-        raise DecodeError(
-            f"unknown raw key(s) {', '.join(map(repr, unknown))}: RISC-V takes the registers "
-            f"{', '.join(REGISTERS)} and the modelling inputs {', '.join(MODEL_KEYS)}"
-        )
-    missing = [k for k in required if k not in raw]
-    if missing:
-        raise DecodeError(
-            f"missing register(s) {', '.join(missing)}: a RISC-V guest-page fault needs "
-            "scause, htval and stval (htinst defaults to 0, sepc is optional)"
-        )
+    kvmcore.check_raw_keys(
+        raw, arch="RISC-V", registers=REGISTERS, extra_keys=MODEL_KEYS, required=required,
+        needs="a RISC-V guest-page fault needs scause, htval and stval (htinst defaults to 0, sepc is optional)",
+    )
 
 
 def _optional_int(raw: Mapping[str, Any], name: str, limit: int, what: str) -> int | None:
@@ -104,11 +95,7 @@ def _optional_int(raw: Mapping[str, Any], name: str, limit: int, what: str) -> i
     return value
 
 
-def _private(raw: Mapping[str, Any]) -> bool:
-    value = raw.get("private", 0)
-    if value not in (0, 1) or type(value) not in (int, bool):
-        raise DecodeError(f"private={value!r}: expected 0 (shared) or 1 (private)")
-    return bool(value)
+_private = kvmcore.raw_private
 
 
 def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:

@@ -45,9 +45,10 @@ from kvmcore_x86.vmx import (
 
 VENDORS = ("vmx", "svm")
 #: Keys ``decode_fault`` accepts (the registers, then kvmcore's modelling inputs).
-RAW_KEYS = frozenset(
-    {"vendor", "exit_qualification", "gpa", "gla", "error_code", "exit_reason", "private", "len", "data"}
-)
+#: The registers ``decode_fault`` accepts (``ArchInfo.registers``) and kvmcore's modelling inputs.
+REGISTERS = ("vendor", "exit_qualification", "gpa", "gla", "error_code")
+MODEL_KEYS = ("exit_reason", "private", "len", "data")
+RAW_KEYS = frozenset(REGISTERS + MODEL_KEYS)
 #: x86 MAXPHYADDR is at most 52.
 GPA_BITS = 52
 #: The access widths an emulated MMIO access may have in one KVM_EXIT_MMIO (kvm_run.mmio.data is 8 bytes).
@@ -136,21 +137,10 @@ def check_gpa(gpa: int) -> int:
     return gpa
 
 
-def _flag(raw: Mapping[str, Any], name: str) -> bool:
-    value = raw.get(name, 0)
-    if value not in (0, 1):
-        raise DecodeError(f"{name}={value!r}: expected 0 or 1")
-    return bool(value)
-
-
 # --- decode_fault --------------------------------------------------------------------------
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
     """The X86Fault KVM builds for one EPT violation/misconfiguration or #NPF (see module doc)."""
-    unknown = set(raw) - RAW_KEYS
-    if unknown:
-        raise DecodeError(
-            f"{', '.join(sorted(unknown))}: not an x86 raw key (accepted: {', '.join(sorted(RAW_KEYS))})"
-        )
+    kvmcore.check_raw_keys(raw, arch="x86", registers=REGISTERS, extra_keys=MODEL_KEYS)
     vm = vcpu.vm
     settings = vm.settings
     vm_type = settings["vm_type"]
@@ -160,7 +150,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
             f"vendor={vendor!r}: a vm_type={vm_type!r} VM runs on {'AMD (svm)' if vm_type == 'snp' else 'Intel (vmx)'} only"
         )
     gpa = check_gpa(reg(raw, "gpa"))  # type: ignore[arg-type]
-    raw_private = _flag(raw, "private")
+    raw_private = kvmcore.raw_private(raw)
     eq = npf = gla = None
     if vendor == "vmx":
         if "error_code" in raw:

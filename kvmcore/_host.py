@@ -24,6 +24,13 @@ PROT_READ = 1
 PROT_WRITE = 2
 PROT_EXEC = 4
 
+#: With more than ``_REGION_CACHE_MIN`` VMAs, ``find_vma`` (then ``_find_vma_cached``) remembers the VMA of each 2 MiB region
+#: of hva it looked up (one dict probe instead of a binary search over thousands of VMAs); the
+#: table starts over past ``_REGION_CACHE_MAX`` entries.
+_REGION_SHIFT = 21
+_REGION_CACHE_MIN = 64
+_REGION_CACHE_MAX = 1 << 16
+
 #: Where the model starts placing mappings, and the user address-space limit (x86-64 47-bit).
 MMAP_BASE = 0x1000_0000_0000
 TASK_SIZE = 1 << 47
@@ -60,8 +67,10 @@ class HostMemory:
         self._next_hva = MMAP_BASE
         self._next_pfn = 0x100000 >> (page_shift - 12) if page_shift >= 12 else 0x100000
         self.poisoned: set[int] = set()
-        #: the VMA the last lookup found (faults come in runs on one VMA); reset on any change
+        #: the VMA the last lookup found (faults come in runs on one VMA), and the VMA of each
+        #: 2 MiB region looked up; both reset on any change to the VMAs
         self._last: Vma | None = None
+        self._regions: dict[int, Vma] = {}
 
     # -- mapping -----------------------------------------------------------------------------
     def mmap(self, size: int, prot: int = PROT_READ | PROT_WRITE, *, page_size: int | None = None) -> int:
@@ -132,6 +141,27 @@ class HostMemory:
                 return vma
         return None
 
+    def _find_vma_cached(self, hva: int) -> Vma | None:
+        """``find_vma`` with the region cache (bound as ``find_vma`` above ``_REGION_CACHE_MIN`` VMAs)."""
+        vma = self._last
+        if vma is not None and vma.start <= hva < vma.end:
+            return vma
+        regions = self._regions
+        vma = regions.get(hva >> _REGION_SHIFT)
+        if vma is not None and vma.start <= hva < vma.end:
+            self._last = vma
+            return vma
+        i = bisect.bisect_right(self._starts, hva) - 1
+        if i >= 0:
+            vma = self._vmas[i]
+            if hva < vma.end:
+                self._last = vma
+                if len(regions) >= _REGION_CACHE_MAX:
+                    regions.clear()
+                regions[hva >> _REGION_SHIFT] = vma
+                return vma
+        return None
+
     def hva_to_pfn(self, hva: int, write_fault: bool) -> tuple[int, bool]:
         """Mirrors ``hva_to_pfn()``: ``(pfn, writable)`` or an error pfn.
 
@@ -173,10 +203,19 @@ class HostMemory:
             raise KvmError(abi.EINVAL, f"{call}: [{hva:#x}, +{size:#x}) is not page aligned and non-empty")
 
     def _insert(self, vma: Vma) -> None:
-        self._last = None
         i = bisect.bisect_left(self._starts, vma.start)
         self._starts.insert(i, vma.start)
         self._vmas.insert(i, vma)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget the cached lookups; use the region cache only when there are many VMAs."""
+        self._last = None
+        self._regions.clear()
+        if len(self._vmas) > _REGION_CACHE_MIN:
+            self.find_vma = self._find_vma_cached  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("find_vma", None)
 
     def _covered(self, start: int, end: int) -> int:
         return sum(min(v.end, end) - max(v.start, start) for v in self._vmas if v.start < end and v.end > start)
@@ -184,7 +223,7 @@ class HostMemory:
     def _carve(self, start: int, end: int) -> list[Vma]:
         """Remove ``[start, end)`` from the VMAs; return the removed pieces (split as needed)."""
         removed: list[Vma] = []
-        self._last = None
+        self._changed()
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         while i < len(self._vmas):
             vma = self._vmas[i]
@@ -202,4 +241,5 @@ class HostMemory:
             if hi < vma.end:
                 self._insert(Vma(hi, vma.end, vma.prot, vma.page_size, vma.pfn(hi, self.page_shift)))
                 i += 1
+        self._changed()
         return removed

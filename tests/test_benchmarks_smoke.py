@@ -102,3 +102,34 @@ def test_attributes_shortcut_when_empty() -> None:
     assert attrs.get(5) == kvmcore.abi.KVM_MEMORY_ATTRIBUTE_PRIVATE and attrs.get(8) == 0
     attrs.set(4, 8, 0)
     assert attrs.get(5) == 0 and attrs.ranges() == []
+
+
+def test_memslot_region_cache_follows_changes(vm: kvmcore.VM) -> None:
+    page = vm.page_size
+    for slot in range(80):  # small slots, several per 512-page region; > 64 turns the cache on
+        vm.set_user_memory_region(slot, (1 << 30) + slot * 4 * page, 2 * page)
+    assert vm.memslots.find == vm.memslots._find_cached
+    find = vm.gfn_to_memslot
+    base = (1 << 30) // page
+    for _ in range(2):  # filling the cache, then from it
+        assert [find(base + 4 * s + 1).id for s in range(80)] == list(range(80))
+    assert find(base + 2) is None and find(base + 6) is None  # the gaps between slots
+    vm.set_user_memory_region(5, (1 << 30) + 5 * 4 * page + page, 2 * page)  # move slot 5 one page up
+    assert find(base + 20) is None and find(base + 21).id == 5 and find(base + 22).id == 5
+    vm.set_user_memory_region(7, (1 << 30) + 7 * 4 * page, 0)  # delete slot 7
+    assert find(base + 28) is None and find(base + 32).id == 8
+    for slot in range(8, 80):
+        vm.set_user_memory_region(slot, 0, 0)
+    assert "find" not in vars(vm.memslots) and find(base + 1).id == 0  # few slots: plain search again
+
+
+def test_host_region_cache_follows_changes() -> None:
+    host = kvmcore.HostMemory(12, lambda start, end: None)
+    hvas = [host.mmap(1 << 20) for _ in range(80)]  # > 64 VMAs turn the region cache on
+    assert host.find_vma == host._find_vma_cached
+    for _ in range(2):
+        assert all(host.find_vma(h + 4096).start == h for h in hvas)
+    host.munmap(hvas[3], 1 << 20)
+    assert host.find_vma(hvas[3] + 4096) is None and host.find_vma(hvas[4]).start == hvas[4]
+    host.munmap(hvas[5] + (512 << 10), 512 << 10)  # the upper half of a mapping
+    assert host.find_vma(hvas[5] + (600 << 10)) is None and host.find_vma(hvas[5]).end == hvas[5] + (512 << 10)

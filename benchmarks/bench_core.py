@@ -1,0 +1,325 @@
+"""In-process benchmarks: the per-arch fault path and the core's scaling and memory.
+
+Every figure is a median over ``repeats`` timed runs (``time.perf_counter_ns``), each run a
+pass over a precomputed list of inputs; pipeline and hand-wired passes are interleaved so that
+drift (frequency, a noisy neighbour) hits both alike and their ratio stays fair.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kvmcore
+from kvmcore import abi
+
+#: Guest physical base of every benchmark memslot (1 GiB: inside every arch's IPA/GPA space).
+GPA_BASE = 1 << 30
+ns = time.perf_counter_ns
+cpu_ns = time.thread_time_ns
+#: Wall and CPU time of every timed sample: their ratio says how much of the wall time this
+#: process spent waiting for a CPU (other load on the machine), which inflates every figure.
+CLOCKS = {"wall_ns": 0, "cpu_ns": 0}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sizes of the runs (``--quick`` shrinks them so that CI takes seconds)."""
+
+    repeats: int = 7  # passes over the inputs (plus one untimed warm-up pass)
+    pass_faults: int = 32768  # distinct gfns per pass
+    userfault_pages: int = 8192
+    scaling_faults: int = 16384
+    chunk: int = 2048  # inputs per timed sample: many short samples make the median robust
+    touch_pages: int = 1_000_000
+    replay_events: int = 1_000_000
+    startup_runs: int = 7
+
+    @classmethod
+    def quick(cls) -> Params:
+        return cls(repeats=3, pass_faults=2048, userfault_pages=1024, scaling_faults=2048, chunk=512,
+                   touch_pages=20_000, replay_events=20_000, startup_runs=3)
+
+
+def rate(ops: int, elapsed_ns: int) -> float:
+    return ops * 1e9 / max(elapsed_ns, 1)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def timed(loop: Callable[[], int]) -> float:
+    """Run ``loop`` (which returns how many operations it did) once; operations per second."""
+    gc.collect()
+    start = ns()
+    ops = loop()
+    return rate(ops, ns() - start)
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def interleaved(
+    loops: dict[str, tuple[Callable[[list[Any]], int], list[Any]]],
+    passes: int,
+    chunk: int,
+    reset: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """Median operations per second of each ``name: (loop, inputs)``.
+
+    Each pass calls ``reset()`` (zap stage 2...), then times every loop on chunk after chunk of
+    its inputs, alternating between the loops chunk by chunk: each sample is short (a few ms)
+    and the variants sit side by side in time, so a burst of load from elsewhere on the machine
+    lands on a few samples of every variant, not on one variant's whole run. The first pass is
+    an untimed warm-up.
+    """
+    split = {name: chunks(inputs, chunk) for name, (_, inputs) in loops.items()}
+    count = max(len(c) for c in split.values())
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    for i in range(passes + 1):
+        reset()
+        gc.collect()
+        for c in range(count):
+            for name, (loop, _) in loops.items():
+                if c < len(split[name]):
+                    start, cpu_start = ns(), cpu_ns()
+                    ops = loop(split[name][c])
+                    elapsed, cpu = ns() - start, cpu_ns() - cpu_start
+                    if i:
+                        samples[name].append(rate(ops, elapsed))
+                        CLOCKS["wall_ns"] += elapsed
+                        CLOCKS["cpu_ns"] += cpu
+    return {name: median(values) for name, values in samples.items()}
+
+
+# --- hook implementations, found as pluggy would call them -----------------------------------
+def first_impl(arch: kvmcore.Arch, hook: str, plugin: Any = None) -> Any:
+    """The ``HookImpl`` pluggy calls first for ``hook`` (wrappers skipped), or ``plugin``'s own."""
+    impls = [i for i in getattr(arch.pm.hook, hook).get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+    own = [i for i in impls if plugin is not None and i.plugin is plugin]
+    if own:
+        return own[-1]
+    if not impls:
+        raise LookupError(f"arch {arch.name!r}: no {hook} implementation")
+    return impls[-1]  # pluggy calls the last registered (and tryfirst) first
+
+
+def compile_loop(body: str, **names: Any) -> Callable[..., int]:
+    """``def loop(raws): for raw in raws: BODY; return len(raws)``, compiled with ``names`` as
+    globals, so a hookimpl is called with exactly the arguments it declares (pluggy lets an
+    implementation take a subset: ``decode_fault(raw)``) and nothing is in between."""
+    lines = [line.strip() for line in body.strip().splitlines()]
+    src = "def loop(raws):\n    for raw in raws:\n" + "".join(f"        {line}\n" for line in lines)
+    src += "    return len(raws)\n"
+    namespace = dict(names)
+    exec(compile(src, f"<benchmark loop {body.strip().splitlines()[0]}>", "exec"), namespace)
+    return namespace["loop"]
+
+
+def call(name: str, impl: Any) -> str:
+    """``name(vcpu, raw)`` with the hookimpl's own argument names."""
+    return f"{name}({', '.join(impl.argnames)})"
+
+
+# --- VM set-up ----------------------------------------------------------------------------------
+def new_vm(arch: kvmcore.Arch, pages: int, flags: int = 0, bitmap: Any = None) -> tuple[kvmcore.VM, kvmcore.VCPU]:
+    vm = kvmcore.VM(arch)
+    vm.set_user_memory_region(0, GPA_BASE, pages << vm.page_shift, flags=flags, userfault_bitmap=bitmap)
+    return vm, vm.create_vcpu()
+
+
+def encode_reads(vm: kvmcore.VM, vcpu: kvmcore.VCPU, gfns: list[int]) -> list[Any]:
+    """Raw registers of a read translation fault (stage 2 not present) at each gfn."""
+    encode = vm.arch.encode_fault
+    shift = vm.page_shift
+    return [encode(vcpu, kvmcore.Access(gfn << shift, "read", "not_present")) for gfn in gfns]
+
+
+def check_mapped(vcpu: kvmcore.VCPU, raw: Any, what: str) -> None:
+    result = vcpu.handle_fault(raw)
+    if result.mapped is None:
+        raise RuntimeError(f"{what}: the benchmark fault did not end mapped: {result}")
+
+
+# --- per arch -----------------------------------------------------------------------------------
+def bench_arch(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
+    """decode, mapped path, hand-wired path, overhead ratio and userfault round trips."""
+    out: dict[str, float] = {}
+    out["decode_per_s"] = bench_decode(arch, p)
+    out.update(bench_mapped(arch, p))
+    out["userfault_roundtrips_per_s"] = bench_userfault(arch, p)
+    return out
+
+
+def bench_decode(arch: kvmcore.Arch, p: Params) -> float:
+    vm, vcpu = new_vm(arch, p.pass_faults)
+    raws = encode_reads(vm, vcpu, list(range(GPA_BASE >> vm.page_shift, (GPA_BASE >> vm.page_shift) + p.pass_faults)))
+    impl = first_impl(arch, "decode_fault", arch.plugin)
+    decode_loop = compile_loop(call("decode", impl), decode=impl.function, vcpu=vcpu)
+    return interleaved({"decode": (decode_loop, raws)}, p.repeats, p.chunk)["decode"]
+
+
+def handwired(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Callable[[list[Any]], int]:
+    """The mapped path with the same arch functions called directly, in the pipeline's order:
+    decode hookimpl, ``vm.gfn_to_memslot``, faultin hookimpl, ``vm.stage2.map``."""
+    decode = first_impl(vm.arch, "decode_fault", vm.arch.plugin)
+    faultin = first_impl(vm.arch, "faultin_pfn")
+    body = f"""
+        fault = {call("decode", decode)}
+        fault.slot = gfn_to_memslot(fault.gfn)
+        r = {call("faultin", faultin)}
+        stage2_map(fault.gfn, r.pfn, r.size, r.writable, r.exec)
+    """
+    return compile_loop(body, decode=decode.function, faultin=faultin.function, vcpu=vcpu,
+                        gfn_to_memslot=vm.gfn_to_memslot, stage2_map=vm.stage2.map)
+
+
+def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
+    """The pipeline on one VM, the hand-wired path on a twin VM, same inputs, interleaved."""
+    vm, vcpu = new_vm(arch, p.pass_faults)
+    twin, twin_vcpu = new_vm(arch, p.pass_faults)
+    base = GPA_BASE >> vm.page_shift
+    gfns = list(range(base, base + p.pass_faults))
+    random.Random(1).shuffle(gfns)
+    raws = encode_reads(vm, vcpu, gfns)
+    check_mapped(vcpu, raws[0], f"{arch.name} mapped path")
+    pipeline = compile_loop("handle_fault(raw)", handle_fault=vcpu.handle_fault)
+
+    def reset() -> None:
+        vm.stage2.unmap_range(base, base + p.pass_faults)
+        twin.stage2.unmap_range(base, base + p.pass_faults)
+
+    rates = interleaved({"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)},
+                        p.repeats, p.chunk, reset)
+    for v in (vm, twin):
+        if len(v.stage2) != p.pass_faults:
+            raise RuntimeError(f"{arch.name}: expected {p.pass_faults} stage-2 leaves, found {len(v.stage2)}")
+    mapped, wired = rates["pipeline"], rates["handwired"]
+    return {"mapped_per_s": mapped, "handwired_per_s": wired, "overhead_ratio": wired / mapped}
+
+
+def bench_userfault(arch: kvmcore.Arch, p: Params) -> float:
+    """Fault (userfault exit), clear the bitmap bit as the VMM does, fault again (mapped)."""
+    pages = p.userfault_pages
+    bitmap = bytearray(b"\xff" * ((pages + 63) // 64 * 8))
+    vm, vcpu = new_vm(arch, pages, abi.KVM_MEM_USERFAULT, bitmap)
+    base = GPA_BASE >> vm.page_shift
+    gfns = list(range(base, base + pages))
+    random.Random(2).shuffle(gfns)
+    raws = encode_reads(vm, vcpu, gfns)
+    work = [(raw, (gfn - base) >> 3, ~(1 << ((gfn - base) & 7)) & 0xFF) for raw, gfn in zip(raws, gfns, strict=True)]
+    first = vcpu.handle_fault(raws[0])
+    if first.outcome != "userfault" or first.ret != -abi.EFAULT or not (
+        vcpu.kvm_run.exit.memory_fault.flags & abi.KVM_MEMORY_EXIT_FLAG_USERFAULT
+    ):
+        raise RuntimeError(f"{arch.name}: expected a userfault exit, got {first}")
+    handle_fault = vcpu.handle_fault
+    full = b"\xff" * len(bitmap)
+
+    def loop(items: list[tuple[Any, int, int]]) -> int:
+        for raw, byte, mask in items:
+            handle_fault(raw)  # exit: KVM_EXIT_MEMORY_FAULT with the USERFAULT flag, -EFAULT
+            bitmap[byte] &= mask  # the VMM fetched the page: clear its bit
+            handle_fault(raw)  # mapped
+        return len(items)
+
+    def reset() -> None:
+        bitmap[:] = full
+        vm.stage2.unmap_range(base, base + pages)
+
+    result = interleaved({"userfault": (loop, work)}, p.repeats, p.chunk // 2, reset)["userfault"]
+    if len(vm.stage2) != pages:
+        raise RuntimeError(f"{arch.name}: userfault round trips left {len(vm.stage2)} of {pages} pages mapped")
+    return result
+
+
+# --- scaling -------------------------------------------------------------------------------------
+SLOT_COUNTS = (1, 100, 10_000, abi.KVM_USER_MEM_SLOTS)
+
+
+def bench_slots(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
+    """Mapped-path faults per second with 1 ... KVM_USER_MEM_SLOTS memslots.
+
+    The same number of faults per pass in every case, spread over all the slots in a shuffled
+    order, so each fault's slot lookup is a real search.
+    """
+    results: dict[str, float] = {}
+    setups = []
+    for count in SLOT_COUNTS:
+        vm = kvmcore.VM(arch)
+        pages = max(1, -(-p.scaling_faults // count))  # pages per slot
+        size = pages << vm.page_shift
+        stride = size + (2 << 20)  # a gap between slots
+        for slot in range(count):
+            vm.set_user_memory_region(slot, GPA_BASE + slot * stride, size)
+        vcpu = vm.create_vcpu()
+        base = GPA_BASE >> vm.page_shift
+        gfns = [base + (i % count) * (stride >> vm.page_shift) + (i // count) % pages for i in range(p.scaling_faults)]
+        random.Random(3).shuffle(gfns)
+        raws = encode_reads(vm, vcpu, gfns)
+        check_mapped(vcpu, raws[0], f"{count} memslots")
+        end = base + count * (stride >> vm.page_shift)
+        setups.append((count, vm, vcpu.handle_fault, raws, end))
+
+    def reset() -> None:
+        for _, vm, _, _, end in setups:
+            vm.stage2.unmap_range(GPA_BASE >> vm.page_shift, end)
+
+    loops = {str(count): (compile_loop("handle_fault(raw)", handle_fault=hf), raws) for count, _, hf, raws, _ in setups}
+    results.update(interleaved(loops, p.repeats, p.chunk, reset))
+    return results
+
+
+def bench_memory(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
+    """tracemalloc'd bytes of a VM with one 1 TiB memslot, before and after touching pages.
+
+    Before: everything allocated to create the VM, its 1 TiB memslot (and the host mapping
+    behind it) and a vCPU. After: plus what faulting ``touch_pages`` pages through
+    ``vcpu.handle_fault`` left allocated, the pages spread evenly over the slot (as post-copy
+    touches a guest). The raw registers are encoded before tracing restarts, so they are not
+    counted (tracemalloc ignores frees of blocks allocated while it was off); the stage-2 table
+    is allocated while tracing, as it grows.
+    """
+    tib = 1 << 40
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        vm = kvmcore.VM(arch)
+        vm.set_user_memory_region(0, 0, tib)  # at 0: arm64's default IPA space is exactly 1 TiB
+        vcpu = vm.create_vcpu()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    npages = tib >> vm.page_shift
+    stride = max(1, npages // p.touch_pages)
+    raws = encode_reads(vm, vcpu, [i * stride for i in range(p.touch_pages)])
+    handle_fault = vcpu.handle_fault
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for raw in raws:
+            handle_fault(raw)
+        del raw
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    if len(vm.stage2) != p.touch_pages:
+        raise RuntimeError(f"touched {p.touch_pages} pages but stage 2 holds {len(vm.stage2)}")
+    return {
+        "bytes_untouched_1tib": before,
+        "bytes_after_touch": before + grown,
+        "pages_touched": p.touch_pages,
+        "bytes_per_mapped_page": grown / p.touch_pages,
+    }

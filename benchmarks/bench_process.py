@@ -1,0 +1,187 @@
+"""Whole-process benchmarks: ``kvmcore replay`` of a generated trace, and start-up time.
+
+Each command runs under ``_child.py``, a small stdlib-only process that times it and reads its
+own ``ru_maxrss`` through ``os.wait4`` (``RUSAGE_CHILDREN`` would give the largest of every child
+ever waited for, and a child forked straight from this big process would report this process's
+size: see ``_child.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import kvmcore
+
+CHILD = Path(__file__).resolve().with_name("_child.py")
+#: Where the generated trace's faults land: a 1 GiB memslot at 1 GiB (the replay's VM needs RAM there).
+TRACE_GPA_BASE = 1 << 30
+TRACE_PAGES = 1 << 16  # distinct pages the trace faults on (256 MiB at 4K)
+
+
+def kvmcore_command() -> list[str]:
+    """The installed ``kvmcore`` console script next to this interpreter, else ``-m``."""
+    script = Path(sys.executable).with_name("kvmcore")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("kvmcore")
+    return [found] if found else [sys.executable, "-m", "kvmcore.cli"]
+
+
+def cli_ready(subcommand: str) -> str | None:
+    """None if ``kvmcore SUBCOMMAND --help`` works, else why not."""
+    try:
+        import kvmcore.cli  # noqa: F401
+    except ImportError as exc:
+        return f"kvmcore.cli is not importable ({exc})"
+    proc = subprocess.run([*kvmcore_command(), subcommand, "--help"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"`kvmcore {subcommand} --help` exited {proc.returncode}: {tail[0]}"
+    return None
+
+
+def run_child(argv: list[str], stdout: Path | None = None) -> tuple[int, float, int, str]:
+    """(exit status, wall seconds, peak RSS in bytes, stderr tail) of one command, run through
+    ``_child.py`` so that its peak RSS is its own (see there); its standard output goes to
+    ``stdout`` (a file) or nowhere. The wall time is measured around the command alone."""
+    proc = subprocess.run([sys.executable, str(CHILD), str(stdout) if stdout else "-", "--", *argv],
+                          capture_output=True, text=True)
+    err = proc.stderr[-2000:]
+    try:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return proc.returncode or 1, 0.0, 0, err or proc.stdout[-2000:]
+    return report["status"], report["wall_s"], report["maxrss_bytes"], err
+
+
+# --- trace generation ------------------------------------------------------------------------------
+def trace_lines_arm64(arch: kvmcore.Arch, events: int) -> Any:
+    """ftrace lines of ``kvm_guest_fault`` (arch/arm64/kvm/trace_arm.h), kernel format:
+    ``"ipa %#llx, hsr %#08lx, hxfar %#08lx, pc %#016lx"``, reads and writes (3:1) over
+    :data:`TRACE_PAGES` pages, each page-aligned IPA with an identity FAR."""
+    vm = kvmcore.VM(arch)
+    vcpu = vm.create_vcpu()
+    shift = vm.page_shift
+    esr = {}
+    for kind in ("read", "write"):
+        a = arch.encode_fault(vcpu, kvmcore.Access(TRACE_GPA_BASE, kind, "not_present"))
+        b = arch.encode_fault(vcpu, kvmcore.Access(TRACE_GPA_BASE + (5 << shift), kind, "not_present"))
+        if a["esr"] != b["esr"]:
+            raise RuntimeError("arm64 encode_fault: ESR depends on the address; the generator assumes not")
+        esr[kind] = a["esr"]
+    pc = 0xFFFFC0C8A1B20000
+    for i in range(events):
+        page = (i * 40503) % TRACE_PAGES  # a permutation of the pages, every pass
+        ipa = TRACE_GPA_BASE + (page << shift)
+        hsr = esr["write" if i % 4 == 3 else "read"]
+        ts = 88.120001 + i * 1e-6
+        yield (
+            f" CPU 0/KVM-812    [00{i & 1}] ..... {ts:.6f}: kvm_guest_fault: "
+            f"ipa {ipa:#x}, hsr {hsr:#08x}, hxfar {ipa:#08x}, pc {pc + ((i & 255) << 2):#016x}\n"
+        )
+
+
+def trace_lines_x86(arch: kvmcore.Arch, events: int) -> Any:
+    """ftrace lines of ``kvm_page_fault`` (arch/x86/kvm/trace.h), kernel format:
+    ``"vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx"`` (VMX exit qualification)."""
+    vm = kvmcore.VM(arch)
+    vcpu = vm.create_vcpu()
+    shift = vm.page_shift
+    codes = {}
+    for kind in ("read", "write"):
+        raw = arch.encode_fault(vcpu, kvmcore.Access(TRACE_GPA_BASE, kind, "not_present"))
+        codes[kind] = raw.get("exit_qualification", raw.get("error_code"))
+    for i in range(events):
+        page = (i * 40503) % TRACE_PAGES
+        gpa = TRACE_GPA_BASE + (page << shift)
+        code = codes["write" if i % 4 == 3 else "read"]
+        ts = 1523.004213 + i * 1e-6
+        yield (
+            f" CPU 0/KVM-4711   [00{i & 1}] d..1. {ts:.6f}: kvm_page_fault: vcpu 0 rip 0xffffffff81a3c2d0 "
+            f"address {gpa:#018x} error_code {code:#x}\n"
+        )
+
+
+GENERATORS = {"arm64": trace_lines_arm64, "x86": trace_lines_x86}
+
+
+def write_trace(path: Path, arch: kvmcore.Arch, events: int) -> None:
+    lines = GENERATORS[arch.name](arch, events)
+    with path.open("w") as f:
+        batch: list[str] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) == 65536:
+                f.writelines(batch)
+                batch.clear()
+        f.writelines(batch)
+
+
+def replay_argv(arch: str, trace: Path) -> list[str]:
+    """``kvmcore replay`` of the trace: parse every line, decode every fault, summarise."""
+    return [*kvmcore_command(), "replay", str(trace), "--arch", arch, "--json", "--strict", "--no-progress"]
+
+
+def bench_replay(arches: dict[str, kvmcore.Arch], events: int, tmp: Path, notes: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"events_per_s": None, "peak_rss_mb": None}
+    name = next((a for a in GENERATORS if a in arches), None)
+    if name is None:
+        notes.append("replay: no arch with a trace generator (arm64, x86) loaded; figures are null")
+        return out
+    why = cli_ready("replay")
+    if why is not None:
+        notes.append(f"replay: `kvmcore replay` is not ready ({why}); figures are null")
+        return out
+    trace = tmp / f"{name}-{events}.trace"
+    start = time.perf_counter()
+    write_trace(trace, arches[name], events)
+    out.update(arch=name, events=events, trace_mb=round(trace.stat().st_size / 2**20, 1),
+               generate_s=round(time.perf_counter() - start, 2))
+    argv = replay_argv(name, trace)
+    report = tmp / "replay.json"
+    status, wall, rss, err = run_child(argv, stdout=report)
+    trace.unlink()
+    if status != 0:
+        notes.append(f"replay: `kvmcore {' '.join(argv[1:])}` exited {status}: {err.strip().splitlines()[-1:]}")
+        return out
+    try:
+        summary = json.loads(report.read_text())
+    except ValueError as exc:
+        notes.append(f"replay: the --json summary did not parse ({exc})")
+        summary = {}
+    out["summary_counts"] = {k: v for k, v in summary.items() if isinstance(v, int)}
+    out.update(events_per_s=events / wall, peak_rss_mb=rss / 2**20, wall_s=round(wall, 3))
+    return out
+
+
+def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str]) -> tuple[float | None, str]:
+    """Median wall time of ``kvmcore decode ARCH REG=VALUE...`` as a whole process."""
+    name = "arm64" if "arm64" in arches else next(iter(arches), None)
+    why = cli_ready("decode") if name is not None else "no arch loaded"
+    if name is not None and why is None:
+        arch = arches[name]
+        vm = kvmcore.VM(arch)
+        raw = arch.encode_fault(vm.create_vcpu(), kvmcore.Access(TRACE_GPA_BASE, "write", "not_present"))
+        regs = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in raw.items() if k in arch.info.registers]
+        argv = [*kvmcore_command(), "decode", name, *regs]
+        what = f"kvmcore decode {name} ..."
+    else:
+        notes.append(f"startup: `kvmcore decode` is not ready ({why}); timed "
+                     "`python -c \"import kvmcore; kvmcore.load_arch('arm64')\"` instead")
+        argv = [sys.executable, "-c", f"import kvmcore; kvmcore.load_arch({name or 'arm64'!r})"]
+        what = " ".join(argv[1:])
+    times = []
+    for _ in range(runs + 1):
+        status, wall, _, err = run_child(argv)
+        if status != 0:
+            notes.append(f"startup: `{what}` exited {status}: {err.strip().splitlines()[-1:]}")
+            break
+        times.append(wall * 1000)
+    return (float(statistics.median(times[1:])) if len(times) > 1 else None), what

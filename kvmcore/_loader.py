@@ -231,32 +231,33 @@ class Arch:
     def _caller(self, name: str) -> Callable[..., Any]:
         """A positional caller for hook ``name`` that behaves exactly as pluggy's call.
 
-        Through pluggy when tracing or monitoring is on or any implementation is a wrapper
-        or takes keyword defaults; otherwise the implementations are called directly in
-        pluggy's order (last registered first, ``trylast`` after), stopping at the first
-        non-``None`` result, as a ``firstresult`` hook does.
+        Through pluggy when tracing or monitoring is on, or an implementation is an old-style
+        ``hookwrapper`` or takes keyword defaults. Otherwise the implementations are called
+        directly in pluggy's order (last registered first, ``trylast`` after), stopping at the
+        first non-``None`` result as a ``firstresult`` hook does, inside the new-style
+        ``wrapper=True`` implementations (outermost first), each driven as pluggy drives it.
         """
         caller = getattr(self.pm.hook, name)
         spec_args = tuple(caller.spec.argnames)
         impls = caller.get_hookimpls()
-        if (
-            self._tracing_undo is not None
-            or self.pm.monitored
-            or any(i.wrapper or i.hookwrapper or i.kwargnames for i in impls)
-        ):
+        if self._tracing_undo is not None or self.pm.monitored or any(i.hookwrapper or i.kwargnames for i in impls):
             return lambda *args: caller(**dict(zip(spec_args, args, strict=True)))
-        direct = [_positional(impl.function, spec_args, tuple(impl.argnames)) for impl in reversed(impls)]
+        ordered = list(reversed(impls))  # pluggy's call order: wrappers outermost first, then impls
+        direct = [_positional(i.function, spec_args, tuple(i.argnames)) for i in ordered if not i.wrapper]
         if len(direct) == 1:
-            return direct[0]
+            function = direct[0]
+        else:
 
-        def first_result(*args: Any) -> Any:
-            for function in direct:
-                result = function(*args)
-                if result is not None:
-                    return result
-            return None
+            def function(*args: Any) -> Any:
+                for implementation in direct:
+                    result = implementation(*args)
+                    if result is not None:
+                        return result
+                return None
 
-        return first_result
+        for impl in reversed([i for i in ordered if i.wrapper]):  # innermost wrapper first
+            function = _drive_wrapper(impl, spec_args, function)
+        return function
 
 
 def _positional(function: Callable[..., Any], spec_args: tuple[str, ...], argnames: tuple[str, ...]) -> Callable[..., Any]:
@@ -265,6 +266,39 @@ def _positional(function: Callable[..., Any], spec_args: tuple[str, ...], argnam
         return function
     picks = tuple(spec_args.index(a) for a in argnames)
     return lambda *args: function(*[args[i] for i in picks])
+
+
+def _drive_wrapper(impl: Any, spec_args: tuple[str, ...], inner: Callable[..., Any]) -> Callable[..., Any]:
+    """One new-style wrapper around ``inner``, as pluggy's ``_multicall`` drives it.
+
+    ``result = yield`` receives the inner result (or the inner exception is thrown in at the
+    ``yield``); what the wrapper returns is the result; a wrapper that does not yield, or
+    yields twice, is a ``RuntimeError``.
+    """
+    start = _positional(impl.function, spec_args, tuple(impl.argnames))
+    label = f"wrapper {impl.plugin_name}.{impl.function.__name__}"
+
+    def call(*args: Any) -> Any:
+        gen = start(*args)
+        try:
+            next(gen)
+        except StopIteration:
+            raise RuntimeError(f"{label} did not yield") from None
+        try:
+            result = inner(*args)
+        except BaseException as exc:
+            try:
+                gen.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            raise RuntimeError(f"{label} has second yield") from None
+        try:
+            gen.send(result)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError(f"{label} has second yield")
+
+    return call
 
 
 class KvmcorePluginManager(pluggy.PluginManager):

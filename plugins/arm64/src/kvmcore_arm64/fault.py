@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import kvmcore
@@ -37,6 +38,10 @@ REGISTERS = ("esr", "far", "hpfar")
 REQUIRED = ("esr", "hpfar")
 #: kvmcore's modelling inputs that are not registers.
 MODEL_KEYS = ("private", "data")
+_KEYS = frozenset(REGISTERS + MODEL_KEYS)
+_REQUIRED_KEYS = frozenset(REQUIRED)
+#: The keys whose values must be 64-bit register values.
+_U64_KEYS = ("esr", "far", "hpfar", "data")
 _U64_MAX = (1 << 64) - 1
 
 #: Stage-2 granule setting -> PAGE_SHIFT.
@@ -96,18 +101,48 @@ class Arm64Fault:
 
 
 def check_raw(raw: Mapping[str, Any]) -> None:
-    """Refuse unknown keys, missing required registers and values that are not ints."""
-    kvmcore.check_raw_keys(
-        raw, arch="arm64", registers=REGISTERS, extra_keys=MODEL_KEYS, required=REQUIRED,
-        needs="an arm64 stage-2 abort needs esr (ESR_EL2) and hpfar (HPFAR_EL2); far (FAR_EL2) is optional",
-    )
-    for key in ("esr", "far", "hpfar", "data"):
+    """Refuse unknown keys, missing required registers and values that are not ints.
+
+    The common case (known keys, both required registers) costs one set comparison; otherwise
+    :func:`kvmcore.check_raw_keys` names what is wrong.
+    """
+    keys = raw.keys()
+    if not (keys <= _KEYS and _REQUIRED_KEYS <= keys):
+        kvmcore.check_raw_keys(
+            raw, arch="arm64", registers=REGISTERS, extra_keys=MODEL_KEYS, required=REQUIRED,
+            needs="an arm64 stage-2 abort needs esr (ESR_EL2) and hpfar (HPFAR_EL2); far (FAR_EL2) is optional",
+        )
+    for key in _U64_KEYS:
         value = raw.get(key)
         if value is not None and (type(value) is not int or not 0 <= value <= _U64_MAX):
             raise DecodeError(f"{key}={value!r}: not a 64-bit register value")
 
 
 raw_private = kvmcore.raw_private
+
+#: The :class:`Arm64Fault` fields from ``esr`` to ``srt``, in order: the decoded syndrome.
+_SYNDROME_FIELDS = (
+    "esr", "ec", "fsc", "fault_kind", "fault_level", "s1ptw", "is_iabt", "isv", "wnr", "cm", "access_size", "srt",
+)  # fmt: skip
+assert tuple(Arm64Fault.__dataclass_fields__)[4:16] == _SYNDROME_FIELDS
+
+
+@lru_cache(maxsize=4096)
+def _abort_fields(esr: int) -> tuple[bool, bool, tuple[Any, ...], bool, EsrInfo]:
+    """What ESR_EL2 alone decides, once per distinct value (guests repeat a few syndromes):
+    ``(exec, write, syndrome, hpfar_trusted, info)``, ``syndrome`` being the values of
+    ``_SYNDROME_FIELDS``.
+
+    ``kvm_vcpu_trap_is_exec_fault()``, ``kvm_is_write_fault()`` and ``__hpfar_valid()`` are
+    :mod:`kvmcore_arm64.esr`'s. Raises :class:`DecodeError` (never cached) unless ``esr`` is a
+    guest abort (:func:`~kvmcore_arm64.esr.decode_guest_abort`); ``esr`` must be an int.
+    """
+    info = E.decode_guest_abort(esr)
+    syndrome = (
+        info.esr, info.ec, info.fsc, info.fault_kind, info.fault_level, bool(info.s1ptw),
+        not info.is_data_abort, info.isv, info.wnr, info.cm, info.access_size, info.srt,
+    )  # fmt: skip
+    return E.is_exec_fault(info), E.is_write_fault(info), syndrome, E.hpfar_trusted(info), info
 
 
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:
@@ -116,40 +151,20 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:
     Mirrors what ``kvm_handle_guest_abort()`` reads first: ``kvm_vcpu_get_esr()``,
     ``kvm_vcpu_get_fault_ipa()`` (HPFAR.FIPA << 12), ``kvm_vcpu_get_hfar()``, then
     ``gfn = ipa >> PAGE_SHIFT``, ``kvm_is_write_fault()`` and
-    ``kvm_vcpu_trap_is_exec_fault()``. Only EC 0x20 (IABT_LOW) and 0x24 (DABT_LOW) reach
-    that function (``arm_exit_handlers[]``): any other class raises :class:`DecodeError`
-    naming it, as does a malformed register.
+    ``kvm_vcpu_trap_is_exec_fault()`` (those from ESR alone: :func:`_abort_fields`). Only EC
+    0x20 (IABT_LOW) and 0x24 (DABT_LOW) reach that function (``arm_exit_handlers[]``): any
+    other class raises :class:`DecodeError` naming it, as does a malformed register.
     """
     check_raw(raw)
-    info = E.decode_guest_abort(raw["esr"])
+    exec_, write, syndrome, hpfar_trusted, info = _abort_fields(raw["esr"])
     hpfar = raw["hpfar"]
     far = raw.get("far")
     ipa = E.hpfar_to_ipa(hpfar)
     gpa = ipa | (far & E.FAR_TO_FIPA_OFFSET_MASK) if far is not None else ipa
+    # positional, in field order (keywords cost more for 23 fields)
     return Arm64Fault(
-        gfn=E.gpa_to_gfn(ipa, vcpu.vm.page_shift),
-        exec=E.is_exec_fault(info),
-        write=E.is_write_fault(info),
-        is_private=raw_private(raw),
-        esr=info.esr,
-        ec=info.ec,
-        fsc=info.fsc,  # type: ignore[arg-type]  # never None for an abort
-        fault_kind=info.fault_kind,  # type: ignore[arg-type]
-        fault_level=info.fault_level,
-        s1ptw=bool(info.s1ptw),
-        is_iabt=not info.is_data_abort,
-        isv=info.isv,
-        wnr=info.wnr,
-        cm=info.cm,
-        access_size=info.access_size,
-        srt=info.srt,
-        ipa=ipa,
-        gpa=gpa,
-        far=far,
-        hpfar=hpfar,
-        hpfar_trusted=E.hpfar_trusted(info),
-        data=raw.get("data", 0),
-        info=info,
+        E.gpa_to_gfn(ipa, vcpu.vm.page_shift), exec_, write, raw_private(raw), *syndrome,
+        ipa, gpa, far, hpfar, hpfar_trusted, raw.get("data", 0), info,
     )
 
 

@@ -18,6 +18,8 @@ emulator would decode, for a KVM_EXIT_MMIO).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
+from functools import lru_cache
 from typing import Any
 
 import kvmcore
@@ -29,8 +31,10 @@ from kvmcore_x86.pferr import (
     PFERR_PRESENT_MASK,
     PFERR_PRIVATE_ACCESS,
     PFERR_RSVD_MASK,
+    PFERR_SYNTHETIC_MASK,
     PFERR_USER_MASK,
     PFERR_WRITE_MASK,
+    U64_MAX,
     check_u64,
 )
 from kvmcore_x86.svm import decode_npf, npf_to_pferr
@@ -139,9 +143,53 @@ def check_gpa(gpa: int) -> int:
 
 # --- decode_fault --------------------------------------------------------------------------
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
-    """The X86Fault KVM builds for one EPT violation/misconfiguration or #NPF (see module doc)."""
-    kvmcore.check_raw_keys(raw, arch="x86", registers=REGISTERS, extra_keys=MODEL_KEYS)
+    """The X86Fault KVM builds for one EPT violation/misconfiguration or #NPF (see module doc).
+
+    What the exit registers decide (vendor, exit qualification used, EXITINFO1, PFERR word) is
+    a function of them and of a few VM settings, so for plain inputs (:func:`_exit_key`) it is
+    remembered (``_EXITS``) once :func:`_decode_fault` has worked it out step by step; the rest
+    (:func:`_fault`: GPA, GLA, SW-protected attributes, MMIO inputs) runs on every call.
+    """
     vm = vcpu.vm
+    key = _exit_key(vm.settings, raw)
+    exit_ = _EXITS.get(key) if key is not None else None
+    if exit_ is None:
+        return _decode_fault(vm, raw, key)
+    return _fault(vm, raw, check_gpa(raw["gpa"]), *exit_)
+
+
+#: ``_exit_key()`` -> ``(vendor, exit qualification, EXITINFO1, PFERR word)`` for inputs
+#: ``_decode_fault()`` accepted; emptied when it reaches ``_EXITS_MAX`` entries.
+_EXITS: dict[tuple[Any, ...], tuple[str | None, int | None, int | None, int]] = {}
+_EXITS_MAX = 4096
+
+
+def _exit_key(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """Everything the exit registers' decoding depends on, or None if ``raw`` is not plain.
+
+    Plain: only known keys; every value but ``vendor`` an int in [0, 2**64) (not None, which the
+    key could not tell from an absent key, nor a bool, float or int subclass, which hash like
+    the int they equal yet may decode differently); ``vendor``, if given, a str; and not a TDX
+    VM (whose PFERR word depends on the GPA's shared bit). Anything else always goes through
+    :func:`_decode_fault`, which raises with its message.
+    """
+    if not raw.keys() <= RAW_KEYS or settings["vm_type"] == "tdx":
+        return None
+    for name, value in raw.items():
+        if value.__class__ is not int or not 0 <= value <= U64_MAX:
+            if name != "vendor" or value.__class__ is not str:
+                return None
+    return (
+        settings["vm_type"], settings["vendor"], settings["kernel"], settings["mbec"],
+        raw.get("vendor"), raw.get("exit_qualification"), raw.get("exit_reason"), raw.get("error_code"),
+        raw.get("private", 0), "gpa" in raw, "gla" in raw,
+    )  # fmt: skip
+
+
+def _decode_fault(vm: kvmcore.VM, raw: Mapping[str, Any], key: tuple[Any, ...] | None) -> X86Fault:
+    """:func:`decode_fault` step by step: every check in order, then the exit registers'
+    decoding is remembered under ``key`` (unless None)."""
+    kvmcore.check_raw_keys(raw, arch="x86", registers=REGISTERS, extra_keys=MODEL_KEYS)
     settings = vm.settings
     vm_type = settings["vm_type"]
     vendor = resolve_vendor(raw, settings["vendor"])
@@ -151,48 +199,79 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
         )
     gpa = check_gpa(reg(raw, "gpa"))  # type: ignore[arg-type]
     raw_private = kvmcore.raw_private(raw)
-    eq = npf = gla = None
+    eq = npf = None
     if vendor == "vmx":
         if "error_code" in raw:
             raise DecodeError("error_code: an SVM register; a VMX fault gives exit_qualification")
-        eq, error_code, gla = _decode_vmx(vm, raw, gpa, raw_private)
+        eq, error_code = _decode_vmx(vm, raw, gpa, raw_private)
     else:
-        for key in ("exit_qualification", "exit_reason", "gla"):
-            if key in raw:
-                raise DecodeError(f"{key}: a VMX register; an SVM #NPF gives error_code and gpa")
+        for name in ("exit_qualification", "exit_reason", "gla"):
+            if name in raw:
+                raise DecodeError(f"{name}: a VMX register; an SVM #NPF gives error_code and gpa")
         npf, error_code = _decode_svm(vm, raw, raw_private)
+        if npf & PFERR_SYNTHETIC_MASK:
+            key = None  # npf_to_pferr() warns about every such EXITINFO1: never remembered
+    if key is not None:
+        if len(_EXITS) >= _EXITS_MAX:
+            _EXITS.clear()
+        _EXITS[key] = (vendor, eq, npf, error_code)
+    return _fault(vm, raw, gpa, vendor, eq, npf, error_code)
+
+
+def _fault(
+    vm: kvmcore.VM,
+    raw: Mapping[str, Any],
+    gpa: int,
+    vendor: str | None,
+    eq: int | None,
+    npf: int | None,
+    error_code: int,
+) -> X86Fault:
+    """The rest of :func:`decode_fault` once the exit registers are decoded: the GLA,
+    ``kvm_mmu_page_fault()``'s error-code adjustment, the MMIO inputs, and the fault."""
+    settings = vm.settings
+    gla = None
+    if eq is not None and eq & EPT_VIOLATION_GVA_IS_VALID:
+        gla = reg(raw, "gla", required=False)
     # kvm_mmu_page_fault(): a SW-protected VM's memory attributes are the source of truth.
-    if vm_type == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
+    if settings["vm_type"] == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
         error_code |= PFERR_PRIVATE_ACCESS
     mmio_len = reg(raw, "len", required=False)
     if mmio_len is not None and mmio_len not in MMIO_LENGTHS:
         raise DecodeError(f"len={mmio_len}: an MMIO access is 1, 2, 4 or 8 bytes")
-    # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word.
+    # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word. Positional, in field
+    # order (keyword arguments cost more), the defaults from the dataclass.
+    exec_, write, is_private, present, rsvd, user, kind = _pferr_fields(error_code)
     return X86Fault(
-        gfn=(gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm),
-        exec=bool(error_code & PFERR_FETCH_MASK),
-        write=bool(error_code & PFERR_WRITE_MASK),
-        is_private=bool(error_code & PFERR_PRIVATE_ACCESS),
-        slot=None,
-        addr=gpa,
-        error_code=error_code,
-        present=bool(error_code & PFERR_PRESENT_MASK),
-        rsvd=bool(error_code & PFERR_RSVD_MASK),
-        user=bool(error_code & PFERR_USER_MASK),
-        vendor=vendor,
-        gpa=gpa,
-        fault_kind=fault_kind(error_code),
-        exit_qualification=eq,
-        npf_error_code=npf,
-        gla=gla,
-        nx_huge_page_workaround_enabled=bool(settings.get("nx_huge_pages", False)),
-        mmio_len=mmio_len,
-        mmio_data=reg(raw, "data", required=False) or 0,
-    )
+        (gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm), exec_, write, is_private, None, gpa,
+        error_code, present, rsvd, user, vendor, gpa, kind, eq, npf, gla,
+        *_DEFAULTS_BEFORE_NX, bool(settings.get("nx_huge_pages", False)), *_DEFAULTS_AFTER_NX,
+        mmio_len, reg(raw, "data", required=False) or 0,
+    )  # fmt: skip
 
 
-def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: bool) -> tuple[int | None, int, int | None]:
-    """(exit qualification used, PFERR word, gla) for a VMX exit.
+@lru_cache(maxsize=1024)
+def _pferr_fields(error_code: int) -> tuple[bool, bool, bool, bool, bool, bool, str]:
+    """What ``kvm_mmu_do_page_fault()`` reads from the PFERR word: ``(exec, write, is_private,
+    present, rsvd, user, fault_kind)`` (FETCH, WRITE, PRIVATE_ACCESS, PRESENT, RSVD, USER and
+    :func:`~kvmcore_x86.fault.fault_kind`), once per distinct word."""
+    return (
+        bool(error_code & PFERR_FETCH_MASK), bool(error_code & PFERR_WRITE_MASK),
+        bool(error_code & PFERR_PRIVATE_ACCESS), bool(error_code & PFERR_PRESENT_MASK),
+        bool(error_code & PFERR_RSVD_MASK), bool(error_code & PFERR_USER_MASK), fault_kind(error_code),
+    )  # fmt: skip
+
+
+_FIELDS = fields(X86Fault)
+assert [f.name for f in _FIELDS[15:19]] == ["gla", "prefetch", "is_tdp", "nx_huge_page_workaround_enabled"]
+assert [f.name for f in _FIELDS[24:]] == ["map_writable", "mmio_len", "mmio_data"]
+#: ``X86Fault``'s defaults for prefetch and is_tdp, and for huge_page_disallowed to map_writable.
+_DEFAULTS_BEFORE_NX = tuple(f.default for f in _FIELDS[16:18])
+_DEFAULTS_AFTER_NX = tuple(f.default for f in _FIELDS[19:25])
+
+
+def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: bool) -> tuple[int | None, int]:
+    """(exit qualification used, PFERR word) for a VMX exit.
 
     * exit reason 49, ``handle_ept_misconfig()``: ``kvm_mmu_page_fault(gpa, PFERR_RSVD_MASK)``;
       the exit has no exit qualification.
@@ -209,7 +288,7 @@ def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: b
     if exit_reason is None:
         exit_reason = EXIT_REASON_EPT_VIOLATION
     if exit_reason == EXIT_REASON_EPT_MISCONFIG:
-        return None, PFERR_RSVD_MASK | (PFERR_PRIVATE_ACCESS if raw_private else 0), None
+        return None, PFERR_RSVD_MASK | (PFERR_PRIVATE_ACCESS if raw_private else 0)
     if exit_reason != EXIT_REASON_EPT_VIOLATION:
         raise DecodeError(f"exit_reason={exit_reason}: not a guest memory fault (48 EPT violation, 49 EPT misconfiguration)")
     mbec = bool(settings["mbec"])
@@ -221,11 +300,7 @@ def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: b
         eq = tdx_exit_qualification(eq, private=private)
     else:
         private = raw_private
-    error_code = ept_violation_to_pferr(eq, kernel=settings["kernel"], mbec=mbec, private=private)
-    gla = None
-    if eq & EPT_VIOLATION_GVA_IS_VALID:
-        gla = reg(raw, "gla", required=False)
-    return eq, error_code, gla
+    return eq, ept_violation_to_pferr(eq, kernel=settings["kernel"], mbec=mbec, private=private)
 
 
 def _decode_svm(vm: kvmcore.VM, raw: Mapping[str, Any], raw_private: bool) -> tuple[int, int]:

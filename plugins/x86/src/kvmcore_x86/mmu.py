@@ -18,6 +18,7 @@ and every way the fault ends is a named ``kvmcore.Mapped``/``Retry``/``Exit``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import kvmcore
 from kvmcore import Exit, Mapped, Retry, abi
@@ -170,8 +171,8 @@ def kvm_memslot_is_gmem_only(vm: kvmcore.VM, slot: kvmcore.Memslot) -> bool:
     created with GUEST_MEMFD_FLAG_MMAP, so shared faults are served from it too. Always False
     for ``kernel="6.17"``."""
     return (
-        vm.settings["kernel"] != "6.17"
-        and slot.gmem is not None
+        slot.gmem is not None
+        and vm.settings["kernel"] != "6.17"
         and bool(slot.gmem.flags & abi.GUEST_MEMFD_FLAG_MMAP)
     )
 
@@ -272,12 +273,19 @@ def kvm_mmu_hugepage_adjust(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
         return
     slot = fault.slot
     assert slot is not None
-    sizes = tuple(LEVEL_SIZE[level] for level in (PG_LEVEL_1G, PG_LEVEL_2M) if level <= fault.max_level)
+    sizes = _huge_page_sizes(fault.max_level)
     fault.req_level = SIZE_LEVEL[kvmcore.kvm_mapping_size(vcpu.vm, slot, fault.gfn, sizes)]
     if fault.req_level == PG_LEVEL_4K or fault.huge_page_disallowed:
         return
     fault.goal_level = fault.req_level
     fault.pfn &= ~((LEVEL_SIZE[fault.goal_level] >> vcpu.vm.page_shift) - 1)
+
+
+@lru_cache(maxsize=16)
+def _huge_page_sizes(max_level: int) -> tuple[int, ...]:
+    """The leaf sizes above 4K up to ``max_level``, largest first: what
+    :func:`kvm_mmu_hugepage_adjust` asks ``kvm_mapping_size()`` about."""
+    return tuple(LEVEL_SIZE[level] for level in (PG_LEVEL_1G, PG_LEVEL_2M) if level <= max_level)
 
 
 def kvm_tdp_mmu_map(vcpu: kvmcore.VCPU, fault: X86Fault) -> Mapped | Emulate:
@@ -300,12 +308,13 @@ def kvm_tdp_mmu_map(vcpu: kvmcore.VCPU, fault: X86Fault) -> Mapped | Emulate:
     else:
         outcome = "mapped"
     huge = fault.goal_level > PG_LEVEL_4K
+    # pfn, writable, size, exec, outcome (positional: keywords cost more)
     return Mapped(
         fault.pfn,
         fault.map_writable,
         LEVEL_SIZE[fault.goal_level],
-        exec=not (huge and fault.nx_huge_page_workaround_enabled),
-        outcome=outcome,
+        not (huge and fault.nx_huge_page_workaround_enabled),
+        outcome,
     )
 
 

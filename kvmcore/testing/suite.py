@@ -330,38 +330,22 @@ class TestEncodeDecode(ConformanceTests):
 
     @staticmethod
     def _decode_or_decode_error(kit: Kit, raw: Mapping[str, Any]) -> None:
-        check = "decode-errors"
-        try:
-            fault = kit.arch.decode_fault(kit.vcpu, raw)
-        except kvmcore.DecodeError as exc:
-            if not str(exc).strip():
-                kit.fail(check, f"decode_fault({raw!r}) raised DecodeError with an empty message", "name the register and its value in the DecodeError")
-            return
-        except Exception as exc:
-            kit.fail(
-                check,
-                f"decode_fault({raw!r}) raised {type(exc).__name__}: {exc}\n{_tail()}",
-                "check the registers and raise kvmcore.DecodeError naming the register and the value "
-                "(e.g. `esr=0x5a000000: EC 0x16 (HVC64) is not an abort`)",
-            )
-        kit.check_fault_value(check, fault, raw)
+        fault = _decode_checked(
+            kit, raw, f"\n{_tail()}",
+            "check the registers and raise kvmcore.DecodeError naming the register and the value "
+            "(e.g. `esr=0x5a000000: EC 0x16 (HVC64) is not an abort`)",
+        )
+        if fault is not _REFUSED:
+            kit.check_fault_value("decode-errors", fault, raw)
 
     @staticmethod
     def _expect_decode_error(kit: Kit, raw: Mapping[str, Any]) -> None:
-        check = "decode-errors"
-        try:
-            fault = kit.arch.decode_fault(kit.vcpu, raw)
-        except kvmcore.DecodeError as exc:
-            if not str(exc).strip():
-                kit.fail(check, f"decode_fault({raw!r}) raised DecodeError with an empty message", "name the register and its value in the DecodeError")
-            return
-        except Exception as exc:
-            kit.fail(
-                check,
-                f"decode_fault({raw!r}) raised {type(exc).__name__}: {exc}",
-                "raise kvmcore.DecodeError naming the missing register (e.g. `esr: missing`)",
-            )
-        kit.fail(check, f"decode_fault({raw!r}) with no registers gave {fault!r}", "raise kvmcore.DecodeError naming the registers that are missing")
+        fault = _decode_checked(
+            kit, raw, "", "raise kvmcore.DecodeError naming the missing register (e.g. `esr: missing`)"
+        )
+        if fault is not _REFUSED:
+            kit.fail("decode-errors", f"decode_fault({raw!r}) with no registers gave {fault!r}", "raise kvmcore.DecodeError naming the registers that are missing")
+
 
     def test_describe_syndrome(self, kvmcore_kit: Kit) -> None:
         """If implemented (``kvmcore decode`` uses it): a JSON-ready Syndrome of this arch."""
@@ -738,3 +722,19 @@ def _trace_sections(text: str) -> dict[str, list[str]]:
         if stack:
             sections[stack[-1]].append(stripped)
     return sections
+
+
+_REFUSED = object()  # decode_fault refused the registers with a DecodeError
+
+
+def _decode_checked(kit: Kit, raw: Mapping[str, Any], context: str, fix: str) -> Any:
+    """``decode_fault(raw)``, or ``_REFUSED`` for a DecodeError with a message; any other
+    exception, or a DecodeError with an empty message, fails the check."""
+    try:
+        return kit.arch.decode_fault(kit.vcpu, raw)
+    except kvmcore.DecodeError as exc:
+        if not str(exc).strip():
+            kit.fail("decode-errors", f"decode_fault({raw!r}) raised DecodeError with an empty message", "name the register and its value in the DecodeError")
+        return _REFUSED
+    except Exception as exc:
+        kit.fail("decode-errors", f"decode_fault({raw!r}) raised {type(exc).__name__}: {exc}{context}", fix)

@@ -151,16 +151,12 @@ class HostMemory:
         if vma is not None and vma.start <= hva < vma.end:
             self._last = vma
             return vma
-        i = bisect.bisect_right(self._starts, hva) - 1
-        if i >= 0:
-            vma = self._vmas[i]
-            if hva < vma.end:
-                self._last = vma
-                if len(regions) >= _REGION_CACHE_MAX:
-                    regions.clear()
-                regions[hva >> _REGION_SHIFT] = vma
-                return vma
-        return None
+        vma = HostMemory.find_vma(self, hva)  # the plain search (the instance binding shadows it)
+        if vma is not None:
+            if len(regions) >= _REGION_CACHE_MAX:
+                regions.clear()
+            regions[hva >> _REGION_SHIFT] = vma
+        return vma
 
     def hva_to_pfn(self, hva: int, write_fault: bool) -> tuple[int, bool]:
         """Mirrors ``hva_to_pfn()``: ``(pfn, writable)`` or an error pfn.

@@ -114,15 +114,12 @@ class Memslots:
         slot = regions.get(gfn >> _REGION_SHIFT)
         if slot is not None and slot.base_gfn <= gfn < slot.base_gfn + slot.npages:
             return slot
-        i = bisect.bisect_right(self._bases, gfn) - 1
-        if i >= 0:
-            slot = self._slots[i]
-            if gfn < slot.base_gfn + slot.npages:
-                if len(regions) >= _REGION_CACHE_MAX:
-                    regions.clear()
-                regions[gfn >> _REGION_SHIFT] = slot
-                return slot
-        return None
+        slot = Memslots.find(self, gfn)  # the plain binary search (the instance binding shadows it)
+        if slot is not None:
+            if len(regions) >= _REGION_CACHE_MAX:
+                regions.clear()
+            regions[gfn >> _REGION_SHIFT] = slot
+        return slot
 
     def _changed(self) -> None:
         """Forget the region cache; use it only when there are many slots."""

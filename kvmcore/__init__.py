@@ -48,11 +48,13 @@ from kvmcore._raw import check_raw_keys, raw_private
 from kvmcore._stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore._tracing import disable_hook_tracing, enable_hook_tracing
 from kvmcore._types import (
+    ACCESS_KINDS,
     KVM_PFN_ERR_FAULT,
     KVM_PFN_ERR_HWPOISON,
     KVM_PFN_ERR_RO_FAULT,
     KVM_PFN_ERR_SIGPENDING,
     KVM_PFN_NOSLOT,
+    STAGE2_CAUSES,
     Access,
     ArchInfo,
     Exit,
@@ -84,6 +86,8 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("kvmcore")
 
 __all__ = [
+    "ACCESS_KINDS",
+    "STAGE2_CAUSES",
     "ARCH_GROUP",
     "COMMON_FIELDS",
     "EXTENSION_GROUP",

@@ -108,7 +108,7 @@ def faultin_pfn(vcpu: VCPU, fault: Any) -> FaultinResult:
             pfn = kvm_gmem_get_pfn(vm, slot, gfn)
         except KvmError as err:
             kvm_prepare_memory_fault_exit(vcpu, fault)
-            return Exit(-err.errno, "gmem_error", str(err))
+            return Exit(-(err.errno or abi.EFAULT), "gmem_error", str(err))
         return Mapped(pfn, not slot.readonly, vm.page_size, outcome="mapped_private")
     pfn, writable = kvm_faultin_pfn(vm, slot, gfn, fault.write)
     if pfn == KVM_PFN_ERR_RO_FAULT:

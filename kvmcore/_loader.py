@@ -160,6 +160,12 @@ class Arch:
     off, the call goes straight to that implementation; otherwise through pluggy.
     """
 
+    #: The hot hooks' positional callers, bound by :meth:`_bind`.
+    _decode_fault: Callable[..., Any]
+    _faultin_pfn: Callable[..., FaultinResult]
+    _prepare_memory_fault_exit: Callable[..., MemoryFault]
+    _parse_trace_event: Callable[..., TraceEvent | None]
+
     def __init__(self, pm: KvmcorePluginManager, plugin: Any, info: ArchInfo, dist: str | None, version: str | None):
         self.pm = pm
         self.plugin = plugin
@@ -215,7 +221,8 @@ class Arch:
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:
         """(hooks implemented, hooks wrapped) by ``plugin`` in this manager."""
-        hooks, wrappers = [], []
+        hooks: list[str] = []
+        wrappers: list[str] = []
         for caller in self.pm.get_hookcallers(plugin) or []:
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin:

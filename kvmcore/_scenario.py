@@ -682,7 +682,7 @@ class _State:
                 bitmap = bytearray((npages + 63) // 64 * 8)
             if spec.userfault == "all":
                 kvmcore.set_userfault_bits(bitmap, range(npages))
-            elif spec.userfault:
+            elif isinstance(spec.userfault, list):
                 for gpa, size in spec.userfault:
                     kvmcore.set_userfault_bits(bitmap, self._pages(spec.gpa, npages, gpa, size, spec.path))
         vm.set_user_memory_region(
@@ -779,9 +779,9 @@ def _run_fault(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) ->
         try:
             res = vcpu.handle_fault(raw)
         except kvmcore.DecodeError as exc:
-            info = {"raw": raw, "outcome": "decode_error", "detail": str(exc)}
-            result = StepResult("fail", info, note=str(exc))
-            result.failures.extend(_check(step, arch_name, info) or [f"decode_fault refused the registers: {exc}"])
+            error_info: dict[str, Any] = {"raw": raw, "outcome": "decode_error", "detail": str(exc)}
+            result = StepResult("fail", error_info, note=str(exc))
+            result.failures.extend(_check(step, arch_name, error_info) or [f"decode_fault refused the registers: {exc}"])
             return result
         except kvmcore.FaultContractError as exc:
             raise _StepError(f"the {arch_name} plugin broke the fault contract: {exc}") from None
@@ -1075,7 +1075,7 @@ def render(outcome: Outcome) -> str:
             if spec.host_prot is not None:
                 extra.append(f"host prot {_prot_text(spec.host_prot)}")
             if spec.userfault:
-                extra.append("userfault bits: " + ("all pages" if spec.userfault == "all" else
+                extra.append("userfault bits: " + ("all pages" if isinstance(spec.userfault, str) else
                                                    ", ".join(f"{g:#x}" for g, _ in spec.userfault)))
             out.append(f"  slot {spec.slot}: gpa [{spec.gpa:#x}, {spec.gpa + spec.size:#x}) {_size(spec.size)}"
                        + (f"  {'; '.join(extra)}" if extra else ""))
@@ -1091,8 +1091,8 @@ def render(outcome: Outcome) -> str:
         out.append(f"step {step.number}: {step.title()}")
         if not step.is_fault:
             bad = [(r.arch, res) for r, res in results if res is not None and res.status == "error"]
-            for arch, res in bad:
-                out.append(f"  {arch}: ERROR: {res.note}")
+            for arch, failed in bad:
+                out.append(f"  {arch}: ERROR: {failed.note}")
             if not bad:
                 ran = [r.arch for r, res in results if res is not None]
                 if ran:
@@ -1104,17 +1104,17 @@ def render(outcome: Outcome) -> str:
             if res is not None and res.status in ("ok", "fail") and (step.expect or step.expect_arch.get(r.arch)):
                 cells["expect"] = ["FAIL" if res.failures else "ok"]
         out.extend(_table(columns))
-        for r, res in results:
-            if res is None:
+        for r, step_res in results:
+            if step_res is None:
                 continue
             who = f"{r.arch}: " if multi else ""
-            if res.status in ("n/a", "error") and res.note:
-                out.append(f"  note: {who}{res.note}")
-            elif res.info.get("detail") and res.info.get("outcome") != "decode_error":
-                out.append(f"  note: {who}{res.info['detail']}")
-            elif res.info.get("outcome") == "decode_error":
-                out.append(f"  note: {who}{res.note}")
-            for failure in res.failures:
+            if step_res.status in ("n/a", "error") and step_res.note:
+                out.append(f"  note: {who}{step_res.note}")
+            elif step_res.info.get("detail") and step_res.info.get("outcome") != "decode_error":
+                out.append(f"  note: {who}{step_res.info['detail']}")
+            elif step_res.info.get("outcome") == "decode_error":
+                out.append(f"  note: {who}{step_res.note}")
+            for failure in step_res.failures:
                 out.append(f"  FAILED: {who}{failure}")
         out.append("")
     for run in runs:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kvmcore import abi
 
-AccessKind = Literal["read", "write", "exec"]
-#: Why the access faults at stage 2 (what ``encode_fault`` must make the CPU report).
-StageTwoCause = Literal["not_present", "read_only", "no_exec", "access_flag", "no_slot"]
+#: What a logical access does (``Access.kind``).
+ACCESS_KINDS = ("read", "write", "exec")
+#: Why the access faults at stage 2 (``Access.cause``): what ``encode_fault`` must make the CPU report.
+STAGE2_CAUSES = ("not_present", "read_only", "no_exec", "access_flag", "no_slot")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class ArchInfo:
     #: ``data``, ``len``...): what the hardware does not report but the model needs.
     extra_keys: tuple[str, ...] = ()
     #: Stage-2 causes ``encode_fault`` can express on this arch.
-    causes: tuple[str, ...] = ("not_present", "read_only", "no_exec", "access_flag", "no_slot")
+    causes: tuple[str, ...] = STAGE2_CAUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,17 @@ class Access:
     """
 
     gpa: int
-    kind: AccessKind = "read"
-    cause: StageTwoCause = "not_present"
+    kind: str = "read"  # one of ACCESS_KINDS
+    cause: str = "not_present"  # one of STAGE2_CAUSES
     private: bool = False
     size: int = 4
     data: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACCESS_KINDS:
+            raise ValueError(f"Access kind {self.kind!r}: expected one of {', '.join(ACCESS_KINDS)}")
+        if self.cause not in STAGE2_CAUSES:
+            raise ValueError(f"Access cause {self.cause!r}: expected one of {', '.join(STAGE2_CAUSES)}")
 
     @property
     def write(self) -> bool:

@@ -330,15 +330,14 @@ class VCPU:
         fault = arch.decode_fault(self, raw)
         fault.slot = self.vm.memslots.find(fault.gfn)
         result = arch.faultin_pfn(self, fault)
-        result_type = type(result)
-        if result_type is Mapped:
+        if type(result) is Mapped:
             self.vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
             if result.writable and fault.slot is not None and fault.slot.dirty_bitmap is not None:
                 fault.slot.mark_dirty(fault.gfn)
             return FaultResult(fault, 0, None, result.outcome, result, self.pending_signal)
-        if result_type is Retry:
+        if type(result) is Retry:
             return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
-        if result_type is Exit:
+        if type(result) is Exit:
             return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
         raise TypeError(
             f"arch {arch.name!r}: faultin_pfn must return Mapped, Retry or Exit, got {result!r}"

@@ -253,7 +253,7 @@ KVM_RUN_SIZE = ctypes.sizeof(kvm_run)
 
 #: Byte offsets of the fields a VMM reads, from the compiled table in the reference (section 2.1).
 KVM_RUN_OFFSETS: dict[str, int] = {
-    "exit_reason": kvm_run.exit_reason.offset,
+    "exit_reason": kvm_run.exit_reason.offset,  # type: ignore[misc,attr-defined]  # ctypes field descriptor
     "exit": kvm_run.exit.offset,
     "mmio.phys_addr": kvm_run.exit.offset + kvm_run_mmio.phys_addr.offset,
     "mmio.data": kvm_run.exit.offset + kvm_run_mmio.data.offset,

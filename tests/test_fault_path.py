@@ -273,3 +273,10 @@ def test_trace_env_var(monkeypatch, capsys) -> None:
     vm.create_vcpu().handle_fault({"gpa": 0x1000})
     err = capsys.readouterr().err
     assert "decode_fault [hook]" in err and "answered by kvmcore.defaults: Exit(ret=0, outcome='mmio'" in err
+
+
+def test_access_refuses_unknown_kind_and_cause() -> None:
+    with pytest.raises(ValueError, match=r"^Access kind 'wirte': expected one of read, write, exec$"):
+        Access(0x1000, "wirte")
+    with pytest.raises(ValueError, match=r"^Access cause 'present': expected one of not_present, read_only, no_exec, access_flag, no_slot$"):
+        Access(0x1000, "read", "present")

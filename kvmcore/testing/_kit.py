@@ -237,7 +237,7 @@ class Kit:
     and what the plugin must change.
     """
 
-    def __init__(self, arch: Arch, vm: kvmcore.VM, vcpu: kvmcore.VCPU, layout: Layout | None) -> None:
+    def __init__(self, arch: Arch, vm: kvmcore.VM, vcpu: kvmcore.VCPU, layout: Layout) -> None:
         self.arch = arch
         self.name = arch.name
         self.vm = vm

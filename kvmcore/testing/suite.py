@@ -512,7 +512,9 @@ class TestHwpoison(ConformanceTests):
         access = Access(kit.layout.page("ram", 5, OFFSET), kind)
         raw = kit.require_encode("hwpoison", access)
         gfn = kit.gfn(access.gpa)
-        hva = kit.vm.gfn_to_memslot(gfn).gfn_to_hva(gfn)
+        slot = kit.vm.gfn_to_memslot(gfn)
+        assert slot is not None  # the default layout's RAM slot
+        hva = slot.gfn_to_hva(gfn)
         kit.vm.host.memory_failure(hva)
         self._expect_poison_handled(kit, access, raw, hva)
 
@@ -561,6 +563,7 @@ class TestReadOnlySlot(ConformanceTests):
         what = f"a {describe_access(access)} (KVM_MEM_READONLY slot)"
         kit.expect_mapped(check, result, access, what, "reads of a read-only memslot map normally (kvm_faultin_pfn gives the pfn)")
         entry = kit.vm.stage2.lookup(kit.gfn(access.gpa))
+        assert result.mapped is not None and entry is not None  # expect_mapped failed otherwise
         if result.mapped.writable or entry.writable:
             kit.fail(check, f"{what} was mapped writable: {describe_result(result)}", "map a read-only memslot's pages without write permission")
 

@@ -51,6 +51,8 @@ class KvmError(KvmcoreError, OSError):
     ``.errno`` holds the errno the ioctl would set (``errno.EINVAL``, ``errno.EEXIST``...).
     """
 
+    errno: int  # always set (OSError types it as optional)
+
     def __init__(self, err: int, message: str) -> None:
         super().__init__(err, f"{ERRNO_NAMES.get(err, str(err))}: {message}")
 

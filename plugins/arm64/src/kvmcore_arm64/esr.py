@@ -385,6 +385,11 @@ def _decode(esr: int) -> EsrInfo:
     fnv = bool(iss & ESR_ELx_FnV)
     ea = bool(iss & ESR_ELx_EA)
     s1ptw = bool(iss & ESR_ELx_S1PTW)
+    sas: int | None
+    srt: int | None
+    sse: bool | None
+    sf: bool | None
+    ar: bool | None
     if not is_dabt:
         # Instruction abort: ISS [24:13], [8], [6] are RES0 and ISS2 holds no abort fields.
         return EsrInfo(

@@ -162,7 +162,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:
     ipa = E.hpfar_to_ipa(hpfar)
     gpa = ipa | (far & E.FAR_TO_FIPA_OFFSET_MASK) if far is not None else ipa
     # positional, in field order (keywords cost more for 23 fields)
-    return Arm64Fault(
+    return Arm64Fault(  # type: ignore[call-arg]  # mypy cannot count fields through *syndrome
         E.gpa_to_gfn(ipa, vcpu.vm.page_shift), exec_, write, raw_private(raw), *syndrome,
         ipa, gpa, far, hpfar, hpfar_trusted, raw.get("data", 0), info,
     )

@@ -242,7 +242,8 @@ def _fault(
     # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word. Positional, in field
     # order (keyword arguments cost more), the defaults from the dataclass.
     exec_, write, is_private, present, rsvd, user, kind = _pferr_fields(error_code)
-    return X86Fault(
+    assert vendor is not None  # resolve_vendor() fell back to the VM's vendor setting
+    return X86Fault(  # type: ignore[call-arg]  # mypy cannot count fields through *_DEFAULTS
         (gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm), exec_, write, is_private, None, gpa,
         error_code, present, rsvd, user, vendor, gpa, kind, eq, npf, gla,
         *_DEFAULTS_BEFORE_NX, bool(settings.get("nx_huge_pages", False)), *_DEFAULTS_AFTER_NX,
@@ -266,8 +267,8 @@ _FIELDS = fields(X86Fault)
 assert [f.name for f in _FIELDS[15:19]] == ["gla", "prefetch", "is_tdp", "nx_huge_page_workaround_enabled"]
 assert [f.name for f in _FIELDS[24:]] == ["map_writable", "mmio_len", "mmio_data"]
 #: ``X86Fault``'s defaults for prefetch and is_tdp, and for huge_page_disallowed to map_writable.
-_DEFAULTS_BEFORE_NX = tuple(f.default for f in _FIELDS[16:18])
-_DEFAULTS_AFTER_NX = tuple(f.default for f in _FIELDS[19:25])
+_DEFAULTS_BEFORE_NX: tuple[Any, ...] = tuple(f.default for f in _FIELDS[16:18])
+_DEFAULTS_AFTER_NX: tuple[Any, ...] = tuple(f.default for f in _FIELDS[19:25])
 
 
 def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: bool) -> tuple[int | None, int]:

@@ -100,7 +100,8 @@ class SlotsAsDict:
 
     def to_dict(self) -> dict[str, int | bool | None]:
         """JSON-ready dict: every field in declaration order (registers stay ints)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        names: tuple[str, ...] = self.__slots__  # the dataclass's, not the mixin's ()
+        return {name: getattr(self, name) for name in names}
 
 
 # Name of every bit 0-63: the PFERR_* name, or "BIT<n>" where the kernel defines none.

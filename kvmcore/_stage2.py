@@ -31,7 +31,7 @@ class Stage2Entry:
     exec: bool
     young: bool
 
-    def pfn_of(self, gfn: int, page_shift: int) -> int:
+    def pfn_of(self, gfn: int) -> int:
         """The pfn backing ``gfn`` inside this mapping."""
         return self.pfn + (gfn - self.gfn)
 

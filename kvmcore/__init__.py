@@ -19,34 +19,6 @@ Only the names exported here are public; modules starting with ``_`` are not.
 import pluggy
 
 from kvmcore import abi, hookspecs
-from kvmcore._contract import COMMON_FIELDS, check_fault, check_fault_type
-from kvmcore._faultin import (
-    kvm_do_userfault,
-    kvm_faultin_pfn,
-    kvm_gmem_get_pfn,
-    kvm_handle_signal_exit,
-    kvm_mapping_size,
-    kvm_prepare_memory_fault_exit,
-    kvm_prepare_mmio_exit,
-    send_sig_mceerr,
-)
-from kvmcore._gmem import GuestMemfd
-from kvmcore._host import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
-from kvmcore._loader import (
-    ARCH_GROUP,
-    EXTENSION_GROUP,
-    HOOK_NAMES,
-    Arch,
-    PluginStatus,
-    installed_arches,
-    list_plugins,
-    load_arch,
-    reset_plugins,
-)
-from kvmcore._memslot import Memslot
-from kvmcore._raw import check_raw_keys, raw_private
-from kvmcore._stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
-from kvmcore._tracing import disable_hook_tracing, enable_hook_tracing
 from kvmcore._types import (
     ACCESS_KINDS,
     KVM_PFN_ERR_FAULT,
@@ -62,6 +34,7 @@ from kvmcore._types import (
     FaultResult,
     Mapped,
     MemoryFault,
+    Memslot,
     Retry,
     Signal,
     Syndrome,
@@ -69,8 +42,6 @@ from kvmcore._types import (
     is_error_noslot_pfn,
     is_error_pfn,
 )
-from kvmcore._userfault import set_bits as set_userfault_bits
-from kvmcore._vm import VCPU, VM
 from kvmcore.errors import (
     DecodeError,
     FaultContractError,
@@ -79,8 +50,43 @@ from kvmcore.errors import (
     PluginLoadError,
     ScenarioError,
 )
+from kvmcore.kvm import default_hooks as _default_hooks
+from kvmcore.kvm.faultin import (
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_handle_signal_exit,
+    kvm_mapping_size,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+    send_sig_mceerr,
+)
+from kvmcore.kvm.guest_memfd import GuestMemfd
+from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
+from kvmcore.kvm.kvm_main import VCPU, VM
+from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
+from kvmcore.kvm.userfault import set_bits as set_userfault_bits
+from kvmcore.plugin import loader as _loader
+from kvmcore.plugin.contract import COMMON_FIELDS, check_fault, check_fault_type
+from kvmcore.plugin.loader import (
+    ARCH_GROUP,
+    EXTENSION_GROUP,
+    HOOK_NAMES,
+    Arch,
+    PluginStatus,
+    installed_arches,
+    list_plugins,
+    load_arch,
+    reset_plugins,
+)
+from kvmcore.plugin.raw import check_raw_keys, raw_private
+from kvmcore.plugin.tracing import disable_hook_tracing, enable_hook_tracing
 
 __version__ = "0.1.0"
+
+# The composition root: the plugin machinery registers the model's default hook implementations
+# in every arch it builds, without importing the model itself.
+_loader.CORE_PLUGINS.append(("kvmcore.defaults", _default_hooks))
 
 #: The marker arch plugins put on their hook implementations.
 hookimpl = pluggy.HookimplMarker("kvmcore")

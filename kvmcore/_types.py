@@ -1,5 +1,5 @@
-"""Value types passed through the hooks: what an arch declares, what faultin decides, what a
-fault ends in.
+"""Value types passed through the hooks: what an arch declares, the memslot a fault lands in,
+what faultin decides, what a fault ends in.
 
 They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
+
+if TYPE_CHECKING:
+    from kvmcore.kvm.guest_memfd import GuestMemfd
 
 #: What a logical access does (``Access.kind``).
 ACCESS_KINDS = ("read", "write", "exec")
@@ -212,3 +215,68 @@ class TraceEvent:
     kind: str
     fields: Mapping[str, Any]
     raw: Mapping[str, int] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Memslot:
+    """One guest physical range backed by host memory (``struct kvm_memory_slot``).
+
+    ``id`` is the slot number userspace gave; ``base_gfn``/``npages`` the guest range;
+    ``userspace_addr`` the hva of its first page; ``gmem``/``gmem_pgoff`` the guest_memfd
+    binding of a ``KVM_MEM_GUEST_MEMFD`` slot; ``userfault_bitmap`` the caller's buffer when
+    ``KVM_MEM_USERFAULT`` is set (KVM Userfault v3).
+    """
+
+    id: int
+    base_gfn: int
+    npages: int
+    userspace_addr: int
+    flags: int
+    page_shift: int
+    gmem: GuestMemfd | None = None
+    gmem_pgoff: int = 0
+    userfault_bitmap: memoryview | None = None
+    dirty_bitmap: bytearray | None = None
+
+    @property
+    def end_gfn(self) -> int:
+        return self.base_gfn + self.npages
+
+    @property
+    def guest_phys_addr(self) -> int:
+        return self.base_gfn << self.page_shift
+
+    @property
+    def memory_size(self) -> int:
+        return self.npages << self.page_shift
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.flags & abi.KVM_MEM_READONLY)
+
+    def contains(self, gfn: int) -> bool:
+        return self.base_gfn <= gfn < self.base_gfn + self.npages
+
+    def gfn_to_hva(self, gfn: int) -> int:
+        """Mirrors ``__gfn_to_hva_memslot()``."""
+        return self.userspace_addr + ((gfn - self.base_gfn) << self.page_shift)
+
+    def has_gmem(self) -> bool:
+        """Mirrors ``kvm_slot_has_gmem()``."""
+        return bool(self.flags & abi.KVM_MEM_GUEST_MEMFD)
+
+    def is_userfault(self) -> bool:
+        """Mirrors ``kvm_is_userfault_memslot()`` for a non-NULL slot."""
+        return bool(self.flags & abi.KVM_MEM_USERFAULT)
+
+    def mark_dirty(self, gfn: int) -> None:
+        """Mirrors ``mark_page_dirty_in_slot()`` when dirty logging is on."""
+        if self.dirty_bitmap is not None:
+            rel = gfn - self.base_gfn
+            self.dirty_bitmap[rel >> 3] |= 1 << (rel & 7)
+
+    def __repr__(self) -> str:
+        return (
+            f"Memslot(id={self.id}, gpa={self.guest_phys_addr:#x}, size={self.memory_size:#x}, "
+            f"hva={self.userspace_addr:#x}, flags={self.flags:#x})"
+        )

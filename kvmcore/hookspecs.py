@@ -3,7 +3,7 @@
 An arch plugin is a module (or object) with functions marked ``@kvmcore.hookimpl`` and named
 after these specs. Implementations may accept any subset of a hook's arguments. The core
 implements ``prepare_memory_fault_exit``, ``faultin_pfn`` and ``configure_vm`` itself, as
-ordinary plugins registered ``trylast`` (``kvmcore._defaults``), so an arch overrides them by
+ordinary plugins registered ``trylast`` (``kvmcore.kvm.default_hooks``), so an arch overrides them by
 answering first or wraps them with ``@hookimpl(wrapper=True)``.
 
 One guest fault, ``vcpu.handle_fault(raw)``, runs::
@@ -24,9 +24,16 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from kvmcore._memslot import Memslot
-    from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
-    from kvmcore._vm import VCPU, VM
+    from kvmcore._types import (
+        Access,
+        ArchInfo,
+        FaultinResult,
+        MemoryFault,
+        Memslot,
+        Syndrome,
+        TraceEvent,
+    )
+    from kvmcore.kvm.kvm_main import VCPU, VM
 
 hookspec = pluggy.HookspecMarker("kvmcore")
 

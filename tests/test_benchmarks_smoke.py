@@ -94,7 +94,7 @@ def test_host_vma_cache_follows_changes() -> None:
 
 
 def test_attributes_shortcut_when_empty() -> None:
-    from kvmcore._attributes import MemoryAttributes
+    from kvmcore.kvm.memory_attributes import MemoryAttributes
 
     attrs = MemoryAttributes()
     assert attrs.get(5) == 0

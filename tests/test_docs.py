@@ -37,5 +37,5 @@ def test_every_hook_is_documented_with_its_signature(name: str, signature: str) 
 @pytest.mark.parametrize("name", sorted(kvmcore.HOOK_NAMES))
 def test_every_hook_has_a_test(name: str) -> None:
     pattern = re.compile(rf"def test_hook_\w*{name}")
-    sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    sources = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     assert pattern.search(sources), f"add a test function named test_hook_..{name}.. in tests/"

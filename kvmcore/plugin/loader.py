@@ -18,10 +18,16 @@ from typing import Any
 
 import pluggy
 
-from kvmcore import _defaults, hookspecs
-from kvmcore._contract import check_fault, check_fault_type
+from kvmcore import hookspecs
 from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
 from kvmcore.errors import DecodeError, FaultContractError, PluginLoadError
+from kvmcore.plugin.contract import check_fault, check_fault_type
+
+#: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
+#: as ``(name, module)``: the model's generic defaults (``kvmcore/kvm/default_hooks.py``, the
+#: counterpart of the kernel's ``__weak kvm_arch_*()`` functions). The package's ``__init__``
+#: fills it in, so that this machinery never imports the model (see docs/architecture.md).
+CORE_PLUGINS: list[tuple[str, Any]] = []
 
 ARCH_GROUP = "kvmcore.arch"
 EXTENSION_GROUP = "kvmcore.plugins"
@@ -353,7 +359,8 @@ def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None,
     label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     pm = KvmcorePluginManager()
     pm.add_hookspecs(hookspecs)
-    pm.register(_defaults, name="kvmcore.defaults")
+    for core_name, core_plugin in CORE_PLUGINS:
+        pm.register(core_plugin, name=core_name)
     try:
         pm.register(plugin, name=name or label)
     except (pluggy.PluginValidationError, ValueError) as exc:
@@ -373,9 +380,9 @@ def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None,
     check_fault_type(info.fault_type, info.name)
     arch = Arch(pm, plugin, info, dist, version)
     arch.load_errors = load_errors
-    from kvmcore import _tracing
+    from kvmcore.plugin import tracing
 
-    _tracing.on_arch_built(arch)
+    tracing.on_arch_built(arch)
     return arch
 
 

@@ -15,54 +15,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from kvmcore.cli.format import fmt_value, print_json
+
 PROG = "kvmcore"
 
 
 class CliError(Exception):
     """Bad input: printed as ``kvmcore <cmd>: <message>`` on stderr, exit status 1."""
-
-
-# --- formatting helpers (shared with _scenario/_replay) --------------------------------------
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy of ``value``: dataclasses and mappings become objects, enums their
-    names, ints stay ints (JSON numbers), bytes become hex strings, anything else ``str``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    import dataclasses
-    import enum
-
-    if isinstance(value, enum.Enum):
-        return value.name
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    return str(value)
-
-
-def fmt_value(value: Any) -> str:
-    """Human form of a field value: ints in hex, bools as 0/1, None as ``-``."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        if 0 <= value < 10:
-            return str(value)  # the same in hex and decimal
-        return f"{value:#x}" if value >= 0 else f"-{-value:#x}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
-    return str(value)
-
-
-def print_json(obj: Any) -> None:
-    import json
-
-    print(json.dumps(jsonable(obj), indent=2))
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
@@ -262,21 +221,21 @@ def _raw_text(raw: dict[str, Any]) -> str:
 
 # --- kvmcore run -------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from kvmcore import _scenario
+    from kvmcore.cli.scenario import render, runner, schema
 
     if args.trace_hooks:
         import kvmcore
 
         kvmcore.enable_hook_tracing(sys.stderr.write)
     try:
-        scenario = _scenario.load(args.scenario)
-    except _scenario.ScenarioError as exc:
+        scenario = schema.load(args.scenario)
+    except schema.ScenarioError as exc:
         raise CliError(str(exc)) from None
-    outcome = _scenario.run(scenario, arch=args.arch)
+    outcome = runner.run(scenario, arch=args.arch)
     if args.json:
         print_json(outcome.as_dict())
     else:
-        print(_scenario.render(outcome), end="")
+        print(render.render(outcome), end="")
     for message in outcome.errors:
         print(f"{PROG} run: {message}", file=sys.stderr)
     for failure in outcome.failures:
@@ -286,11 +245,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # --- kvmcore replay ----------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from kvmcore import _replay
+    from kvmcore.cli import replay
 
     settings = parse_assignments(args.set or [], "setting")
     try:
-        summary = _replay.replay(
+        summary = replay.replay(
             args.tracefile,
             arch=args.arch,
             memslots=args.memslots,
@@ -299,7 +258,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             capacity=args.capacity,
             progress=None if args.progress is None else args.progress,
         )
-    except _replay.ReplayError as exc:
+    except replay.ReplayError as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print_json(summary.as_dict())

@@ -12,14 +12,6 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from kvmcore import abi
-from kvmcore._faultin import (
-    kvm_do_userfault,
-    kvm_faultin_pfn,
-    kvm_gmem_get_pfn,
-    kvm_mapping_size,
-    kvm_prepare_memory_fault_exit,
-    kvm_prepare_mmio_exit,
-)
 from kvmcore._types import (
     KVM_PFN_ERR_HWPOISON,
     KVM_PFN_ERR_RO_FAULT,
@@ -30,9 +22,17 @@ from kvmcore._types import (
     is_error_noslot_pfn,
 )
 from kvmcore.errors import KvmError
+from kvmcore.kvm.faultin import (
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_mapping_size,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+)
 
 if TYPE_CHECKING:
-    from kvmcore._vm import VCPU, VM
+    from kvmcore.kvm.kvm_main import VCPU, VM
 
 hookimpl = pluggy.HookimplMarker("kvmcore")
 

@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from typing import Any, Optional
 
-from kvmcore._memslot import Memslot
+from kvmcore._types import Memslot
 from kvmcore.errors import FaultContractError
 
 #: field -> (the annotation it must have, how to say it, a check of a value at run time)
@@ -31,7 +31,7 @@ def _type_name(tp: Any) -> str:
         return "None"
     if isinstance(tp, type):
         return tp.__name__
-    return str(tp).replace("typing.", "").replace("kvmcore._memslot.", "")
+    return str(tp).replace("typing.", "").replace("kvmcore._types.", "")
 
 
 def check_fault_type(fault_type: Any, plugin: str) -> None:

@@ -16,7 +16,7 @@ import kvmcore
 
 pytest_plugins = ["pytester"]
 
-TOY_SOURCE = (Path(__file__).parent / "toyarch.py").read_text()
+TOY_SOURCE = (Path(__file__).parents[1] / "toyarch.py").read_text()
 MODULES = ["kvmcore_kit_toy", "kvmcore_kit_badtype", "toy_variants"]
 
 # Plugin objects built from the toy: each variant is the toy plus one change.

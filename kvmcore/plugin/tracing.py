@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kvmcore._loader import Arch
+    from kvmcore.plugin.loader import Arch
 
 _writer: Callable[[str], Any] | None = None
 _arches: weakref.WeakSet[Arch] = weakref.WeakSet()

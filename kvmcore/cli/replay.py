@@ -369,10 +369,10 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
     vms: dict[str, Any] = {}
     layout = None
     if memslots is not None:
-        from kvmcore import _scenario
+        from kvmcore.cli.scenario import schema
 
         try:
-            layout = _scenario.load(memslots)
+            layout = schema.load(memslots)
         except kvmcore.ScenarioError as exc:
             raise ReplayError(f"--memslots: {exc}") from None
     for name in names:
@@ -392,13 +392,13 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"arch {name!r}: bad VM setting: {exc}") from None
         if layout is not None:
-            from kvmcore import _scenario
+            from kvmcore.cli.scenario import runner
 
-            state = _scenario._State(vm, layout)
+            state = runner._State(vm, layout)
             for spec in layout.memslots:
                 try:
                     state.set_memslot(spec)
-                except (kvmcore.KvmError, _scenario._StepError) as exc:
+                except (kvmcore.KvmError, runner._StepError) as exc:
                     raise ReplayError(f"--memslots {memslots}: {spec.path}: {exc}") from None
         arches[name] = arch
         vms[name] = vm.create_vcpu()

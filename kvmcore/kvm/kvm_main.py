@@ -10,15 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvmcore import abi
-from kvmcore._attributes import MemoryAttributes
-from kvmcore._gmem import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
-from kvmcore._host import TASK_SIZE, HostMemory
-from kvmcore._loader import Arch, arch_from
-from kvmcore._memslot import Memslot, Memslots
-from kvmcore._stage2 import Stage2
-from kvmcore._types import Exit, FaultResult, Mapped, Retry, Signal
-from kvmcore._userfault import as_bitmap
+from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
 from kvmcore.errors import KvmError
+from kvmcore.kvm.guest_memfd import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
+from kvmcore.kvm.host_mm import TASK_SIZE, HostMemory
+from kvmcore.kvm.memory_attributes import MemoryAttributes
+from kvmcore.kvm.memslot import Memslots
+from kvmcore.kvm.stage2 import Stage2
+from kvmcore.kvm.userfault import as_bitmap
+from kvmcore.plugin.loader import Arch, arch_from
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
 

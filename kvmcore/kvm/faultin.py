@@ -1,7 +1,7 @@
 """Helpers every arch's faultin path uses, named after the kernel functions they mirror.
 
 An arch's ``faultin_pfn`` calls them in its own kernel's order; the core's default
-``faultin_pfn`` (``kvmcore._defaults``) is one such ordering.
+``faultin_pfn`` (``kvmcore.kvm.default_hooks``) is one such ordering.
 """
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
-from kvmcore._memslot import Memslot
-from kvmcore._types import KVM_PFN_ERR_RO_FAULT, MemoryFault, Signal
-from kvmcore._userfault import test_bit
+from kvmcore._types import KVM_PFN_ERR_RO_FAULT, MemoryFault, Memslot, Signal
 from kvmcore.errors import FaultContractError, KvmError
+from kvmcore.kvm.userfault import test_bit
 
 if TYPE_CHECKING:
-    from kvmcore._vm import VCPU, VM
+    from kvmcore.kvm.kvm_main import VCPU, VM
 
 
 def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:

@@ -15,7 +15,7 @@ import pytest
 
 import kvmcore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRACES = Path(__file__).resolve().parent / "traces"
 
 
@@ -140,7 +140,7 @@ def test_bad_input() -> None:
 
 
 def test_space_saving_sketch() -> None:
-    from kvmcore._replay import SpaceSaving
+    from kvmcore.cli.replay import SpaceSaving
 
     sketch = SpaceSaving(2)
     for key in [1, 1, 1, 2, 3, 1, 3, 3]:

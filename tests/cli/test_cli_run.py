@@ -11,7 +11,7 @@ import pytest
 
 import kvmcore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 ARCHES = ("arm64", "x86", "riscv")
 

@@ -1,0 +1,121 @@
+"""The package layout: the wings depend in one direction and no run-time import forms a circle.
+
+tools (``kvmcore.cli``) -> model (``kvmcore.kvm``) -> machinery (``kvmcore.plugin``) -> the top
+(``abi``, ``errors``, ``hookspecs``, ``_types``). ``kvmcore/__init__.py`` is the composition
+root and may import anything; ``kvmcore.testing`` uses the public API. Imports under
+``if TYPE_CHECKING:`` do not run and are left out; imports inside functions do run and count.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kvmcore"
+
+#: wing -> the wings its modules may import at run time
+ALLOWED = {
+    "top": {"top"},
+    "plugin": {"top", "plugin"},
+    "kvm": {"top", "plugin", "kvm"},
+    "cli": {"top", "plugin", "kvm", "cli", "root"},
+    "testing": {"top", "plugin", "kvm", "cli", "testing", "root"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def wing(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "root"
+    if parts[1] in ("kvm", "plugin", "cli", "testing"):
+        return parts[1]
+    return "top"
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The kvmcore modules ``path`` imports when it runs (``from kvmcore import abi`` names the
+    module ``kvmcore.abi``; ``from kvmcore import VM`` names the package root)."""
+    found: set[str] = set()
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.split(".")[0] == "kvmcore")
+            elif isinstance(child, ast.ImportFrom) and child.module and child.module.split(".")[0] == "kvmcore":
+                for alias in child.names:
+                    sub = f"{child.module}.{alias.name}"
+                    found.add(sub if sub in modules else child.module)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): runtime_imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_the_graph_sees_known_edges() -> None:
+    g = graph()
+    # hand-checked in the source: kvm_main imports the loader, the loader the contract
+    assert "kvmcore.plugin.loader" in g["kvmcore.kvm.kvm_main"]
+    assert "kvmcore.plugin.contract" in g["kvmcore.plugin.loader"]
+    # type-only imports are not edges: hookspecs names VM under TYPE_CHECKING only
+    assert "kvmcore.kvm.kvm_main" not in g["kvmcore.hookspecs"]
+
+
+def test_no_runtime_import_circle() -> None:
+    g = graph()
+    # A package imports its parents' __init__ first; the root is the composition root that
+    # imports everything, so edges into it (``import kvmcore`` from the tools) are not followed.
+    edges = {m: {d for d in deps if d in g and d != "kvmcore" and d != m} for m, deps in g.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(edges[node]):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep):] + [dep]
+                pytest.fail("run-time import circle: " + " -> ".join(cycle))
+            if dep not in state:
+                dfs(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            dfs(node)
+
+
+@pytest.mark.parametrize("module", sorted(graph()))
+def test_wings_depend_in_one_direction(module: str) -> None:
+    source = wing(module)
+    if source == "root":
+        return  # kvmcore/__init__.py: the composition root
+    bad = sorted(dep for dep in graph()[module] if dep != module and wing(dep) not in ALLOWED[source])
+    assert not bad, f"{module} ({source}) imports {bad}; allowed: {sorted(ALLOWED[source])}"

@@ -47,6 +47,7 @@ from kvmcore.errors import (
     FaultContractError,
     KvmcoreError,
     KvmError,
+    PluginError,
     PluginLoadError,
     ScenarioError,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "Mapped",
     "MemoryFault",
     "Memslot",
+    "PluginError",
     "PluginLoadError",
     "PluginStatus",
     "Retry",

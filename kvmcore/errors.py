@@ -45,6 +45,24 @@ class PluginLoadError(KvmcoreError, RuntimeError):
     """An arch plugin could not be found, imported or registered."""
 
 
+class PluginError(KvmcoreError, RuntimeError):
+    """A plugin broke a hook call: it raised an exception the hook may not raise, returned
+    something of the wrong type, or broke the hook's contract.
+
+    Raised by the facade around every hook call (``kvmcore.Arch``), so one broken plugin
+    costs only the calls that reach it: ``kvmcore run`` shows the error in that arch's column,
+    ``kvmcore replay`` drops the plugin. ``.plugin`` names the plugin (its registered name, or
+    ``kvmcore.defaults`` for the core's own implementations), ``.hook`` the hook and
+    ``.problem`` what was wrong; ``__cause__`` is the plugin's own exception, if it raised one.
+    """
+
+    def __init__(self, plugin: str, hook: str, problem: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.problem = problem
+        super().__init__(f"plugin {plugin!r}, hook {hook}: {problem}")
+
+
 class KvmError(KvmcoreError, OSError):
     """A KVM-like call failed the way the kernel's ioctl would.
 
@@ -74,6 +92,7 @@ __all__ = [
     "FaultContractError",
     "KvmError",
     "KvmcoreError",
+    "PluginError",
     "PluginLoadError",
     "ScenarioError",
     "strerror",

@@ -11,13 +11,14 @@ from typing import Any
 
 from kvmcore import abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
-from kvmcore.errors import KvmError
+from kvmcore.errors import KvmcoreError, KvmError
 from kvmcore.kvm.guest_memfd import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
 from kvmcore.kvm.host_mm import TASK_SIZE, HostMemory
 from kvmcore.kvm.memory_attributes import MemoryAttributes
 from kvmcore.kvm.memslot import Memslots
 from kvmcore.kvm.stage2 import Stage2
 from kvmcore.kvm.userfault import as_bitmap
+from kvmcore.plugin.isolation import short_repr
 from kvmcore.plugin.loader import Arch, arch_from
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
@@ -327,18 +328,21 @@ class VCPU:
         run.exit_reason = abi.KVM_EXIT_UNKNOWN  # KVM_RUN resets it on entry
         self.pending_signal = None
         arch = self.vm.arch
-        fault = arch.decode_fault(self, raw)
-        fault.slot = self.vm.memslots.find(fault.gfn)
-        result = arch.faultin_pfn(self, fault)
-        if type(result) is Mapped:
-            self.vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
-            if result.writable and fault.slot is not None and fault.slot.dirty_bitmap is not None:
-                fault.slot.mark_dirty(fault.gfn)
-            return FaultResult(fault, 0, None, result.outcome, result, self.pending_signal)
-        if type(result) is Retry:
-            return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
-        if type(result) is Exit:
-            return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
-        raise TypeError(
-            f"arch {arch.name!r}: faultin_pfn must return Mapped, Retry or Exit, got {result!r}"
-        )
+        try:
+            fault = arch.decode_fault(self, raw)
+            fault.slot = self.vm.memslots.find(fault.gfn)
+            result = arch.faultin_pfn(self, fault)
+            if type(result) is Mapped:
+                self.vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
+                if result.writable and fault.slot is not None and fault.slot.dirty_bitmap is not None:
+                    fault.slot.mark_dirty(fault.gfn)
+                return FaultResult(fault, 0, None, result.outcome, result, self.pending_signal)
+            if type(result) is Retry:
+                return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
+            if type(result) is Exit:
+                return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
+        except KvmcoreError:
+            raise
+        except Exception as exc:  # the core choking on what a hook returned (the hooks are guarded)
+            raise arch.plugin_error("faultin_pfn", exc, f"its result broke the fault path: {type(exc).__name__}: {exc}") from exc
+        raise arch.plugin_error("faultin_pfn", None, f"returned {short_repr(result)}, expected Mapped, Retry or Exit")

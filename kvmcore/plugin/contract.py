@@ -45,6 +45,9 @@ def check_fault_type(fault_type: Any, plugin: str) -> None:
         hints = typing.get_type_hints(fault_type)
     except Exception as exc:  # unresolvable string annotations
         raise FaultContractError(plugin, "annotations", "resolvable type hints", f"{type(exc).__name__}: {exc}") from exc
+    params = getattr(fault_type, "__dataclass_params__", None)
+    if params is not None and params.frozen:
+        raise FaultContractError(plugin, "fault_type", "a mutable dataclass (the core fills fault.slot)", f"frozen class {fault_type.__name__}")
     fields = {f.name for f in dataclasses.fields(fault_type)}
     for name, (expected, expected_name) in COMMON_FIELDS.items():
         if name not in fields:

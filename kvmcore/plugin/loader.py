@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,9 @@ import pluggy
 
 from kvmcore import hookspecs
 from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
-from kvmcore.errors import DecodeError, FaultContractError, PluginLoadError
+from kvmcore.errors import DecodeError, FaultContractError, KvmcoreError, PluginError, PluginLoadError
 from kvmcore.plugin.contract import check_fault, check_fault_type
+from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
 #: as ``(name, module)``: the model's generic defaults (``kvmcore/kvm/default_hooks.py``, the
@@ -189,22 +190,56 @@ class Arch:
         return f"<Arch {self.name} ({self.dist or 'unpublished'} {self.version or ''})>".replace(" )", ")")
 
     # -- typed hook calls ----------------------------------------------------------------------
+    # Every call is isolated: what an implementation raises beyond kvmcore's own errors (and the
+    # hook's documented input errors, HOOK_EXCEPTIONS) becomes a PluginError naming the plugin
+    # and the hook, and results are type-checked (cheap `type(x) is T` tests on the fast path).
+    # The try blocks cost nothing while nothing is raised. Hooks called through pluggy are
+    # guarded by KvmcorePluginManager._hookexec; direct callers by _caller or here.
     def decode_fault(self, vcpu: Any, raw: Mapping[str, int]) -> Any:
-        fault = self._decode_fault(vcpu, raw)
-        if fault is None:
-            raise DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
+        try:
+            fault = self._decode_fault(vcpu, raw)
+        except KvmcoreError:
+            raise
+        except Exception as exc:
+            raise self.plugin_error("decode_fault", exc) from exc
+        if (
+            type(fault) is not self._fault_type
+            or type(fault.gfn) is not int
+            or type(fault.write) is not bool
+            or type(fault.exec) is not bool
+            or type(fault.is_private) is not bool
+        ):
+            if fault is None:
+                raise DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
+            raise self._broken_fault(fault)
         if self.debug:
             check_fault(fault, self.name, self.info.fault_type)
         return fault
 
     def faultin_pfn(self, vcpu: Any, fault: Any) -> FaultinResult:
-        return self._faultin_pfn(vcpu, fault)
+        try:
+            return self._faultin_pfn(vcpu, fault)
+        except KvmcoreError:
+            raise
+        except Exception as exc:
+            raise self.plugin_error("faultin_pfn", exc) from exc
 
     def prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> MemoryFault:
-        return self._prepare_memory_fault_exit(vcpu, fault)
+        try:
+            common = self._prepare_memory_fault_exit(vcpu, fault)
+        except KvmcoreError:
+            raise
+        except Exception as exc:
+            raise self.plugin_error("prepare_memory_fault_exit", exc) from exc
+        if type(common) is not MemoryFault and common is not None:  # None: kvm_prepare_memory_fault_exit says so
+            raise self.plugin_error("prepare_memory_fault_exit", None, f"returned {short_repr(common)}, expected kvmcore.MemoryFault")
+        return common
 
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
-        return self.pm.hook.configure_vm(vm=vm, settings=settings)
+        result = self.pm.hook.configure_vm(vm=vm, settings=settings)
+        if result is not None and not isinstance(result, Mapping):
+            raise self.plugin_error("configure_vm", None, f"returned {short_repr(result)}, expected the settings as a mapping")
+        return result
 
     def prepare_memory_region(self, vm: Any, old: Any, new: Any, change: str) -> None:
         self.pm.hook.prepare_memory_region(vm=vm, old=old, new=new, change=change)
@@ -213,16 +248,44 @@ class Arch:
         raw = self.pm.hook.encode_fault(vcpu=vcpu, access=access)
         if raw is None:
             raise NotImplementedError(f"arch {self.name!r} implements no encode_fault hook")
+        if not isinstance(raw, Mapping) or not all(
+            type(k) is str and (type(v) is int or type(v) is str) for k, v in raw.items()
+        ):
+            raise self.plugin_error("encode_fault", None, f"returned {short_repr(raw)}, expected a mapping of register names to int (or str) values")
         return raw
 
     def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
         syndrome = self.pm.hook.describe_syndrome(vm=vm, raw=raw)
         if syndrome is None:
             raise NotImplementedError(f"arch {self.name!r} implements no describe_syndrome hook")
+        if type(syndrome) is not Syndrome or not isinstance(syndrome.fields, Mapping) or not isinstance(syndrome.meanings, Mapping):
+            raise self.plugin_error("describe_syndrome", None, f"returned {short_repr(syndrome)}, expected kvmcore.Syndrome with fields and meanings mappings")
         return syndrome
 
     def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
-        return self._parse_trace_event(event, text)
+        try:
+            ev = self._parse_trace_event(event, text)
+        except (KvmcoreError, ValueError):  # ValueError: a malformed line (the hook's contract)
+            raise
+        except Exception as exc:
+            raise self.plugin_error("parse_trace_event", exc) from exc
+        if ev is not None and (type(ev) is not TraceEvent or type(ev.kind) is not str or not (ev.raw is None or isinstance(ev.raw, Mapping))):
+            raise self.plugin_error("parse_trace_event", None, f"returned {short_repr(ev)}, expected None or kvmcore.TraceEvent (kind a str, raw a mapping or None)")
+        return ev
+
+    # -- errors --------------------------------------------------------------------------------
+    def plugin_error(self, hook: str, exc: BaseException | None, problem: str | None = None) -> PluginError:
+        """The :class:`PluginError` for ``hook``: the plugin whose implementation raised ``exc``
+        (found in its traceback), or the arch plugin for a bad result (``problem``)."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls() if hasattr(self.pm.hook, hook) else []
+        return hook_error(hook, exc, impls, self.pm.arch_label, problem)
+
+    def _broken_fault(self, fault: Any) -> PluginError:
+        try:
+            check_fault(fault, self.name, self.info.fault_type)
+        except FaultContractError as exc:
+            return self.plugin_error("decode_fault", None, f"returned a fault that breaks the contract: {exc}")
+        return self.plugin_error("decode_fault", None, f"returned {short_repr(fault)}")  # pragma: no cover
 
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:
@@ -238,8 +301,25 @@ class Arch:
     # -- fast path -----------------------------------------------------------------------------
     def _bind(self) -> None:
         """(Re)bind the hot hook callers: the fault path's and replay's."""
+        self._fault_type = self.info.fault_type
         for name in ("decode_fault", "faultin_pfn", "prepare_memory_fault_exit", "parse_trace_event"):
-            setattr(self, f"_{name}", self._caller(name))
+            caller = self._caller(name)
+            setattr(self, f"_{name}", caller if name in _GUARDED_BY_FACADE else self._guard(name, caller))
+
+    def _guard(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` (a caller of hook ``name``) inside the exception guard: for hooks whose
+        facade method does not guard the call itself, e.g. hooks added later."""
+        passes = (KvmcoreError, *HOOK_EXCEPTIONS.get(name, ()))
+
+        def guard(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except passes:
+                raise
+            except Exception as exc:
+                raise self.plugin_error(name, exc) from exc
+
+        return guard
 
     def _caller(self, name: str) -> Callable[..., Any]:
         """A positional caller for hook ``name`` that behaves exactly as pluggy's call.
@@ -269,8 +349,12 @@ class Arch:
                 return None
 
         for impl in reversed([i for i in ordered if i.wrapper]):  # innermost wrapper first
-            function = _drive_wrapper(impl, spec_args, function)
+            function = _drive_wrapper(impl, name, spec_args, function)
         return function
+
+
+#: Hooks whose facade method guards the call itself (no extra frame on the fast path).
+_GUARDED_BY_FACADE = frozenset({"decode_fault", "faultin_pfn", "prepare_memory_fault_exit", "parse_trace_event"})
 
 
 def _positional(function: Callable[..., Any], spec_args: tuple[str, ...], argnames: tuple[str, ...]) -> Callable[..., Any]:
@@ -281,22 +365,25 @@ def _positional(function: Callable[..., Any], spec_args: tuple[str, ...], argnam
     return lambda *args: function(*[args[i] for i in picks])
 
 
-def _drive_wrapper(impl: Any, spec_args: tuple[str, ...], inner: Callable[..., Any]) -> Callable[..., Any]:
+def _drive_wrapper(impl: Any, hook: str, spec_args: tuple[str, ...], inner: Callable[..., Any]) -> Callable[..., Any]:
     """One new-style wrapper around ``inner``, as pluggy's ``_multicall`` drives it.
 
     ``result = yield`` receives the inner result (or the inner exception is thrown in at the
     ``yield``); what the wrapper returns is the result; a wrapper that does not yield, or
-    yields twice, is a ``RuntimeError``.
+    yields twice, is a :class:`PluginError` (pluggy raises ``RuntimeError``).
     """
     start = _positional(impl.function, spec_args, tuple(impl.argnames))
-    label = f"wrapper {impl.plugin_name}.{impl.function.__name__}"
+    label = f"wrapper {impl.plugin_name}.{getattr(impl.function, '__name__', '?')}"
+
+    def misbehaved(what: str) -> PluginError:
+        return PluginError(impl.plugin_name, hook, f"{label} {what}")
 
     def call(*args: Any) -> Any:
         gen = start(*args)
         try:
             next(gen)
         except StopIteration:
-            raise RuntimeError(f"{label} did not yield") from None
+            raise misbehaved("did not yield") from None
         try:
             result = inner(*args)
         except BaseException as exc:
@@ -304,12 +391,12 @@ def _drive_wrapper(impl: Any, spec_args: tuple[str, ...], inner: Callable[..., A
                 gen.throw(exc)
             except StopIteration as stop:
                 return stop.value
-            raise RuntimeError(f"{label} has second yield") from None
+            raise misbehaved("has second yield") from None
         try:
             gen.send(result)
         except StopIteration as stop:
             return stop.value
-        raise RuntimeError(f"{label} has second yield")
+        raise misbehaved("has second yield")
 
     return call
 
@@ -322,6 +409,21 @@ class KvmcorePluginManager(pluggy.PluginManager):
         super().__init__("kvmcore")
         self.on_change: Callable[[], None] | None = None
         self.monitored = False
+        #: How PluginError names the arch plugin when no implementation's frame is to blame.
+        self.arch_label = "?"
+
+    def _hookexec(self, hook_name: str, methods: Sequence[Any], kwargs: Mapping[str, object], firstresult: bool) -> Any:
+        """pluggy's call of one hook, isolated: what an implementation raises beyond kvmcore's
+        errors and the hook's documented ones becomes a :class:`PluginError` (every hook, present
+        and future, called through pluggy)."""
+        try:
+            return super()._hookexec(hook_name, methods, kwargs, firstresult)
+        except KvmcoreError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, HOOK_EXCEPTIONS.get(hook_name, ())):
+                raise
+            raise hook_error(hook_name, exc, methods, self.arch_label) from exc
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -358,6 +460,7 @@ def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None,
     """
     label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     pm = KvmcorePluginManager()
+    pm.arch_label = f"{name or label}" + (f" (distribution {dist})" if dist else "")
     pm.add_hookspecs(hookspecs)
     for core_name, core_plugin in CORE_PLUGINS:
         pm.register(core_plugin, name=core_name)
@@ -370,11 +473,17 @@ def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None,
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginLoadError(f"arch plugin {label!r}: {exc}") from exc
-    info = pm.hook.arch_info()
+    try:
+        info = pm.hook.arch_info()
+    except KvmcoreError as exc:
+        raise PluginLoadError(f"arch plugin {label!r}: arch_info() failed: {exc}") from exc
     if not isinstance(info, ArchInfo):
         raise PluginLoadError(
             f"arch plugin {label!r}: arch_info() must return kvmcore.ArchInfo, got {type(info).__name__}"
         )
+    problem = check_arch_info(info)
+    if problem is not None:
+        raise PluginLoadError(f"arch plugin {label!r}: arch_info() returned a bad ArchInfo: {problem}")
     if name is not None and info.name != name:
         raise PluginLoadError(f"arch plugin {label!r}: entry point is named {name!r} but arch_info() says {info.name!r}")
     check_fault_type(info.fault_type, info.name)

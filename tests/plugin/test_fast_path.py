@@ -102,7 +102,8 @@ def test_wrapper_sees_and_may_swallow_exceptions(setup) -> None:
 
     arch.pm.register(Boom(), name="boom")
     direct, oracle = both(arch, vcpu, fault)
-    assert direct == oracle == (KeyError, "'boom'")
+    # isolated on both paths: the plugin's KeyError becomes a PluginError naming it and the hook
+    assert direct == oracle == (kvmcore.PluginError, "plugin 'boom', hook faultin_pfn: raised KeyError: 'boom'")
     arch.pm.register(Catcher(), name="catcher")
     direct, oracle = both(arch, vcpu, fault)
     assert direct == oracle == kvmcore.Retry("caught 'boom'")
@@ -119,8 +120,10 @@ def test_wrapper_that_yields_twice_or_never(setup) -> None:
 
     arch.pm.register(Twice(), name="twice")
     direct, oracle = both(arch, vcpu, fault)
-    assert direct[0] is oracle[0] is RuntimeError
+    # pluggy raises RuntimeError, which the manager's guard turns into PluginError like the direct path
+    assert direct[0] is oracle[0] is kvmcore.PluginError
     assert "has second yield" in direct[1] and "has second yield" in oracle[1]
+    assert direct[1].startswith("plugin 'twice', hook faultin_pfn: ")
 
 
 def test_fast_path_is_rebuilt_on_register_and_off_while_tracing(setup) -> None:

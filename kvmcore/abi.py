@@ -91,6 +91,18 @@ KVM_CAP_GUEST_MEMFD = 234
 KVM_CAP_VM_TYPES = 235
 #: KVM Userfault v3's number; mainline later gave 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED.
 KVM_CAP_USERFAULT = 243
+#: Capability number -> name, for the capabilities kvmcore models (``KVM_ENABLE_CAP`` of any
+#: other is ``EINVAL``, the default case of ``kvm_vm_ioctl_enable_cap()``).
+CAP_NAMES: dict[int, str] = {
+    KVM_CAP_READONLY_MEM: "KVM_CAP_READONLY_MEM",
+    KVM_CAP_ARM_NISV_TO_USER: "KVM_CAP_ARM_NISV_TO_USER",
+    KVM_CAP_USER_MEMORY2: "KVM_CAP_USER_MEMORY2",
+    KVM_CAP_MEMORY_FAULT_INFO: "KVM_CAP_MEMORY_FAULT_INFO",
+    KVM_CAP_MEMORY_ATTRIBUTES: "KVM_CAP_MEMORY_ATTRIBUTES",
+    KVM_CAP_GUEST_MEMFD: "KVM_CAP_GUEST_MEMFD",
+    KVM_CAP_VM_TYPES: "KVM_CAP_VM_TYPES",
+    KVM_CAP_USERFAULT: "KVM_CAP_USERFAULT",
+}
 
 # --- ioctl numbers ---------------------------------------------------------------------------
 KVM_RUN = 0xAE80

@@ -30,3 +30,16 @@ def vm(toy: kvmcore.Arch) -> kvmcore.VM:
 @pytest.fixture
 def vcpu(vm: kvmcore.VM) -> kvmcore.VCPU:
     return vm.create_vcpu()
+
+
+# The fuzzing harness (tests/fuzz) runs each property test with hypothesis's default budget
+# in CI; `--hypothesis-profile=long` is a campaign (see docs/robustness.md). Registered here,
+# the tests' root conftest, so that the option finds it whichever tests are selected.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "long",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)

@@ -88,13 +88,26 @@ def prot_text(prot: int) -> str:
     return "".join(c for c, bit in (("r", PROT_READ), ("w", PROT_WRITE), ("x", PROT_EXEC)) if prot & bit) or "none"
 
 
-def toml_text(value: Any) -> str:
+def toml_text(value: Any, limit: int = 200) -> str:
+    """``value`` as TOML would spell it, for messages: cut to ``limit`` characters, nested
+    values beyond a few levels and long arrays shown as ``...`` (input may be hostile)."""
+    text = _toml_text(value, 0)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _toml_text(value: Any, depth: int) -> str:
+    if depth > 4:
+        return "..."
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        return '"' + value[:200].replace('"', '\\"') + ('..."' if len(value) > 200 else '"')
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+        items = [f"{k} = {_toml_text(v, depth + 1)}" for k, v in list(value.items())[:8]]
+        return "{" + ", ".join(items + (["..."] if len(value) > 8 else [])) + "}"
     if isinstance(value, list):
-        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+        items = [_toml_text(v, depth + 1) for v in value[:8]]
+        return "[" + ", ".join(items + (["..."] if len(value) > 8 else [])) + "]"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"{value:#x}"[:70] + "..."
     return str(value)

@@ -98,11 +98,27 @@ def _make_vm(arch: Any, settings: dict[str, Any]) -> Any:
 
     try:
         return kvmcore.VM(arch, **settings)
+    except kvmcore.PluginError:
+        raise
     except (ValueError, TypeError) as exc:
         raise CliError(f"arch {arch.name!r}: bad VM setting: {exc}") from None
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    """``kvmcore decode``; with ``--json`` every failure is still one JSON object (``error``)."""
+    import kvmcore
+
+    try:
+        return _decode(args)
+    except (CliError, kvmcore.PluginError) as exc:
+        if not args.json:
+            raise CliError(str(exc)) from None
+        print_json({"arch": args.arch, "guest_fault": False, "error": str(exc)})
+        print(f"{PROG} decode: {exc}", file=sys.stderr)
+        return 1
+
+
+def _decode(args: argparse.Namespace) -> int:
     import dataclasses
 
     import kvmcore

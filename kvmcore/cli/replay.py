@@ -16,6 +16,7 @@ within the sketch's error.
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import os
 import re
@@ -107,6 +108,7 @@ class Summary:
     events: int = 0
     header_lines: int = 0
     lost_events: int = 0
+    lost_lines: int = 0
     malformed: int = 0
     first_malformed_line: int | None = None
     skipped: int = 0
@@ -122,6 +124,11 @@ class Summary:
     top: int = 10
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def accounted(self) -> int:
+        """Lines given a fate: every line read is exactly one of an event, a header or comment
+        line, a lost-events marker, a skipped line or an event no arch decodes (== ``lines``)."""
+        return self.events + self.header_lines + self.lost_lines + self.skipped + sum(self.other_events.values())
 
     def skip(self, lineno: int, line: str, why: str, malformed: bool) -> None:
         self.skipped += 1
@@ -154,6 +161,7 @@ class Summary:
             "events": self.events,
             "header_lines": self.header_lines,
             "lost_events": self.lost_events,
+            "lost_event_lines": self.lost_lines,
             "events_by_arch": self.by_arch_kind,
             "other_events": self.other_events,
             "faults": [{"arch": a, "fault_kind": k, "access": acc, "private": p, "count": n}
@@ -247,12 +255,32 @@ class _Resolver:
         self.parse = {name: _direct_parse(arch) for name, arch in arches.items()}
         self.cache: dict[str, Any] = {}
 
+    def drop(self, name: str, exc: Exception, lineno: int) -> None:
+        """A plugin failed (``PluginError``): stop asking it; its events count as other events."""
+        if name not in self.arches:
+            return
+        del self.arches[name], self.parse[name], self.vms[name]
+        if self.established == name:
+            self.established = None
+        self.cache.clear()
+        self.summary.notes.append(
+            f"arch plugin {name!r} dropped at line {lineno}: {exc}; its events from there on are not decoded"
+        )
+
+    def _parse(self, name: str, event: str, text: str, lineno: int) -> Any:
+        """Arch ``name``'s parse of the line; ``None`` also when the plugin broke (and is dropped)."""
+        try:
+            return self.parse[name](event, text)
+        except kvmcore.PluginError as exc:
+            self.drop(name, exc, lineno)
+            return None
+
     def order(self) -> list[str]:
         if self.established in self.arches:
             return [self.established]  # once the trace's arch is known, only it is asked
         return list(self.arches)
 
-    def resolve(self, event: str, text: str) -> tuple[Any, Any, str | None]:
+    def resolve(self, event: str, text: str, lineno: int = 0) -> tuple[Any, Any, str | None]:
         """(entry, the TraceEvent of ``text`` or None, error message).
 
         ``entry`` is ``(label, parse, decode, vcpu)`` for an event some arch (or the generic
@@ -261,20 +289,21 @@ class _Resolver:
         errors = []
         unknown = 0
         for name in self.order():
-            parse = self.parse[name]
+            if name not in self.parse:  # dropped while resolving this line
+                continue
             try:
-                ev = parse(event, text)
+                ev = self._parse(name, event, text, lineno)
             except ValueError as exc:
                 errors.append(f"{name}: {exc}")
                 continue
-            if ev is None:
+            if ev is None or name not in self.parse:
                 unknown += 1
                 continue
             if self.established is None and event not in GENERIC_EVENTS:
-                others = [o for o in self.arches if o != name and _knows(self.parse[o], event, text)]
+                others = [o for o in list(self.arches) if o != name and self._knows(o, event, text, lineno)]
                 if not others:
                     self.establish(name)
-            entry = (name, parse, _direct_decode(self.arches[name]), self.vms[name])
+            entry = (name, self.parse[name], _direct_decode(self.arches[name]), self.vms[name])
             self.cache[event] = entry
             return entry, ev, None
         generic = _GENERIC.get(event)
@@ -293,11 +322,17 @@ class _Resolver:
         self.established = name
         self.cache.clear()
 
+    def _knows(self, name: str, event: str, text: str, lineno: int) -> bool:
+        try:
+            return self._parse(name, event, text, lineno) is not None
+        except ValueError:
+            return False
+
     def probe(self, lines: list[str]) -> None:
         """Find the trace's arch from its first lines before counting anything."""
         search = _EVENT_RE.search
         seen: set[str] = set()
-        for line in lines:
+        for lineno, line in enumerate(lines, 1):
             if self.established is not None:
                 break
             m = search(line)
@@ -308,15 +343,8 @@ class _Resolver:
                 continue
             if key is not None:
                 seen.add(key)
-            self.resolve(m[3], line[m.end():].rstrip())
+            self.resolve(m[3], line[m.end():].rstrip(), lineno)
         self.cache.clear()
-
-
-def _knows(parse: Any, event: str, text: str) -> bool:
-    try:
-        return parse(event, text) is not None
-    except ValueError:
-        return False
 
 
 def _direct_parse(arch: Any) -> Any:
@@ -375,20 +403,32 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             layout = schema.load(memslots)
         except kvmcore.ScenarioError as exc:
             raise ReplayError(f"--memslots: {exc}") from None
+    loaded: dict[str, Any] = {}
     for name in names:
         try:
-            arch = kvmcore.load_arch(name)
+            loaded[name] = kvmcore.load_arch(name)
         except (kvmcore.PluginLoadError, kvmcore.FaultContractError) as exc:
             if arch_opt != "auto":
                 raise ReplayError(str(exc)) from None
             notes.append(f"arch {name!r} not used: {exc}")
-            continue
+    if settings and arch_opt == "auto":
+        # --set applies to the arches that declare the setting; one nobody declares is a typo
+        for key in settings:
+            if not any(key in arch.info.settings for arch in loaded.values()):
+                known = "; ".join(f"{n}: {', '.join(a.info.settings) or '(none)'}" for n, a in sorted(loaded.items()))
+                raise ReplayError(f"--set {key}: no installed arch has this VM setting (settings by arch: {known})")
+    for name, arch in loaded.items():
         arch_settings = dict(layout.vm.get(name, {})) if layout is not None else {}
         if settings:
             declared = arch.info.settings
             arch_settings.update({k: v for k, v in settings.items() if k in declared or arch_opt != "auto"})
         try:
             vm = kvmcore.VM(arch, **arch_settings)
+        except kvmcore.PluginError as exc:
+            if arch_opt != "auto":
+                raise ReplayError(str(exc)) from None
+            notes.append(f"arch {name!r} not used: {exc}")
+            continue
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"arch {name!r}: bad VM setting: {exc}") from None
         if layout is not None:
@@ -398,7 +438,7 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             for spec in layout.memslots:
                 try:
                     state.set_memslot(spec)
-                except (kvmcore.KvmError, runner._StepError) as exc:
+                except (kvmcore.KvmError, kvmcore.PluginError, runner._StepError) as exc:
                     raise ReplayError(f"--memslots {memslots}: {spec.path}: {exc}") from None
         arches[name] = arch
         vms[name] = vm.create_vcpu()
@@ -422,7 +462,8 @@ def replay(
     summary.notes.extend(notes)
     summary.top = top
     if source == "-":
-        stream = sys.stdin
+        # trace text is not always clean UTF-8 (comm names, corrupted buffers): never fail on it
+        stream: Any = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace") if hasattr(sys.stdin, "buffer") else sys.stdin
         total = 0
     else:
         try:
@@ -443,8 +484,10 @@ def replay(
         _scan(itertools.chain(head, stream), summary, resolver, capacity, progress, total,
               memslots is not None, getattr(stream, "buffer", None))
     finally:
-        if stream is not sys.stdin:
+        if source != "-":
             stream.close()
+        elif stream is not sys.stdin:
+            stream.detach()  # leave sys.stdin's buffer open
     summary.seconds = time.perf_counter() - start
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
@@ -484,6 +527,7 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                 lost = _LOST_RE.search(stripped) if "LOST" in stripped else None
                 if lost is not None:
                     summary.lost_events += int(lost[2])
+                    summary.lost_lines += 1
                 else:
                     summary.header_lines += 1
             else:
@@ -498,12 +542,16 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                 ev = entry[1](event, text)
             except ValueError as exc:
                 # the cached arch refused: another installed arch may know this format
-                entry, ev, error = resolver.resolve(event, text)
+                entry, ev, error = resolver.resolve(event, text, lineno)
                 if not entry:
                     summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
                     continue
+            except kvmcore.PluginError as exc:
+                resolver.drop(entry[0], exc, lineno)
+                summary.skip(lineno, line, f"{event}: {exc}", False)
+                continue
         elif entry is _MISSING:
-            entry, ev, error = resolver.resolve(event, text)
+            entry, ev, error = resolver.resolve(event, text, lineno)
             if entry is False:
                 summary.skip(lineno, line, f"malformed {event} event: {error}", True)
                 continue
@@ -519,8 +567,13 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
             except ValueError as exc:
                 summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
                 continue
+            except kvmcore.PluginError as exc:
+                resolver.drop(entry[0], exc, lineno)
+                summary.skip(lineno, line, f"{event}: {exc}", False)
+                continue
             if ev is None:
-                other[event] = other.get(event, 0) + 1
+                key = event if event in other or len(other) < MAX_NAMES else "(other)"
+                other[key] = other.get(key, 0) + 1
                 continue
         events += 1
         label = entry[0]
@@ -542,6 +595,10 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                 vcpu = entry[3]
                 try:
                     fault = entry[2](vcpu, raw)
+                except kvmcore.PluginError as exc:
+                    resolver.drop(label, exc, lineno)
+                    summary.undecodable += 1
+                    continue
                 except (DecodeError, ValueError, TypeError, KeyError) as exc:
                     summary.undecodable += 1
                     if len(summary.skipped_examples) < SHOW_SKIPPED:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvmcore import abi
+from kvmcore import _args, abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
 from kvmcore.errors import KvmcoreError, KvmError
 from kvmcore.kvm.guest_memfd import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
@@ -60,7 +60,15 @@ class VM:
         return vcpu
 
     def enable_cap(self, cap: int, arg: int = 0) -> None:
-        """``KVM_ENABLE_CAP`` on the VM, e.g. ``KVM_CAP_ARM_NISV_TO_USER``."""
+        """``KVM_ENABLE_CAP`` on the VM, e.g. ``KVM_CAP_ARM_NISV_TO_USER``.
+
+        A capability kvmcore does not know is ``EINVAL``, the default case of the arches'
+        ``kvm_vm_ioctl_enable_cap()`` (and of ``kvm_vm_ioctl_enable_cap_generic()``).
+        """
+        cap = _args.u32("enable_cap", "cap", cap)
+        arg = _args.u64("enable_cap", "arg", arg)
+        if cap not in abi.CAP_NAMES:
+            raise KvmError(abi.EINVAL, f"enable_cap: capability {cap} is not one kvmcore models (known: {', '.join(sorted(abi.CAP_NAMES.values()))})")
         self.caps[cap] = arg
 
     def has_cap(self, cap: int) -> bool:
@@ -84,31 +92,10 @@ class VM:
         the kernel's errno. ``userspace_addr=None`` maps fresh read-write anonymous memory
         for the slot. Returns the new slot (``None`` after a delete).
         """
-        page_mask = self.page_size - 1
-        self._check_region_flags(slot, flags)
-        as_id, slot_id = slot >> 16, slot & 0xFFFF
-        if memory_size & page_mask or memory_size < 0:
-            raise KvmError(abi.EINVAL, f"slot {slot}: memory_size {memory_size:#x} is not a multiple of PAGE_SIZE {self.page_size:#x}")
-        if guest_phys_addr & page_mask or guest_phys_addr < 0:
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr {guest_phys_addr:#x} is not PAGE_SIZE aligned")
-        if userspace_addr is not None and (
-            userspace_addr & page_mask or userspace_addr < 0 or userspace_addr + memory_size > TASK_SIZE
-        ):
-            raise KvmError(
-                abi.EINVAL,
-                f"slot {slot}: userspace_addr {userspace_addr:#x} is not PAGE_SIZE aligned or not a user address (access_ok)",
-            )
-        if flags & abi.KVM_MEM_GUEST_MEMFD and (
-            guest_memfd_offset & page_mask or guest_memfd_offset < 0 or guest_memfd_offset + memory_size >= 1 << 64
-        ):
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd_offset {guest_memfd_offset:#x} is not PAGE_SIZE aligned")
-        if as_id != 0 or slot_id >= abi.KVM_USER_MEM_SLOTS:
-            raise KvmError(abi.EINVAL, f"slot {slot}: id must be below KVM_USER_MEM_SLOTS ({abi.KVM_USER_MEM_SLOTS}) in address space 0")
-        if guest_phys_addr + memory_size >= 1 << 64:
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr + memory_size wraps")
-        npages = memory_size >> self.page_shift
-        if npages > abi.KVM_MEM_MAX_NR_PAGES:
-            raise KvmError(abi.EINVAL, f"slot {slot}: {npages} pages exceed KVM_MEM_MAX_NR_PAGES")
+        npages = self._check_memory_region(slot, guest_phys_addr, memory_size, userspace_addr, flags, guest_memfd_offset)
+        if guest_memfd is not None:
+            _args.integer("set_user_memory_region", "guest_memfd", guest_memfd)
+        slot_id = slot & 0xFFFF
         bitmap = None
         if flags & abi.KVM_MEM_USERFAULT:
             if userfault_bitmap is None:
@@ -193,6 +180,45 @@ class VM:
             self.stage2.write_protect_range(new.base_gfn, new.end_gfn)
         return new
 
+    def _check_memory_region(
+        self, slot: int, guest_phys_addr: int, memory_size: int, userspace_addr: int | None, flags: int, guest_memfd_offset: int
+    ) -> int:
+        """The argument checks of ``kvm_set_memory_region()``, before anything is allocated:
+        returns the slot's page count. Also what the scenario runner asks before it sizes a
+        userfault bitmap for a slot."""
+        func = "set_user_memory_region"
+        for name, value in (("slot", slot), ("guest_phys_addr", guest_phys_addr), ("memory_size", memory_size),
+                            ("flags", flags), ("guest_memfd_offset", guest_memfd_offset)):
+            _args.integer(func, name, value)
+        if userspace_addr is not None:
+            _args.integer(func, "userspace_addr", userspace_addr)
+        page_mask = self.page_size - 1
+        self._check_region_flags(slot, flags)
+        as_id, slot_id = slot >> 16, slot & 0xFFFF
+        if memory_size & page_mask or memory_size < 0:
+            raise KvmError(abi.EINVAL, f"slot {slot}: memory_size {memory_size:#x} is not a multiple of PAGE_SIZE {self.page_size:#x}")
+        if guest_phys_addr & page_mask or guest_phys_addr < 0:
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr {guest_phys_addr:#x} is not PAGE_SIZE aligned")
+        if userspace_addr is not None and (
+            userspace_addr & page_mask or userspace_addr < 0 or userspace_addr + memory_size > TASK_SIZE
+        ):
+            raise KvmError(
+                abi.EINVAL,
+                f"slot {slot}: userspace_addr {userspace_addr:#x} is not PAGE_SIZE aligned or not a user address (access_ok)",
+            )
+        if flags & abi.KVM_MEM_GUEST_MEMFD and (
+            guest_memfd_offset & page_mask or guest_memfd_offset < 0 or guest_memfd_offset + memory_size >= 1 << 64
+        ):
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd_offset {guest_memfd_offset:#x} is not PAGE_SIZE aligned")
+        if as_id != 0 or slot_id >= abi.KVM_USER_MEM_SLOTS:
+            raise KvmError(abi.EINVAL, f"slot {slot}: id must be below KVM_USER_MEM_SLOTS ({abi.KVM_USER_MEM_SLOTS}) in address space 0")
+        if guest_phys_addr + memory_size >= 1 << 64:
+            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr + memory_size wraps")
+        npages = memory_size >> self.page_shift
+        if npages > abi.KVM_MEM_MAX_NR_PAGES:
+            raise KvmError(abi.EINVAL, f"slot {slot}: {npages} pages exceed KVM_MEM_MAX_NR_PAGES")
+        return npages
+
     def _prepare_memory_region(self, old: Memslot | None, new: Memslot, change: str) -> None:
         """``kvm_arch_prepare_memory_region()``: the arch may refuse with a KvmError."""
         self.arch.prepare_memory_region(self, old, new, change)
@@ -228,6 +254,7 @@ class VM:
 
     def get_dirty_log(self, slot: int) -> bytes:
         """``KVM_GET_DIRTY_LOG``: the slot's dirty bitmap (cleared, and re-write-protected)."""
+        _args.integer("get_dirty_log", "slot", slot)
         memslot = self.memslots.by_id.get(slot)
         if memslot is None or memslot.dirty_bitmap is None:
             raise KvmError(abi.ENOENT if memslot is None else abi.EINVAL, f"slot {slot}: no dirty log")
@@ -248,6 +275,8 @@ class VM:
         attribute bits, an empty, unaligned or wrapping range. Mappings of the range are
         zapped so the next access faults with the new attribute.
         """
+        for name, value in (("address", address), ("size", size), ("attributes", attributes), ("flags", flags)):
+            _args.integer("set_memory_attributes", name, value)
         if flags:
             raise KvmError(abi.EINVAL, f"set_memory_attributes: flags must be 0, got {flags:#x}")
         if attributes & ~abi.KVM_MEMORY_ATTRIBUTE_PRIVATE:
@@ -266,7 +295,18 @@ class VM:
 
     # -- guest_memfd -----------------------------------------------------------------------------
     def create_guest_memfd(self, size: int, flags: int = 0) -> int:
-        """``KVM_CREATE_GUEST_MEMFD``: returns a file descriptor number for ``guest_memfd=``."""
+        """``KVM_CREATE_GUEST_MEMFD``: returns a file descriptor number for ``guest_memfd=``.
+
+        Mirrors ``kvm_gmem_create()``: ``EINVAL`` for unsupported flags and unless ``size``, read
+        as the kernel's ``loff_t``, is positive and PAGE_SIZE aligned (a negative size, or one
+        of 2**63 bytes or more, is negative as ``loff_t``; one that does not fit the ``__u64``
+        field cannot be passed at all).
+        """
+        size = _args.integer("create_guest_memfd", "size", size)
+        flags = _args.integer("create_guest_memfd", "flags", flags)
+        if not 0 < size < 1 << 63:
+            raise KvmError(abi.EINVAL, f"create_guest_memfd: size {size:#x} is not positive as loff_t"
+                           + (" (it does not even fit the __u64 field)" if not -(1 << 63) <= size < 1 << 64 else ""))
         if flags & ~GUEST_MEMFD_FLAGS_VALID:
             raise KvmError(abi.EINVAL, f"create_guest_memfd: invalid flags {flags:#x}")
         if size <= 0 or size & (self.page_size - 1):

@@ -50,8 +50,46 @@ def test_bit(view: memoryview, index: int) -> bool:
 
 
 def set_bits(buffer: Any, indexes: range | list[int], value: bool = True) -> None:
-    """Set (or clear) bits in a caller's bitmap, as a VMM does; convenience for tests and scenarios."""
-    view = memoryview(buffer).cast("B")
+    """Set (or clear) bits in a caller's bitmap, as a VMM does; convenience for tests and scenarios.
+
+    A ``range`` with step 1 is filled by whole bytes (the partial bytes at its ends bit by
+    bit), so setting every bit of a large slot costs one slice assignment, not one Python
+    operation per page. Indexes are checked before anything is written.
+
+    :raises TypeError: ``buffer`` is not a writable buffer, or ``indexes`` holds a non-int.
+    :raises ValueError: an index is negative or beyond the buffer's bits (naming it).
+    """
+    try:
+        view = memoryview(buffer).cast("B")
+    except TypeError:
+        raise TypeError(f"set_userfault_bits: buffer must be a writable buffer (bytearray, array('Q')...), got {type(buffer).__name__}") from None
+    if view.readonly:
+        raise TypeError(f"set_userfault_bits: buffer is read-only ({type(buffer).__name__})")
+    nbits = view.nbytes * 8
+    if isinstance(indexes, range) and indexes.step == 1:
+        if not indexes:
+            return
+        if indexes.start < 0 or indexes.stop > nbits:
+            raise ValueError(f"set_userfault_bits: indexes [{indexes.start}, {indexes.stop}) are outside the bitmap's {nbits} bits")
+        first_byte = (indexes.start + 7) >> 3
+        last_byte = indexes.stop >> 3
+        if first_byte < last_byte:
+            view[first_byte:last_byte] = (b"\xff" if value else b"\x00") * (last_byte - first_byte)
+            edges: range | list[int] = [*range(indexes.start, first_byte << 3), *range(last_byte << 3, indexes.stop)]
+        else:
+            edges = indexes
+        _set_each(view, edges, value)
+        return
+    checked = list(indexes)
+    for index in checked:
+        if type(index) is not int:
+            raise TypeError(f"set_userfault_bits: index {index!r} is a {type(index).__name__}, expected an int")
+        if not 0 <= index < nbits:
+            raise ValueError(f"set_userfault_bits: index {index} is outside the bitmap's {nbits} bits")
+    _set_each(view, checked, value)
+
+
+def _set_each(view: memoryview, indexes: range | list[int], value: bool) -> None:
     for index in indexes:
         if value:
             view[index >> 3] |= 1 << (index & 7)

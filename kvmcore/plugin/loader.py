@@ -20,7 +20,13 @@ import pluggy
 
 from kvmcore import hookspecs
 from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
-from kvmcore.errors import DecodeError, FaultContractError, KvmcoreError, PluginError, PluginLoadError
+from kvmcore.errors import (
+    DecodeError,
+    FaultContractError,
+    KvmcoreError,
+    PluginError,
+    PluginLoadError,
+)
 from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
 
@@ -172,6 +178,8 @@ class Arch:
     _faultin_pfn: Callable[..., FaultinResult]
     _prepare_memory_fault_exit: Callable[..., MemoryFault]
     _parse_trace_event: Callable[..., TraceEvent | None]
+    #: ``info.fault_type``, what every decoded fault must be exactly (checked on each call).
+    _fault_type: Any
 
     def __init__(self, pm: KvmcorePluginManager, plugin: Any, info: ArchInfo, dist: str | None, version: str | None):
         self.pm = pm
@@ -196,6 +204,7 @@ class Arch:
     # The try blocks cost nothing while nothing is raised. Hooks called through pluggy are
     # guarded by KvmcorePluginManager._hookexec; direct callers by _caller or here.
     def decode_fault(self, vcpu: Any, raw: Mapping[str, int]) -> Any:
+        fault: Any
         try:
             fault = self._decode_fault(vcpu, raw)
         except KvmcoreError:
@@ -309,7 +318,7 @@ class Arch:
     def _guard(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         """``function`` (a caller of hook ``name``) inside the exception guard: for hooks whose
         facade method does not guard the call itself, e.g. hooks added later."""
-        passes = (KvmcoreError, *HOOK_EXCEPTIONS.get(name, ()))
+        passes: tuple[type[BaseException], ...] = (KvmcoreError, *HOOK_EXCEPTIONS.get(name, ()))
 
         def guard(*args: Any) -> Any:
             try:

@@ -11,6 +11,11 @@ from kvmcore import abi
 from kvmcore.cli.format import flag_list, flag_names, reason_text, ret_text, size_text
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, SYNDROME_ARCHES, Scenario, SlotSpec, Step
 from kvmcore.errors import KvmError, strerror
+from kvmcore.kvm.userfault import bitmap_bytes
+
+#: The scenario runner (the VMM side) allocates userfault bitmaps: at most this many bytes in
+#: all, the bitmap of one slot of KVM_MEM_MAX_NR_PAGES pages, so memory stays bounded.
+USERFAULT_BITMAP_BUDGET = bitmap_bytes(abi.KVM_MEM_MAX_NR_PAGES)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -120,11 +125,26 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
     result.label = f"{arch.dist or 'unpublished'} {arch.version or ''}".strip()
     try:
         vm = kvmcore.VM(arch, **scn.vm.get(name, {}))
+    except kvmcore.PluginError as exc:
+        result.error = str(exc)
+        return result
     except (ValueError, TypeError) as exc:
         result.error = f"vm.{name}: {exc}"
         return result
     result.page_size = vm.page_size
     state = _State(vm, scn)
+    try:
+        return _run_steps(result, state, scn, name)
+    except (kvmcore.PluginError, kvmcore.FaultContractError) as exc:
+        # a broken plugin: this arch's column shows why, the other arches still run
+        step = scn.steps[len(result.results)]  # the step that was running
+        result.results.append(StepResult("error", note=str(exc)))
+        result.error = f"step {step.number} ({step.path}): {exc}"
+        return result
+
+
+def _run_steps(result: ArchRun, state: _State, scn: Scenario, name: str) -> ArchRun:
+    vm = state.vm
     try:
         for _cap_name, cap in scn.caps + scn.vm_caps.get(name, []):
             vm.enable_cap(cap)
@@ -140,6 +160,9 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
                 raise _StepError(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}") from None
     except _StepError as exc:
         result.error = str(exc)
+        return result
+    except (kvmcore.PluginError, kvmcore.FaultContractError) as exc:
+        result.error = f"setting up the VM: {exc}"
         return result
     vcpu = vm.create_vcpu()
     for step in scn.steps:
@@ -163,6 +186,16 @@ class _State:
 
     def set_memslot(self, spec: SlotSpec) -> None:
         vm = self.vm
+        # the ioctl's own checks first: nothing is sized from a slot the kernel would refuse
+        npages = vm._check_memory_region(spec.slot, spec.gpa, spec.size, None, spec.flags, spec.guest_memfd_offset)
+        if spec.flags & abi.KVM_MEM_USERFAULT:
+            need = bitmap_bytes(npages)
+            held = sum(len(b) for slot, b in self.bitmaps.items() if slot != spec.slot)
+            if held + need > USERFAULT_BITMAP_BUDGET:
+                raise _StepError(
+                    f"{spec.path}: the userfault bitmaps would take {held + need:,} bytes; a scenario may use up to "
+                    f"{USERFAULT_BITMAP_BUDGET:,} (one bitmap of KVM_MEM_MAX_NR_PAGES pages), a limit of kvmcore's, not the kernel's"
+                )
         if spec.size == 0:
             vm.set_user_memory_region(spec.slot, spec.gpa, 0)
             self.bitmaps.pop(spec.slot, None)
@@ -178,10 +211,9 @@ class _State:
                 gmem = vm.create_guest_memfd(spec.guest_memfd_offset + spec.size)
         bitmap = None
         if spec.flags & abi.KVM_MEM_USERFAULT:
-            npages = spec.size >> vm.page_shift
             bitmap = self.bitmaps.get(spec.slot)
             if bitmap is None or len(bitmap) * 8 < npages:
-                bitmap = bytearray((npages + 63) // 64 * 8)
+                bitmap = bytearray(bitmap_bytes(npages))
             if spec.userfault == "all":
                 kvmcore.set_userfault_bits(bitmap, range(npages))
             elif isinstance(spec.userfault, list):
@@ -285,7 +317,7 @@ def _run_fault(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) ->
             result = StepResult("fail", error_info, note=str(exc))
             result.failures.extend(_check(step, arch_name, error_info) or [f"decode_fault refused the registers: {exc}"])
             return result
-        except kvmcore.FaultContractError as exc:
+        except (kvmcore.FaultContractError, kvmcore.PluginError) as exc:
             raise _StepError(f"the {arch_name} plugin broke the fault contract: {exc}") from None
         info = snapshot(vm, vcpu, res, raw)
         mf = info.get("memory_fault")

@@ -163,6 +163,9 @@ def loads(text: str, file: str = "<string>") -> Scenario:
     tomllib = _toml()
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise ScenarioError(f"{file}: values nested too deeply (arrays or inline tables within each other "
+                            f"hundreds of levels deep); a scenario needs at most a few levels") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         m = re.search(r"\(at line (\d+), column (\d+)\)", message)

@@ -1,0 +1,90 @@
+"""Fuzzing ``kvmcore replay``: trace files of random bytes, huge lines, NUL, invalid UTF-8,
+terminal escape sequences and near misses of real event lines.
+
+Properties: exit status 0, 1 or 2 and no traceback (``fuzzcli.check_common``); the JSON summary
+accounts for every line read (events + header lines + lost-event markers + skipped lines +
+events no arch decodes == lines, and lines is the file's line count as Python's universal
+newlines split it); memory stays within a bound proportional to the input.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+from pathlib import Path
+
+from fuzzcli import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kvmcore
+
+TRACES = Path(__file__).parent.parent / "cli" / "traces"
+#: Real event lines from the test traces (every arch's formats): the seeds of the near misses.
+REAL_LINES = sorted({line for f in sorted(TRACES.glob("*.txt")) for line in f.read_text().splitlines() if ": kvm" in line})
+PREFIX = "       CPU 0/KVM-812     [001] .....    88.120001: "
+EVENTS = ["kvm_guest_fault", "kvm_page_fault", "kvm_exit", "kvm_entry", "kvm_mmio", "kvm_userspace_exit",
+          "kvm_access_fault", "kvm_mmio_nisv", "kvm_mmio_emulate", "fast_page_fault", "kvm:kvm_exit", "broken_fault"]
+JUNK = st.sampled_from(["\x00", "\x1b[2J", "\x1b]0;title\x07", "\r", "\x85", "\u2028", "\ufeff", "\udcff", "%s%n",
+                        "0x" + "f" * 40, "-1", "99999999999999999999999", "LOST 5 EVENTS", "CPU:3 [LOST 18446744073709551615 EVENTS]",
+                        "#", " ", ":", "0x", "reason", "error_code", "(", ")"])
+
+
+def mutate(line: str, edits: list[tuple[int, int, str]]) -> str:
+    for pos, cut, text in edits:
+        pos %= len(line) + 1
+        line = line[:pos] + text + line[pos + cut:]
+    return line
+
+
+NEAR_MISS = st.builds(
+    mutate,
+    st.sampled_from(REAL_LINES),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 8), st.one_of(JUNK, st.text(max_size=6))), max_size=3),
+)
+EVENT_TEXT = st.builds(lambda ev, text: PREFIX + ev + ": " + text, st.sampled_from(EVENTS), st.text(max_size=80))
+LINE = st.one_of(
+    NEAR_MISS.map(lambda s: s.encode("utf-8", "surrogatepass")),
+    EVENT_TEXT.map(lambda s: s.encode("utf-8", "surrogatepass")),
+    st.binary(max_size=200),
+    st.text(max_size=100).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    st.builds(lambda n, c: c * n, st.integers(0, 300_000), st.sampled_from([b"A", b"\x00", b"\xff", b"0x1 ", b": kvm_exit: "])),
+)
+#: What the file ends each line with (bare \r and \r\n too: universal newlines split on both).
+ENDINGS = st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r", b""])
+
+
+def expected_lines(data: bytes) -> int:
+    """The file's line count as ``open(..., errors="replace")`` iterates it: an oracle built
+    from the io module, not from kvmcore."""
+    return sum(1 for _ in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace"))
+
+
+def check_accounting(summary: dict, data: bytes) -> None:
+    accounted = (summary["events"] + summary["header_lines"] + summary["lost_event_lines"] + summary["skipped"]
+                 + sum(summary["other_events"].values()))
+    assert summary["lines"] == expected_lines(data), summary
+    assert accounted == summary["lines"], summary
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(lines=st.lists(st.tuples(LINE, ENDINGS).map(b"".join), max_size=40),
+       arch=st.sampled_from(["auto", *kvmcore.installed_arches()]),
+       strict=st.booleans())
+def test_replay_accounts_for_every_line(tmp_path_factory, lines: list[bytes], arch: str, strict: bool) -> None:
+    data = b"".join(lines)
+    path = tmp_path_factory.mktemp("trace") / "trace.txt"
+    path.write_bytes(data)
+    argv = ["replay", str(path), "--json", "--no-progress", "--arch", arch] + (["--strict"] if strict else [])
+    tracemalloc.start()
+    try:
+        run = run_cli(argv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert run.status in (0, 1)
+    assert run.status == 0 or strict, run.err
+    check_accounting(json.loads(run.out), data)
+    # bounded: a fixed allowance (decoder memos, sketches, JSON) plus a few times the input
+    assert peak < (24 << 20) + 8 * len(data), f"peak {peak:,} bytes for {len(data):,} bytes of input"

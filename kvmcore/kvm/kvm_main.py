@@ -384,5 +384,7 @@ class VCPU:
         except KvmcoreError:
             raise
         except Exception as exc:  # the core choking on what a hook returned (the hooks are guarded)
+            if not isinstance(raw, Mapping):
+                raise  # the caller's TypeError (the facade's check of raw)
             raise arch.plugin_error("faultin_pfn", exc, f"its result broke the fault path: {type(exc).__name__}: {exc}") from exc
         raise arch.plugin_error("faultin_pfn", None, f"returned {short_repr(result)}, expected Mapped, Retry or Exit")

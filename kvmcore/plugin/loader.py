@@ -210,6 +210,8 @@ class Arch:
         except KvmcoreError:
             raise
         except Exception as exc:
+            if not isinstance(raw, Mapping):  # the caller's mistake, not the plugin's
+                raise TypeError(f"handle_fault: raw must be a mapping of register names to values, got {short_repr(raw)}") from None
             raise self.plugin_error("decode_fault", exc) from exc
         if (
             type(fault) is not self._fault_type
@@ -290,6 +292,8 @@ class Arch:
         return hook_error(hook, exc, impls, self.pm.arch_label, problem)
 
     def _broken_fault(self, fault: Any) -> PluginError:
+        if type(fault) is not self._fault_type:
+            return self.plugin_error("decode_fault", None, f"returned {short_repr(fault)}, expected {self._fault_type.__name__}")
         try:
             check_fault(fault, self.name, self.info.fault_type)
         except FaultContractError as exc:
@@ -469,7 +473,7 @@ def build_arch(plugin: Any, *, name: str | None = None, dist: str | None = None,
     """
     label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     pm = KvmcorePluginManager()
-    pm.arch_label = f"{name or label}" + (f" (distribution {dist})" if dist else "")
+    pm.arch_label = name or label
     pm.add_hookspecs(hookspecs)
     for core_name, core_plugin in CORE_PLUGINS:
         pm.register(core_plugin, name=core_name)

@@ -92,12 +92,39 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _allowed() -> set[str] | None:
-    """``KVMCORE_PLUGINS=arm64,x86`` allows only those names (arches and extensions)."""
+def _plugins_env() -> tuple[set[str] | None, dict[str, str]]:
+    """``KVMCORE_PLUGINS``: (the names allowed, or ``None`` for all; name -> distribution picked).
+
+    Comma-separated items: ``NAME`` allows that plugin name (arch or extension) and, once any
+    is given, only the names listed; ``NAME=DIST`` picks distribution ``DIST`` for a name two
+    distributions claim (and allows it). ``KVMCORE_PLUGINS=arm64=kvmcore-arm64`` picks without
+    restricting; ``KVMCORE_PLUGINS=arm64=kvmcore-arm64,x86`` allows only arm64 and x86.
+    """
     value = os.environ.get("KVMCORE_PLUGINS")
     if value is None:
-        return None
-    return {n.strip() for n in value.split(",") if n.strip()}
+        return None, {}
+    names: set[str] = set()
+    picks: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, dist = (part.strip() for part in item.partition("="))
+        if sep and name and dist:
+            picks[name] = dist
+        elif name:
+            names.add(name)
+    if picks and not names:
+        return None, picks
+    return names | set(picks), picks
+
+
+def _allowed() -> set[str] | None:
+    """The plugin names ``KVMCORE_PLUGINS`` allows (``None``: every name)."""
+    return _plugins_env()[0]
+
+
+def _same_dist(a: str | None, b: str) -> bool:
+    """Distribution names compare as packaging normalises them (``kvmcore_arm64`` is ``kvmcore-arm64``)."""
+    norm = lambda n: n.lower().replace("_", "-").replace(".", "-")  # noqa: E731
+    return a is not None and norm(a) == norm(b)
 
 
 def entry_points(group: str) -> dict[str, list[EntryPointInfo]]:
@@ -158,9 +185,22 @@ def _kind(group: str) -> str:
 
 
 def _single(name: str, candidates: list[EntryPointInfo]) -> EntryPointInfo:
+    """The one entry point for arch ``name``: refused when two distributions claim it, unless
+    ``KVMCORE_PLUGINS=NAME=DIST`` picks one."""
+    pick = _plugins_env()[1].get(name)
+    claims = " and ".join(f"{c.dist or '?'} ({c.value})" for c in candidates)
+    if pick is not None:
+        chosen = [c for c in candidates if _same_dist(c.dist, pick)]
+        if len(chosen) != 1:
+            raise PluginLoadError(
+                f"KVMCORE_PLUGINS picks distribution {pick!r} for arch {name!r}, but it is claimed by: {claims}"
+            )
+        return chosen[0]
     if len(candidates) > 1:
-        claims = " and ".join(f"{c.dist or '?'} ({c.value})" for c in candidates)
-        raise PluginLoadError(f"arch name {name!r} is claimed by more than one distribution: {claims}")
+        raise PluginLoadError(
+            f"arch name {name!r} is claimed by more than one distribution: {claims}; "
+            f"pick one with KVMCORE_PLUGINS={name}=<distribution>"
+        )
     return candidates[0]
 
 
@@ -562,14 +602,24 @@ def list_plugins() -> list[PluginStatus]:
     """Every installed arch and extension plugin with what it implements, or why it failed."""
     rows: list[PluginStatus] = []
     for name, candidates in sorted(entry_points(ARCH_GROUP).items()):
-        ep = candidates[0]
-        row = PluginStatus(name, "arch", ep.dist, ep.version, ep.value)
         try:
-            arch = load_arch(name)
-            row.hooks, row.wrappers = arch.hooks_of(arch.plugin)
-        except (PluginLoadError, FaultContractError) as exc:
-            row.error = str(exc)
-        rows.append(row)
+            chosen: EntryPointInfo | None = _single(name, candidates)
+            conflict = None
+        except PluginLoadError as exc:
+            chosen, conflict = None, str(exc)
+        for ep in candidates:  # a row per distribution, also when two claim the name
+            row = PluginStatus(name, "arch", ep.dist, ep.version, ep.value)
+            if conflict is not None:
+                row.error = conflict
+            elif ep is not chosen:
+                row.error = f"not used: KVMCORE_PLUGINS picks distribution {chosen.dist if chosen else '?'} for arch {name!r}"
+            else:
+                try:
+                    arch = load_arch(name)
+                    row.hooks, row.wrappers = arch.hooks_of(arch.plugin)
+                except (PluginLoadError, FaultContractError) as exc:
+                    row.error = str(exc)
+            rows.append(row)
     for name, candidates in sorted(entry_points(EXTENSION_GROUP).items()):
         for ep in candidates:
             row = PluginStatus(name, "extension", ep.dist, ep.version, ep.value)

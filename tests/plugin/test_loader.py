@@ -127,3 +127,44 @@ def test_extension_plugins_are_registered_with_every_arch(site, monkeypatch) -> 
     assert kvmcore_fake_ext.seen == [("alpha", 7, "mmio")]
     rows = {row.name: row for row in kvmcore.list_plugins()}
     assert rows["counter"].kind == "extension" and rows["counter"].wrappers == ["faultin_pfn"]
+
+
+def test_two_distributions_are_listed_and_one_can_be_picked(site, monkeypatch) -> None:
+    """Refused by default, both rows shown; KVMCORE_PLUGINS=alpha=<dist> picks one without
+    restricting the other plugins (issue 14)."""
+    install(site, monkeypatch, "kvmcore-fake-alpha", "alpha", "kvmcore_fake_alpha", arch_module("alpha"))
+    install(site, monkeypatch, "kvmcore-fake-dup", "alpha", "kvmcore_fake_dup", arch_module("alpha"))
+    install(site, monkeypatch, "kvmcore-fake-beta", "beta", "kvmcore_fake_beta", arch_module("beta"))
+    rows = [r for r in kvmcore.list_plugins() if r.name == "alpha"]
+    assert sorted(r.dist for r in rows) == ["kvmcore-fake-alpha", "kvmcore-fake-dup"]
+    for row in rows:
+        assert row.error is not None and "claimed by more than one distribution" in row.error
+        assert row.error.endswith("pick one with KVMCORE_PLUGINS=alpha=<distribution>")
+
+    monkeypatch.setenv("KVMCORE_PLUGINS", "alpha=kvmcore_fake_dup")  # spelt with _, as pip may show it
+    kvmcore.reset_plugins()
+    arch = kvmcore.load_arch("alpha")
+    assert (arch.dist, arch.plugin.__name__) == ("kvmcore-fake-dup", "kvmcore_fake_dup")
+    assert kvmcore.load_arch("beta").name == "beta"  # a pick alone restricts nothing
+    rows = {r.dist: r for r in kvmcore.list_plugins() if r.name == "alpha"}
+    assert rows["kvmcore-fake-dup"].error is None and rows["kvmcore-fake-dup"].hooks == ["arch_info", "decode_fault"]
+    assert rows["kvmcore-fake-alpha"].error == "not used: KVMCORE_PLUGINS picks distribution kvmcore-fake-dup for arch 'alpha'"
+
+    monkeypatch.setenv("KVMCORE_PLUGINS", "alpha=kvmcore-fake-dup,beta")  # with a name: an allow-list
+    kvmcore.reset_plugins()
+    assert kvmcore.installed_arches() == ["alpha", "beta"]
+    monkeypatch.setenv("KVMCORE_PLUGINS", "alpha=kvmcore-gamma")
+    kvmcore.reset_plugins()
+    with pytest.raises(PluginLoadError, match=r"picks distribution 'kvmcore-gamma' for arch 'alpha', but it is claimed by: .*kvmcore-fake-alpha"):
+        kvmcore.load_arch("alpha")
+
+
+def test_plugins_command_shows_both_rows(site, monkeypatch, capsys) -> None:
+    from kvmcore.cli.main import main
+
+    install(site, monkeypatch, "kvmcore-fake-alpha", "alpha", "kvmcore_fake_alpha", arch_module("alpha"))
+    install(site, monkeypatch, "kvmcore-fake-dup", "alpha", "kvmcore_fake_dup", arch_module("alpha"))
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "kvmcore-fake-alpha" in out and "kvmcore-fake-dup" in out
+    assert out.count("FAILED TO LOAD: arch name 'alpha' is claimed by more than one distribution") == 2

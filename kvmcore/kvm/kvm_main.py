@@ -23,6 +23,12 @@ from kvmcore.plugin.loader import Arch, arch_from
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
 
+#: Bytes of dirty bitmaps one VM may hold: the bitmap of one slot of KVM_MEM_MAX_NR_PAGES
+#: pages (256 MiB). Beyond it a slot's dirty log is ENOMEM, as the kernel's
+#: ``kvm_alloc_dirty_bitmap()`` fails when ``__vcalloc()`` does: a limit of kvmcore's, which
+#: keeps the model's memory bounded for any input.
+DIRTY_BITMAP_BUDGET = (abi.KVM_MEM_MAX_NR_PAGES + 63) // 64 * 8
+
 
 class VM:
     """A KVM VM of one architecture: ``kvmcore.VM("arm64", granule="16K")``.
@@ -45,6 +51,7 @@ class VM:
         self.vcpus: list[VCPU] = []
         self.caps: dict[int, int] = {}
         self._gmem: dict[int, GuestMemfd] = {}
+        self._dirty_bytes = 0  # dirty bitmaps held, against DIRTY_BITMAP_BUDGET
         self._next_fd = 3
         self._next_gmem_pfn = 1 << 40 >> self.page_shift  # private pfns far from host ones
 
@@ -103,6 +110,11 @@ class VM:
             bitmap = as_bitmap(userfault_bitmap, npages, slot)
 
         old = self.memslots.by_id.get(slot_id)
+        if flags & abi.KVM_MEM_LOG_DIRTY_PAGES and memory_size and (old is None or old.dirty_bitmap is None):
+            need = (npages + 63) // 64 * 8
+            if self._dirty_bytes + need > DIRTY_BITMAP_BUDGET:
+                raise KvmError(abi.ENOMEM, f"slot {slot}: a dirty bitmap of {need:,} bytes would exceed the "
+                               f"{DIRTY_BITMAP_BUDGET:,} bytes kvmcore allows a VM (kvm_alloc_dirty_bitmap())")
         if memory_size == 0:
             if old is None:
                 raise KvmError(abi.EINVAL, f"slot {slot}: deleting a slot that does not exist")
@@ -243,10 +255,14 @@ class VM:
         if slot.flags & abi.KVM_MEM_LOG_DIRTY_PAGES:
             if slot.dirty_bitmap is None:
                 slot.dirty_bitmap = bytearray((slot.npages + 63) // 64 * 8)
-        else:
+                self._dirty_bytes += len(slot.dirty_bitmap)
+        elif slot.dirty_bitmap is not None:
+            self._dirty_bytes -= len(slot.dirty_bitmap)
             slot.dirty_bitmap = None
 
     def _delete_slot(self, slot: Memslot) -> None:
+        if slot.dirty_bitmap is not None:
+            self._dirty_bytes -= len(slot.dirty_bitmap)
         self.stage2.unmap_range(slot.base_gfn, slot.end_gfn)
         self.memslots.remove(slot)
         if slot.gmem is not None:

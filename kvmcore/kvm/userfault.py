@@ -13,6 +13,7 @@ from kvmcore import abi
 from kvmcore.errors import KvmError
 
 BITS_PER_LONG = 64
+_CHUNK = 1 << 20
 
 
 def bitmap_bytes(npages: int) -> int:
@@ -74,7 +75,10 @@ def set_bits(buffer: Any, indexes: range | list[int], value: bool = True) -> Non
         first_byte = (indexes.start + 7) >> 3
         last_byte = indexes.stop >> 3
         if first_byte < last_byte:
-            view[first_byte:last_byte] = (b"\xff" if value else b"\x00") * (last_byte - first_byte)
+            chunk = (b"\xff" if value else b"\x00") * min(last_byte - first_byte, _CHUNK)
+            for at in range(first_byte, last_byte, _CHUNK):  # 1 MiB at a time: no bitmap-sized temporary
+                n = min(_CHUNK, last_byte - at)
+                view[at:at + n] = chunk[:n] if n < len(chunk) else chunk
             edges: range | list[int] = [*range(indexes.start, first_byte << 3), *range(last_byte << 3, indexes.stop)]
         else:
             edges = indexes

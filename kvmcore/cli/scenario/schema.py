@@ -315,7 +315,34 @@ class Parser:
             ))
         for i, table in enumerate(self.array_of_tables(doc.get("steps", []), "steps"), 1):
             scn.steps.append(self.step(table, f"steps[{i}]", i))
+        self.arch_keys(scn)
         return scn
+
+    def arch_keys(self, scn: Scenario) -> None:
+        """Arch names used as keys (``[vm.<arch>]``, ``raw.<arch>``) must be installed arches
+        (or named in ``arch``), and ``[vm.<arch>]`` keys settings that arch declares: a typo
+        is an error naming the key, never a silently ignored table."""
+        installed = kvmcore.installed_arches()
+        known = set(installed) | set(scn.arches or ())
+        listing = ", ".join(installed) or "none"
+        for arch in scn.vm:
+            if arch not in known:
+                raise ScenarioError(f"{self.file}: vm.{arch}: unknown arch {arch!r}; installed arches: {listing}")
+        for step in scn.steps:
+            for arch in step.params.get("regs", {}) if step.action == "raw" else ():
+                if arch not in known:
+                    raise ScenarioError(f"{self.file}: {step.path}.raw.{arch}: unknown arch {arch!r}; installed arches: {listing}")
+        for arch, settings in scn.vm.items():
+            try:
+                declared = kvmcore.load_arch(arch).info.settings
+            except (kvmcore.PluginLoadError, kvmcore.FaultContractError):
+                continue  # the run reports the arch's own error in its column
+            for key in settings:
+                if key not in declared:
+                    raise ScenarioError(
+                        f"{self.file}: vm.{arch}.{key}: unknown setting for arch {arch!r}; its settings: "
+                        + (", ".join(declared) or "(none)")
+                    )
 
     def caps(self, value: Any, path: str) -> list[tuple[str, int]]:
         if not isinstance(value, list):

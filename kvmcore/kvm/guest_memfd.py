@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvmcore import abi
+from kvmcore import _args, abi
 from kvmcore.errors import KvmError
 
 GUEST_MEMFD_FLAGS_VALID = abi.GUEST_MEMFD_FLAG_MMAP | abi.GUEST_MEMFD_FLAG_INIT_SHARED
@@ -56,6 +56,7 @@ class GuestMemfd:
 
     def memory_failure(self, offset: int) -> int:
         """Poison the page at ``offset`` (``kvm_gmem_error_folio()``); KVM's mappings are zapped."""
+        _args.integer("memory_failure", "offset", offset)
         if not 0 <= offset < self.size:
             raise KvmError(abi.EINVAL, f"guest_memfd {self.fd}: offset {offset:#x} is beyond its {self.size:#x} bytes")
         index = offset >> self.page_shift

@@ -15,7 +15,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvmcore import abi
+from kvmcore import _args, abi
 from kvmcore._types import KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON
 from kvmcore.errors import KvmError
 
@@ -79,6 +79,8 @@ class HostMemory:
         ``page_size`` models the backing (hugetlbfs or THP): 2 MiB or 1 GiB lets KVM map the
         range with block mappings; the default is the base page size.
         """
+        for _name, _value in (("size", size), ("prot", prot)):
+            _args.integer("mmap", _name, _value)
         page_size = page_size or self.page_size
         if page_size < self.page_size or page_size & (page_size - 1):
             raise KvmError(abi.EINVAL, f"mmap: page_size {page_size:#x} is not a power of two >= {self.page_size:#x}")
@@ -97,12 +99,16 @@ class HostMemory:
 
     def munmap(self, hva: int, size: int) -> None:
         """Unmap ``[hva, hva+size)``; KVM's mappings of it are zapped (mmu notifier)."""
+        for _name, _value in (("hva", hva), ("size", size)):
+            _args.integer("munmap", _name, _value)
         self._check_range("munmap", hva, size)
         self._carve(hva, hva + size)
         self._invalidate(hva, hva + size)
 
     def mprotect(self, hva: int, size: int, prot: int) -> None:
         """Change the protection of ``[hva, hva+size)``; ``ENOMEM`` if part is unmapped."""
+        for _name, _value in (("hva", hva), ("size", size), ("prot", prot)):
+            _args.integer("mprotect", _name, _value)
         self._check_range("mprotect", hva, size)
         end = hva + size
         if self._covered(hva, end) != size:
@@ -119,6 +125,7 @@ class HostMemory:
         The kernel unmaps a poisoned page from every mapping, KVM's included, and later
         accesses see ``-EHWPOISON`` from GUP (``KVM_PFN_ERR_HWPOISON``).
         """
+        _args.integer("memory_failure", "hva", hva)
         vma = self.find_vma(hva)
         if vma is None:
             raise KvmError(abi.EFAULT, f"memory_failure: hva {hva:#x} is not mapped")

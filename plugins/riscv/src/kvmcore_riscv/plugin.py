@@ -24,8 +24,8 @@ from .trap import GUEST_PAGE_FAULT_ACCESS
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
 #: same cause, so only "not_present" and "no_slot" can be expressed as themselves.
 CAUSES = ("not_present", "no_slot")
-#: VM settings: none (the kernel version is the VM's ``kernel``; see ``kernels.py``).
-SETTINGS: dict[str, tuple[object, ...]] = {}
+#: VM settings: none (the kernel modelled is ``vm.kernel``).
+SETTINGS: dict[str, tuple[Any, ...]] = {}
 
 
 @hookimpl

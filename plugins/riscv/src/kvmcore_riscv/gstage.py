@@ -230,7 +230,8 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     is_hugetlb = vma.page_size > vm.page_size and not vma.thp
     vma_pageshift = vma.page_size.bit_length() - 1 if is_hugetlb else vm.page_shift
     size = 1 << vma_pageshift
-    if logging:
+    # "riscv-userfault": a KVM_MEM_USERFAULT slot maps PAGE_SIZE, as v3 forces on arm64
+    if logging or slot.flags & abi.KVM_MEM_USERFAULT:
         size = vm.page_size
     elif is_hugetlb and kernels.gstage_huge_mapping_checked(vm):
         size = hugetlb_mapping_size(slot, hva, size, vm.page_size)
@@ -261,7 +262,13 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
         )
     if logging and not fault.write:
         writable = False
-    if not logging and not is_hugetlb and size == vm.page_size and kernels.thp_blocks(vm):
+    if (
+        not logging
+        and not slot.flags & abi.KVM_MEM_USERFAULT
+        and not is_hugetlb
+        and size == vm.page_size
+        and kernels.thp_blocks(vm)
+    ):
         size = transparent_hugepage_adjust(vm, slot, hva)  # pfn and gpa aligned down alike
     # the core maps fault.gfn: give it the pfn the block puts there (pfn belongs to fault_gfn)
     return Mapped(pfn + (gfn - fault_gfn), writable, size, exec=True)

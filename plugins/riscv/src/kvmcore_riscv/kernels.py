@@ -32,9 +32,10 @@ def gstage_huge_mapping_checked(vm: kvmcore.VM) -> bool:
       whatever the memslot's gpa/hva alignment or bounds.
     * 7.3 (``kvm_riscv_mmu_map()``): ``hugetlb_mapping_size()`` steps PUD -> PMD -> PAGE_SIZE
       until ``fault_supports_gstage_huge_mapping()`` accepts the block (gpa and hva congruent,
-      block inside the slot).
+      block inside the slot). It came after the THP patch (6.19), whose
+      ``fault_supports_gstage_huge_mapping(memslot, hva)`` had no size argument yet.
     """
-    return vm.kernel >= (7, 0)
+    return vm.kernel >= (6, 19)
 
 
 def thp_blocks(vm: kvmcore.VM) -> bool:

@@ -238,3 +238,38 @@ def test_private_input_needs_the_arm64_private_proposal() -> None:
     vm = kvmcore.VM("arm64", proposals=())
     with pytest.raises(kvmcore.DecodeError, match="arm64-private"):
         vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM), "private": 1})
+
+
+# --- guest_memfd slots (gmem_abort(), 6.18+) ------------------------------------------------
+# 0x8200000F: IABT_LOW IL IFSC=0x0F (permission fault L3: XN at stage 2)
+FETCH_PERM = 0x8200000F
+EHWPOISON = 133  # asm-generic errno.h
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "7.3"])
+def test_gmem_abort_hwpoison_is_a_memory_fault(kernel) -> None:
+    # gmem_abort(): kvm_gmem_get_pfn() fails -> kvm_prepare_memory_fault_exit(vcpu, fault_ipa,
+    # PAGE_SIZE, write, exec, false) and return the errno: -EHWPOISON, flags 0 (not private),
+    # no SIGBUS (the signal path is user_mem_abort()'s only).
+    vm, vcpu = make(kernel)
+    fd = vm.create_guest_memfd(1 * MiB)
+    vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+    vm.guest_memfd(fd).memory_failure(0x6000)
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(0x8000_6000)})
+    assert (res.ret, res.exit_reason, res.outcome, res.signal) == (-EHWPOISON, abi.KVM_EXIT_MEMORY_FAULT, "gmem_error", None)
+    mf = vcpu.kvm_run.memory_fault
+    assert (mf.flags, mf.gpa, mf.size) == (0, 0x8000_6000, 0x1000)
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "7.3"])
+def test_gmem_abort_fetch_after_read_adds_exec(kernel) -> None:
+    # A read maps R|W (not READONLY) without X. The fetch's permission fault: 6.18's
+    # gmem_abort() maps PAGE_SIZE anew with R|W|X; 7.3's kvm_pgtable_stage2_relax_perms() adds
+    # X to R|W. Both leave a 4K leaf R|W|X.
+    vm, vcpu = make(kernel)
+    fd = vm.create_guest_memfd(1 * MiB)
+    vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+    first = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(0x8000_2000)})
+    assert (first.outcome, first.mapped.writable, first.mapped.exec) == ("mapped_gmem", True, False)
+    res = vcpu.handle_fault({"esr": FETCH_PERM, "hpfar": hpfar(0x8000_2000)})
+    assert (res.outcome, res.mapped.size, res.mapped.writable, res.mapped.exec) == ("mapped_gmem", 4096, True, True)

@@ -81,3 +81,11 @@ def test_misaligned_slot_edges_map_4k() -> None:
     vm2.set_user_memory_region(0, RAM, 4 * MB, hva2 + 0x1000)  # not congruent
     res = vm2.create_vcpu().handle_fault({"exit_qualification": EQ_READ, "gpa": RAM + 0x20_1000})
     assert res.mapped.size == 4096
+
+
+def test_tdx_vm_type_needs_6_16() -> None:
+    # 6.12 arch/x86/include/uapi/asm/kvm.h defines KVM_X86_SW_PROTECTED_VM (1) and
+    # KVM_X86_SNP_VM (4) but no KVM_X86_TDX_VM (5, in 7.3): KVM_CREATE_VM refuses type 5.
+    with pytest.raises(ValueError, match="tdx"):
+        kvmcore.VM("x86", kernel="6.12", vm_type="tdx")
+    assert kvmcore.VM("x86", kernel="6.18", vm_type="tdx").settings["vendor"] == "vmx"

@@ -273,3 +273,25 @@ def test_gmem_abort_fetch_after_read_adds_exec(kernel) -> None:
     assert (first.outcome, first.mapped.writable, first.mapped.exec) == ("mapped_gmem", True, False)
     res = vcpu.handle_fault({"esr": FETCH_PERM, "hpfar": hpfar(0x8000_2000)})
     assert (res.outcome, res.mapped.size, res.mapped.writable, res.mapped.exec) == ("mapped_gmem", 4096, True, True)
+
+
+@pytest.mark.parametrize(
+    ("granule", "hugetlb", "size"),
+    [
+        # 16K pages: CONT_PTE_SHIFT = 7 + 14 = 21, so a 2 MiB hugetlbfs page is CONT_PTE ->
+        # PAGE_SHIFT with force_pte (no THP promotion); PMD_SHIFT = 25: a 32 MiB block.
+        ("16K", 2 * MiB, 16 << 10),
+        ("16K", 32 * MiB, 32 * MiB),
+        # 64K pages: CONT_PTE_SHIFT = 5 + 16 = 21 (2 MiB, again pages); PMD_SHIFT = 29 (512 MiB)
+        ("64K", 2 * MiB, 64 << 10),
+        ("64K", 512 * MiB, 512 * MiB),
+    ],
+)
+def test_hugetlb_sizes_per_granule(granule, hugetlb, size) -> None:
+    # asm/pgtable-hwdef.h: CONT_PTE_SHIFT = CONFIG_ARM64_CONT_PTE_SHIFT + PAGE_SHIFT (Kconfig:
+    # 7 for 16K, 5 for 64K, 4 for 4K pages); user_mem_abort()'s vma_shift switch.
+    vm, vcpu = make("7.3", granule=granule)
+    hva = vm.host.mmap(max(hugetlb, 2 * MiB), page_size=hugetlb)
+    vm.set_user_memory_region(0, 1 << 30, max(hugetlb, 2 * MiB), hva)
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar((1 << 30) + 0x10000)})
+    assert (res.outcome, res.mapped.size) == ("mapped", size)

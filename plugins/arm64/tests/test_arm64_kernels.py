@@ -160,9 +160,11 @@ SEA_STORE = 0x93C00250
 @pytest.mark.parametrize("kernel", ["6.12", "6.18"])
 def test_sea_is_an_serror_before_6_19(kernel) -> None:
     # 6.12 asm/kvm_ras.h:kvm_handle_guest_sea() is apei_claim_sea() only; unclaimed ->
-    # kvm_inject_vabt(). KVM_CAP_ARM_SEA_TO_USER does not exist (merged for 6.19).
+    # kvm_inject_vabt(). KVM_CAP_ARM_SEA_TO_USER does not exist (merged for 6.19): EINVAL.
     vm, vcpu = make(kernel)
-    vm.enable_cap(abi.KVM_CAP_ARM_SEA_TO_USER)
+    with pytest.raises(kvmcore.KvmError) as err:
+        vm.enable_cap(abi.KVM_CAP_ARM_SEA_TO_USER)
+    assert err.value.errno == errno.EINVAL
     res = vcpu.handle_fault({"esr": SEA_STORE, "far": 0xFFFF_0000_1234, "hpfar": hpfar(RAM)})
     assert (res.ret, res.exit_reason, res.outcome) == (0, None, "sea_injected")
 

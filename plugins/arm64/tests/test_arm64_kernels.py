@@ -297,3 +297,17 @@ def test_hugetlb_sizes_per_granule(granule, hugetlb, size) -> None:
     vm.set_user_memory_region(0, 1 << 30, max(hugetlb, 2 * MiB), hva)
     res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar((1 << 30) + 0x10000)})
     assert (res.outcome, res.mapped.size) == ("mapped", size)
+
+
+def test_syndrome_words_only_with_the_syndrome_proposal() -> None:
+    # The syndrome after memory_fault is kvmcore's proposal; upstream 7.3 gmem_abort() fills
+    # only exit_reason and memory_fault (kvm_prepare_memory_fault_exit()), the rest stays 0.
+    for proposals, flags in ((None, abi.KVMCORE_SYNDROME_VALID), ((), 0)):
+        vm = kvmcore.VM("arm64", proposals=proposals)
+        fd = vm.create_guest_memfd(1 * MiB)
+        vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+        vm.guest_memfd(fd).memory_failure(0)
+        vcpu = vm.create_vcpu()
+        res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(0x8000_0000)})
+        assert (res.outcome, vcpu.kvm_run.syndrome.flags, vcpu.kvm_run.syndrome.syndrome[0] != 0) == (
+            "gmem_error", flags, flags != 0)

@@ -89,3 +89,16 @@ def test_tdx_vm_type_needs_6_16() -> None:
     with pytest.raises(ValueError, match="tdx"):
         kvmcore.VM("x86", kernel="6.12", vm_type="tdx")
     assert kvmcore.VM("x86", kernel="6.18", vm_type="tdx").settings["vendor"] == "vmx"
+
+
+def test_syndrome_words_only_with_the_syndrome_proposal() -> None:
+    # sw_protected: kvm_mmu_page_fault() sets PFERR_PRIVATE_ACCESS from the gfn's attributes; the
+    # slot has no guest_memfd -> kvm_mmu_faultin_pfn_gmem(): kvm_mmu_prepare_memory_fault_exit()
+    # fills exit_reason and memory_fault only; the syndrome after it is kvmcore's proposal.
+    for proposals, flags in ((None, abi.KVMCORE_SYNDROME_VALID), ((), 0)):
+        vm = kvmcore.VM("x86", vm_type="sw_protected", proposals=proposals)
+        vm.set_user_memory_region(0, RAM, 2 * MB)
+        vm.set_memory_attributes(RAM, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        vcpu = vm.create_vcpu()
+        res = vcpu.handle_fault({"exit_qualification": EQ_READ, "gpa": RAM})
+        assert (res.outcome, vcpu.kvm_run.syndrome.flags) == ("private_no_gmem", flags)

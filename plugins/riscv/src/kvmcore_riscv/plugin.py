@@ -72,8 +72,10 @@ def prepare_memory_fault_exit(
 ) -> Generator[None, kvmcore.MemoryFault, kvmcore.MemoryFault]:
     """kvmcore's syndrome extension (``docs/syndrome.md``): scause and htinst after the common
     ``kvm_prepare_memory_fault_exit()`` ran. No upstream counterpart: RISC-V never makes a
-    memory-fault exit."""
+    memory-fault exit. Only when the proposal "syndrome" is on."""
     common = yield
+    if not vcpu.vm.has_proposal("syndrome"):
+        return common
     syndrome = vcpu.kvm_run.syndrome
     syndrome.flags = abi.KVMCORE_SYNDROME_VALID
     syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV

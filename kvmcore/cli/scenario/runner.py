@@ -187,7 +187,10 @@ class _State:
     def set_memslot(self, spec: SlotSpec) -> None:
         vm = self.vm
         # the ioctl's own checks first: nothing is sized from a slot the kernel would refuse
-        npages = vm._check_memory_region(spec.slot, spec.gpa, spec.size, None, spec.flags, spec.guest_memfd_offset)
+        try:
+            npages = vm._check_memory_region(spec.slot, spec.gpa, spec.size, None, spec.flags, spec.guest_memfd_offset)
+        except (ValueError, TypeError) as exc:  # a value no ioctl field holds
+            raise _StepError(f"{spec.path}: {exc}") from None
         if spec.flags & abi.KVM_MEM_USERFAULT:
             need = bitmap_bytes(npages)
             held = sum(len(b) for slot, b in self.bitmaps.items() if slot != spec.slot)
@@ -283,7 +286,7 @@ def _run_step(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) -> 
             vm.enable_cap(p["cap"])
         else:
             return _run_fault(state, vcpu, step, arch_name)
-    except KvmError as exc:
+    except (KvmError, ValueError, TypeError) as exc:  # the kernel's refusal, or a value no ioctl field holds
         raise _StepError(f"{step.title()}: {exc}") from None
     return StepResult("done")
 

@@ -46,6 +46,8 @@ SYNDROME_ARCHES = {
     abi.KVMCORE_SYNDROME_ARCH_X86_SVM: "X86_SVM",
     abi.KVMCORE_SYNDROME_ARCH_RISCV: "RISCV",
 }
+U64_MAX = (1 << 64) - 1
+U32_MAX = (1 << 32) - 1
 _ERRNO_BY_NAME = {name: num for num, name in ERRNO_NAMES.items()}
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"\s*(0x[0-9a-f_]+|0b[01_]+|0o[0-7_]+|[0-9][0-9_]*)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.I)
@@ -213,7 +215,7 @@ class Parser:
             raise self.error(path, value, "true or false")
         return value
 
-    def integer(self, value: Any, path: str, what: str = "an integer", minimum: int | None = 0) -> int:
+    def integer(self, value: Any, path: str, what: str = "an integer", minimum: int | None = 0, maximum: int | None = U64_MAX) -> int:
         if isinstance(value, bool):
             raise self.error(path, value, what)
         if isinstance(value, str):
@@ -223,6 +225,8 @@ class Parser:
                 raise self.error(path, value, what) from None
         if not isinstance(value, int) or (minimum is not None and value < minimum):
             raise self.error(path, value, what)
+        if maximum is not None and value > maximum:
+            raise self.error(path, value, f"{what}, at most {maximum:#x} (the ioctl's field is __u{maximum.bit_length()})")
         return value
 
     def address(self, value: Any, path: str) -> int:
@@ -235,6 +239,8 @@ class Parser:
             if m is None:
                 raise self.error(path, value, what)
             result = int(m[1].replace("_", ""), 0) * _UNITS[(m[2] or "").lower()]
+            if result > U64_MAX:
+                raise self.error(path, value, f"{what}, at most 2**64-1 bytes (the ioctl's field is __u64)")
         else:
             result = self.integer(value, path, what)
         if result < 0 or (result == 0 and not allow_zero):
@@ -338,7 +344,7 @@ class Parser:
             except (kvmcore.PluginLoadError, kvmcore.FaultContractError):
                 continue  # the run reports the arch's own error in its column
             for key in settings:
-                if key not in declared:
+                if key not in declared and key not in ("kernel", "proposals"):  # VM()'s own parameters
                     raise ScenarioError(
                         f"{self.file}: vm.{arch}.{key}: unknown setting for arch {arch!r}; its settings: "
                         + (", ".join(declared) or "(none)")
@@ -359,7 +365,7 @@ class Parser:
                                 "host_page_size", "host_prot", "userfault"))
         spec = SlotSpec(
             path,
-            self.integer(table.get("slot", default_slot), f"{path}.slot", "a slot number"),
+            self.integer(table.get("slot", default_slot), f"{path}.slot", "a slot number", maximum=U32_MAX),
             self.address(self.require(table, "gpa", path), f"{path}.gpa"),
             self.size(self.require(table, "size", path), f"{path}.size", allow_zero=allow_delete),
         )

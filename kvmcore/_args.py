@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def integer(func: str, name: str, value: Any) -> int:
     """``value`` if it is an int (not a bool); ``TypeError`` naming ``func`` and ``name``."""
     if type(value) is int:

@@ -44,6 +44,8 @@ def run_cli(argv: list[str]) -> Run:
         except SystemExit as exc:  # argparse: usage errors (2), --help/--version (0)
             status = exc.code if isinstance(exc.code, int) else 2
     seconds = time.perf_counter() - start
+    if status == 130:  # main() caught a KeyboardInterrupt: a campaign's time limit, not a finding
+        raise KeyboardInterrupt
     global COUNT
     COUNT += 1
     count_file = os.environ.get("KVMCORE_FUZZ_COUNT")

@@ -268,8 +268,11 @@ class VM:
         """``KVM_CREATE_GUEST_MEMFD``: returns a file descriptor number for ``guest_memfd=``."""
         if flags & ~GUEST_MEMFD_FLAGS_VALID:
             raise KvmError(abi.EINVAL, f"create_guest_memfd: invalid flags {flags:#x}")
-        if size <= 0 or size & (self.page_size - 1):
-            raise KvmError(abi.EINVAL, f"create_guest_memfd: size {size:#x} is not a positive multiple of PAGE_SIZE")
+        # kvm_gmem_create(): ``loff_t size = args->size``, so a u64 of 2^63 or more is negative
+        if size <= 0 or size >= 1 << 63 or size & (self.page_size - 1):
+            raise KvmError(
+                abi.EINVAL, f"create_guest_memfd: size {size:#x} is not a positive multiple of PAGE_SIZE below 2^63 (loff_t)"
+            )
         fd = self._next_fd
         self._next_fd += 1
         gmem = GuestMemfd(fd, size, flags, self._next_gmem_pfn, self.page_shift, invalidate=self._gmem_invalidate)

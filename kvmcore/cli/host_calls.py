@@ -52,12 +52,10 @@ class Ref:
 @dataclass(slots=True, frozen=True)
 class Call:
     """One call: ``op`` is ``set_user_memory_region2``, ``create_guest_memfd`` or
-    ``set_memory_attributes``; ``args`` its keyword arguments (ints or :class:`Ref`); ``tags``
-    name the unusual values the generator chose (they refine disagreement classes)."""
+    ``set_memory_attributes``; ``args`` its keyword arguments (ints or :class:`Ref`)."""
 
     op: str
     args: tuple[tuple[str, Any], ...]
-    tags: tuple[str, ...] = ()
 
     def text(self) -> str:
         parts = []
@@ -66,20 +64,19 @@ class Call:
         return f"{self.op}({', '.join(parts)})"
 
 
-def region(slot: int, gpa: int, size: int, uaddr: Any, flags: int = 0, gmem: Any = 0, offset: int = 0,
-           tags: tuple[str, ...] = ()) -> Call:
+def region(slot: int, gpa: int, size: int, uaddr: Any, flags: int = 0, gmem: Any = 0, offset: int = 0) -> Call:
     return Call("set_user_memory_region2", (
         ("slot", slot), ("flags", flags), ("guest_phys_addr", gpa), ("memory_size", size),
         ("userspace_addr", uaddr), ("guest_memfd", gmem), ("guest_memfd_offset", offset),
-    ), tags)
+    ))
 
 
-def gmem_create(size: int, flags: int = 0, tags: tuple[str, ...] = ()) -> Call:
-    return Call("create_guest_memfd", (("size", size), ("flags", flags)), tags)
+def gmem_create(size: int, flags: int = 0) -> Call:
+    return Call("create_guest_memfd", (("size", size), ("flags", flags)))
 
 
-def attributes(address: int, size: int, attrs: int, flags: int = 0, tags: tuple[str, ...] = ()) -> Call:
-    return Call("set_memory_attributes", (("address", address), ("size", size), ("attributes", attrs), ("flags", flags)), tags)
+def attributes(address: int, size: int, attrs: int, flags: int = 0) -> Call:
+    return Call("set_memory_attributes", (("address", address), ("size", size), ("attributes", attrs), ("flags", flags)))
 
 
 # --- the fixed edge cases ----------------------------------------------------------------------------
@@ -147,48 +144,98 @@ def edge_cases() -> list[tuple[str, list[Call]]]:
 
 
 # --- the random generator ----------------------------------------------------------------------------
-def _pick(rng: random.Random, choices: Sequence[tuple[Any, str]]) -> tuple[Any, str]:
+def _pick(rng: random.Random, choices: Sequence[Any]) -> Any:
     return choices[rng.randrange(len(choices))]
 
 
 def random_call(rng: random.Random, ngmem: int) -> Call:
     """One call, mostly well-formed (so that slots exist and later calls can move, resize or
-    delete them), with unusual values mixed in; each unusual value adds a tag."""
+    delete them), with unusual values mixed in."""
     r = rng.random()
     if r < 0.15:
-        size, st = _pick(rng, [(MB, ""), (PAGE_SIZE, ""), (2 * MB, ""), (0, "size:0"), (0x800, "size:unaligned"),
-                               (1 << 63, "size:2^63"), (U64 - PAGE_SIZE + 1, "size:2^64-4K")])
-        flags, ft = _pick(rng, [(0, ""), (0, ""), (GMEM_FLAGS, ""), (abi.GUEST_MEMFD_FLAG_MMAP, ""),
-                                (abi.GUEST_MEMFD_FLAG_INIT_SHARED, "gflags:init_shared"), (1 << rng.randrange(2, 64), "gflags:unknown")])
-        return gmem_create(size, flags, tuple(t for t in (st, ft) if t))
+        size = _pick(rng, [MB, PAGE_SIZE, 2 * MB, 0, 0x800, 1 << 63, U64 - PAGE_SIZE + 1])
+        flags = _pick(rng, [0, 0, GMEM_FLAGS, abi.GUEST_MEMFD_FLAG_MMAP, abi.GUEST_MEMFD_FLAG_INIT_SHARED, 1 << rng.randrange(2, 64)])
+        return gmem_create(size, flags)
     if r < 0.18:
-        return attributes(rng.randrange(4) * MB, MB, rng.choice((0, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)), tags=("attributes",))
-    tags: list[str] = []
-
-    def pick(choices: Sequence[tuple[Any, str]]) -> Any:
-        value, tag = _pick(rng, choices)
-        if tag:
-            tags.append(tag)
-        return value
-
-    slot = pick([(rng.randrange(4), "")] * 8 + [(32763, "slot:32763"), (32764, "slot:32764"), (0x1_0000 | rng.randrange(4), "slot:as1"),
-                                              (rng.randrange(1 << 32), "slot:random")])
-    flags = pick([(0, "")] * 6 + [(abi.KVM_MEM_LOG_DIRTY_PAGES, ""), (abi.KVM_MEM_READONLY, ""), (abi.KVM_MEM_GUEST_MEMFD, ""),
-                                  (abi.KVM_MEM_READONLY | abi.KVM_MEM_LOG_DIRTY_PAGES, ""), (abi.KVM_MEM_USERFAULT, "flags:userfault"),
-                                  (rng.randrange(16), "flags:combo"), (1 << rng.randrange(4, 32), "flags:unknown")])
-    gpa = pick([(rng.randrange(8) * MB // 2, "")] * 8 + [(0x800, "gpa:unaligned"), (1 << 63, "gpa:2^63"), (U64 - PAGE_SIZE + 1, "gpa:2^64-4K"),
-                                                     (1 << 52, "gpa:2^52")])
-    size = pick([(MB, ""), (MB, ""), (MB // 2, ""), (PAGE_SIZE, ""), (2 * MB, ""), (0, "size:0"), (0x800, "size:unaligned"),
-                 (1 << 63, "size:2^63"), (U64 - PAGE_SIZE + 1, "size:2^64-4K"), ((1 << 31) << 12, "size:2^31 pages")])
-    uaddr = pick([(Ref("pool", 0), "")] * 6 + [(Ref("pool", rng.randrange(POOL_PAGES) * PAGE_SIZE), ""), (Ref("pool", 0x10), "uaddr:unaligned"),
-                                               (0, "uaddr:0"), (USER_TOP - PAGE_SIZE * rng.randrange(1, 3), "uaddr:user-top"),
-                                               (USER_TOP, "uaddr:2^47"), (1 << 63, "uaddr:2^63")])
+        return attributes(rng.randrange(4) * MB, MB, rng.choice((0, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)))
+    slot = _pick(rng, [rng.randrange(4)] * 8 + [32763, 32764, 0x1_0000 | rng.randrange(4), rng.randrange(1 << 32)])
+    flags = _pick(rng, [0] * 6 + [abi.KVM_MEM_LOG_DIRTY_PAGES, abi.KVM_MEM_READONLY, abi.KVM_MEM_GUEST_MEMFD,
+                                  abi.KVM_MEM_READONLY | abi.KVM_MEM_LOG_DIRTY_PAGES, abi.KVM_MEM_USERFAULT,
+                                  rng.randrange(16), 1 << rng.randrange(4, 32)])
+    gpa = _pick(rng, [rng.randrange(8) * MB // 2] * 8 + [0x800, 1 << 63, U64 - PAGE_SIZE + 1, 1 << 52])
+    size = _pick(rng, [MB, MB, MB // 2, PAGE_SIZE, 2 * MB, 0, 0x800, 1 << 63, U64 - PAGE_SIZE + 1, (1 << 31) << 12])
+    uaddr = _pick(rng, [Ref("pool", 0)] * 6 + [Ref("pool", rng.randrange(POOL_PAGES) * PAGE_SIZE), Ref("pool", 0x10), 0,
+                                               USER_TOP - PAGE_SIZE * rng.randrange(1, 3), USER_TOP, 1 << 63])
     gmem: Any = 0
     if flags & abi.KVM_MEM_GUEST_MEMFD or rng.random() < 0.05:
-        gmem = pick([(Ref("gmem", rng.randrange(ngmem)) if ngmem else Ref("bad-fd"), "" if ngmem else "gmem:bad-fd")] * 6
-                    + [(Ref("foreign-gmem"), "gmem:foreign"), (Ref("not-gmem"), "gmem:not-gmem"), (Ref("bad-fd"), "gmem:bad-fd")])
-    offset = pick([(0, "")] * 6 + [(MB // 2, ""), (0x800, "offset:unaligned"), (1 << 63, "offset:2^63"), (U64 - PAGE_SIZE + 1, "offset:2^64-4K")])
-    return region(slot, gpa, size, uaddr, flags, gmem, offset, tuple(tags))
+        gmem = _pick(rng, [Ref("gmem", rng.randrange(ngmem)) if ngmem else Ref("bad-fd")] * 6
+                     + [Ref("foreign-gmem"), Ref("not-gmem"), Ref("bad-fd")])
+    offset = _pick(rng, [0] * 6 + [MB // 2, 0x800, 1 << 63, U64 - PAGE_SIZE + 1])
+    return region(slot, gpa, size, uaddr, flags, gmem, offset)
+
+
+#: what an argument is replaced with when a reproducer is reduced (:func:`plain`): values the
+#: random generator never uses, so the replacement overlaps nothing
+PLAIN: dict[str, Any] = {"slot": 9, "guest_phys_addr": 0x4000_0000, "memory_size": PAGE_SIZE,
+                         "userspace_addr": Ref("pool", 0), "guest_memfd_offset": 0}
+
+
+def unusual(call: Call) -> dict[str, str]:
+    """The arguments of a ``set_user_memory_region2`` call that are out of the ordinary, each with
+    a short tag: a disagreement's class is the op, both results and the tags that matter."""
+    if call.op != "set_user_memory_region2":
+        return {}
+    args = dict(call.args)
+    tags: dict[str, str] = {}
+    slot = args["slot"]
+    if slot >> 16:
+        tags["slot"] = "slot:address-space"
+    elif slot >= 32763:
+        tags["slot"] = f"slot:{slot}"
+    gpa, size = args["guest_phys_addr"], args["memory_size"]
+    if gpa % PAGE_SIZE:
+        tags["guest_phys_addr"] = "gpa:unaligned"
+    elif gpa >= 1 << 40:
+        tags["guest_phys_addr"] = "gpa:huge"
+    if size % PAGE_SIZE:
+        tags["memory_size"] = "size:unaligned"
+    elif size == 0:
+        tags["memory_size"] = "size:0"
+    elif size >= 1 << 40:
+        tags["memory_size"] = "size:huge"
+    uaddr = args["userspace_addr"]
+    if isinstance(uaddr, Ref):
+        if uaddr.index % PAGE_SIZE:
+            tags["userspace_addr"] = "uaddr:unaligned"
+    elif uaddr == 0:
+        tags["userspace_addr"] = "uaddr:0"
+    elif uaddr >= USER_TOP - 2 * PAGE_SIZE:
+        tags["userspace_addr"] = "uaddr:near-or-past-2^47"
+    flags = args["flags"]
+    if flags & ~(abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_READONLY | abi.KVM_MEM_GUEST_MEMFD):
+        tags["flags"] = "flags:unknown-or-userfault"
+    gmem = args["guest_memfd"]
+    if isinstance(gmem, Ref) and gmem.kind != "gmem":
+        tags["guest_memfd"] = f"gmem:{gmem.kind}"
+    offset = args["guest_memfd_offset"]
+    if offset % PAGE_SIZE:
+        tags["guest_memfd_offset"] = "offset:unaligned"
+    elif offset >= 1 << 40:
+        tags["guest_memfd_offset"] = "offset:huge"
+    return tags
+
+
+def plain(call: Call, name: str) -> Call:
+    """``call`` with argument ``name`` made ordinary (flags lose their unknown bits, a foreign or
+    bad fd becomes gmem#0, the rest take :data:`PLAIN`)."""
+    args = dict(call.args)
+    if name == "flags":
+        args[name] &= abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_READONLY | abi.KVM_MEM_GUEST_MEMFD
+    elif name == "guest_memfd":
+        args[name] = Ref("gmem", 0)
+    else:
+        args[name] = PLAIN[name]
+    return Call(call.op, tuple(args.items()))
 
 
 def random_sequences(seed: int, count: int) -> Iterator[list[Call]]:
@@ -397,24 +444,25 @@ class Comparer:
         return results
 
     def _record(self, call: Call, a: int, b: int, prefix: list[Call]) -> None:
-        key = (call.op, a, b, call.tags)
-        cls = self.report.classes.get(key)
-        if cls is None:
-            cls = Disagreement(call.op, a, b, call.tags)
-            cls.reproducer = self._minimise(prefix, call, a, b)
-            self.report.classes[key] = cls
-        cls.count += 1
-
-    def _minimise(self, prefix: list[Call], call: Call, a: int, b: int) -> list[Call]:
-        """Drop earlier calls one at a time while the last call still gives (a, b)."""
+        """Reduce the disagreement (earlier calls dropped, unusual arguments made plain while it
+        stays), then count it in the class of its op, both results and the tags that remain."""
         kept = list(prefix)
-        i = len(kept) - 1
-        while i >= 0:
+        for i in range(len(kept) - 1, -1, -1):
             trial = kept[:i] + kept[i + 1:]
             if self._reproduces(trial, call, a, b):
                 kept = trial
-            i -= 1
-        return [*kept, call]
+        for name in list(unusual(call)):
+            trial_call = plain(call, name)
+            if self._reproduces(kept, trial_call, a, b):
+                call = trial_call
+        tags = tuple(sorted(unusual(call).values()))
+        key = (call.op, a, b, tags)
+        cls = self.report.classes.get(key)
+        if cls is None:
+            cls = self.report.classes[key] = Disagreement(call.op, a, b, tags, reproducer=[*kept, call])
+        elif len(kept) + 1 < len(cls.reproducer):
+            cls.reproducer = [*kept, call]
+        cls.count += 1
 
     def _reproduces(self, prefix: list[Call], call: Call, a: int, b: int) -> bool:
         real, model = RealSide(self.system, self.env), ModelSide(self.make_vm, self.env)

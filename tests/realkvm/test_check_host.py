@@ -23,10 +23,11 @@ KNOWN_MODEL_GAPS: dict[str, Any] = {
     "guest_memfd slots are immutable": lambda c: (c["real"], c["model"]) == ("EINVAL", "0")
     and "flags=0x4" in c["reproducer"][-1] and len(c["reproducer"]) >= 3,
     # access_ok(): uaddr + size must stay <= TASK_SIZE_MAX = 2^47 - PAGE_SIZE (x86-64, 4-level paging)
-    "user address range": lambda c: (c["real"], c["model"]) == ("EINVAL", "0") and "uaddr:user-top" in c["tags"],
+    "user address range": lambda c: c["real"] == "EINVAL" and "uaddr:near-or-past-2^47" in c["tags"],
     # kvm_gmem_bind() (6.12) / kvm_gmem_prepare_memory_region() (7.3): a file that is not a guest_memfd,
     # or one of another VM, is EINVAL; only an fd that is not open is EBADF
     "foreign or non-guest_memfd fd": lambda c: (c["real"], c["model"]) == ("EINVAL", "EBADF")
+    and bool({"gmem:foreign-gmem", "gmem:not-gmem"} & set(c["tags"]))
     and re.search(r"guest_memfd=(foreign-gmem|not-gmem)", c["reproducer"][-1]) is not None,
     # kvm_gmem_bind(): an already-bound range is EINVAL up to 6.18; 7.x returns EEXIST
     "overlapping bindings": lambda c: (c["real"], c["model"]) == ("EINVAL", "EEXIST") and "flags=0x4" in c["reproducer"][-1],

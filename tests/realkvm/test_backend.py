@@ -105,3 +105,23 @@ def test_detect_host_says_how(system) -> None:
     host = g.detect_host()
     assert host.flavour in ("pvm", "vmx", "svm", "unknown") and host.evidence
     assert host.cpl == (3 if host.flavour in ("pvm", "unknown") else 0)
+
+
+def test_enable_cap_on_the_vm(system) -> None:
+    KVM_CAP_HALT_POLL = 182  # include/uapi/linux/kvm.h
+    with system.create_vm() as vm:
+        assert vm.check_extension(KVM_CAP_HALT_POLL) == 1
+        vm.enable_cap(KVM_CAP_HALT_POLL, 0)
+        # virt/kvm/kvm_main.c:kvm_vm_ioctl_enable_cap_generic(): args[0] must fit an unsigned int
+        with pytest.raises(KvmError) as info:
+            vm.enable_cap(KVM_CAP_HALT_POLL, 1 << 32)
+        assert info.value.errno == errno.EINVAL
+        # arch/x86/kvm/x86.c:kvm_vm_ioctl_enable_cap(): flags must be 0
+        with pytest.raises(KvmError) as info:
+            vm.enable_cap(uapi.KVM_CAP_READONLY_MEM, flags=1)
+        assert info.value.errno == errno.EINVAL
+
+
+def test_vm_types_bitmask_includes_the_default_vm(system) -> None:
+    # KVM_CAP_VM_TYPES: a bitmask of accepted KVM_CREATE_VM types; bit 0 = KVM_X86_DEFAULT_VM
+    assert system.check_extension(uapi.KVM_CAP_VM_TYPES) & 1 << uapi.KVM_X86_DEFAULT_VM

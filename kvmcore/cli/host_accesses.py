@@ -53,6 +53,8 @@ class SlotConfig:
     uaddr: bool = True  # False: userspace_addr = 0
     host_change: str | None = None  # "munmap", "prot_none", "prot_read" after the slot is set
     no_slot: bool = False
+    #: a second KVM_RUN: "retry" as is, or "fix" after mprotect(PROT_READ|PROT_WRITE) of the backing
+    then: str | None = None
 
 
 CONFIGS: tuple[SlotConfig, ...] = (
@@ -72,6 +74,8 @@ CONFIGS: tuple[SlotConfig, ...] = (
     SlotConfig("munmap", "read-write slot, backing munmapped", host_change="munmap"),
     SlotConfig("prot_none", "read-write slot, backing mprotect(PROT_NONE)", host_change="prot_none"),
     SlotConfig("prot_read", "read-write slot, backing mprotect(PROT_READ)", host_change="prot_read"),
+    SlotConfig("prot_none_retry", "as prot_none, then KVM_RUN again unchanged", host_change="prot_none", then="retry"),
+    SlotConfig("prot_none_fixed", "as prot_none, then mprotect(RW) and KVM_RUN again", host_change="prot_none", then="fix"),
 )
 
 
@@ -114,19 +118,24 @@ class Seen:
     backing: str | None = None  # "uaddr" / "gmem" / None
     dirty: bool | None = None
     detail: str = ""
+    first: str | None = None  # with a second KVM_RUN: what the first one gave (its summary)
 
     def key(self) -> tuple[Any, ...]:
-        return (self.ret, self.errno, self.exit_reason, self.completed, self.mmio, self.memory_fault, self.backing, self.dirty)
+        return (self.ret, self.errno, self.exit_reason, self.completed, self.mmio, self.memory_fault, self.backing,
+                self.dirty, self.first)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ret": self.ret, "errno": self.errno, "exit_reason": self.exit_reason,
             "exit_reason_name": abi.exit_reason_name(self.exit_reason) if self.exit_reason is not None else None,
             "completed": self.completed, "mmio": self.mmio, "memory_fault": self.memory_fault,
-            "backing": self.backing, "dirty": self.dirty, "detail": self.detail,
+            "backing": self.backing, "dirty": self.dirty, "detail": self.detail, "first": self.first,
         }
 
     def summary(self) -> str:
+        if self.first is not None:
+            return f"{self.first}, then " + Seen(self.ret, self.errno, self.exit_reason, self.completed, self.mmio,
+                                                 self.memory_fault, self.backing, self.dirty, self.detail).summary()
         if self.ret:
             return f"-1 {kvmcore.errors.strerror(self.errno)}" + (f" exit {self.exit_reason}" if self.exit_reason else "")
         if self.completed:
@@ -184,7 +193,15 @@ def run_real(system: System, host: g.HostKvm, case: AccessCase) -> tuple[Seen, d
                 elif cfg.host_change == "prot_read":
                     page.mprotect(0, PAGE_SIZE, PROT_READ)
             r = guest.run()
-            seen = Seen(r.ret, r.errno, r.exit_reason, r.completed, r.mmio, r.memory_fault)
+            first = None
+            if cfg.then is not None:
+                first = Seen(r.ret, r.errno, r.exit_reason, r.completed, r.mmio, r.memory_fault).summary()
+                if cfg.then == "fix":
+                    page.mprotect(0, PAGE_SIZE, PROT_READ | PROT_WRITE)
+                second = guest.run()
+                second.stats = {k: r.stats.get(k, 0) + second.stats.get(k, 0) for k in {*r.stats, *second.stats}}
+                r = second
+            seen = Seen(r.ret, r.errno, r.exit_reason, r.completed, r.mmio, r.memory_fault, first=first)
             if r.exit_reason == abi.KVM_EXIT_INTERNAL_ERROR and r.ret == 0:
                 seen.detail = f"suberror {guest.vcpu.run.internal.suberror}"
             if r.completed and not cfg.no_slot:
@@ -246,6 +263,19 @@ def run_model(make_vm: Any, vendor: str, case: AccessCase) -> Seen:
             vm.host.mprotect(hva, PAGE_SIZE, kvmcore.PROT_READ)
     vcpu = vm.create_vcpu()
     res = vcpu.handle_fault(model_raw(vendor, case))
+    if cfg.then is not None:
+        first = _model_seen(vm, vcpu, res, cfg).summary()
+        if cfg.then == "fix":
+            vm.host.mprotect(hva, PAGE_SIZE, kvmcore.PROT_READ | kvmcore.PROT_WRITE)
+        seen = _model_seen(vm, vcpu, vcpu.handle_fault(model_raw(vendor, case)), cfg)
+        seen.first = first
+        return seen
+    return _model_seen(vm, vcpu, res, cfg)
+
+
+def _model_seen(vm: Any, vcpu: Any, res: Any, cfg: SlotConfig) -> Seen:
+    """What userspace sees after the model's ``handle_fault``: a mapped fault lets the guest run
+    on to its ``out`` (an IO exit); an exit is reported with its kvm_run fields."""
     run = vcpu.kvm_run
     slot = vm.memslots.by_id.get(g.TEST_SLOT)
     dirty = None

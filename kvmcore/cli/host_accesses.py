@@ -22,6 +22,7 @@ from typing import Any
 
 import kvmcore
 from kvmcore import abi
+from kvmcore.errors import KvmError
 from kvmcore.realkvm import guest as g
 from kvmcore.realkvm.hostmem import (
     PAGE_SIZE,
@@ -221,8 +222,11 @@ def _backing(case: AccessCase, rax: int, page: HostMapping, gmem_addr: int) -> s
         return "uaddr" if first == 0xB0 and (rax >> 8) & 0xFF == g.FETCH_MARKER else "gmem" if (rax >> 8) & 0xFF == GMEM_MARKER else f"rax {rax:#x}"
     if case.access == "fetch":
         return {g.FETCH_MARKER: "uaddr", GMEM_MARKER: "gmem"}.get(rax & 0xFF, f"al {rax & 0xFF:#x}")
-    if not page.closed and not page.holes and page.read(0, 8) != UADDR_PAGE[:8]:
-        return "uaddr"
+    try:
+        if page.read(0, 8) != UADDR_PAGE[:8]:
+            return "uaddr"
+    except KvmError:  # munmapped or PROT_NONE: the write cannot have landed there
+        pass
     if gmem_addr and ctypes.string_at(gmem_addr, 8) != GMEM_PAGE[:8]:
         return "gmem"
     return "neither"

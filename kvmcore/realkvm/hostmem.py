@@ -65,6 +65,10 @@ class HostMapping:
         #: page offsets unmapped by :meth:`munmap` (close() must not unmap them again: the
         #: kernel may have handed the hole to another mapping since)
         self._holes: set[int] = set()
+        #: page offset -> protection where it differs from ``prot``, so :meth:`read`/:meth:`write`
+        #: refuse (EFAULT) instead of crashing the process on a page they cannot touch
+        self.prot = prot
+        self._prot: dict[int, int] = {}
 
     def __enter__(self) -> HostMapping:
         return self
@@ -89,6 +93,17 @@ class HostMapping:
 
     def mprotect(self, offset: int, size: int, prot: int) -> None:
         libc_mprotect(self.addr + offset, size, prot)
+        for page in range(offset, offset + size, PAGE_SIZE):
+            self._prot[page] = prot
+
+    def _check_access(self, call: str, offset: int, size: int, need: int) -> None:
+        if self.closed:
+            raise KvmError(errno.EBADF, f"HostMapping.{call}: the mapping is closed")
+        if offset < 0 or offset + size > self.size:
+            raise KvmError(errno.EINVAL, f"HostMapping.{call}: [{offset:#x}, +{size:#x}) is outside {self.size:#x} bytes")
+        for page in range(offset - offset % PAGE_SIZE, offset + size, PAGE_SIZE):
+            if page in self._holes or not self._prot.get(page, self.prot) & need:
+                raise KvmError(errno.EFAULT, f"HostMapping.{call}: page {page:#x} is unmapped or protected against it")
 
     def munmap(self, offset: int, size: int) -> None:
         """Unmap part of the range (page aligned); close() unmaps only the rest."""
@@ -96,11 +111,9 @@ class HostMapping:
         self._holes.update(range(offset, offset + size, PAGE_SIZE))
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < 0 or offset + len(data) > self.size:
-            raise KvmError(errno.EINVAL, f"HostMapping.write: [{offset:#x}, +{len(data):#x}) is outside {self.size:#x} bytes")
+        self._check_access("write", offset, len(data), PROT_WRITE)
         ctypes.memmove(self.addr + offset, data, len(data))
 
     def read(self, offset: int, size: int) -> bytes:
-        if offset < 0 or offset + size > self.size:
-            raise KvmError(errno.EINVAL, f"HostMapping.read: [{offset:#x}, +{size:#x}) is outside {self.size:#x} bytes")
+        self._check_access("read", offset, size, PROT_READ)
         return ctypes.string_at(self.addr + offset, size)

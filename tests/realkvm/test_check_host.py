@@ -105,3 +105,17 @@ def test_missing_dev_kvm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsy
     monkeypatch.setattr(check_host.os.path, "exists", lambda p: False if p == "/dev/kvm" else real_exists(p))
     assert main(["check-host"]) == 1
     assert "/dev/kvm does not exist on this machine" in capsys.readouterr().err
+
+
+@needs_kvm
+def test_cpl0_shows_the_emulated_path_on_pvm(capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = run_json(capsys, "--only", "accesses", "--cpl", "0")
+    assert report["host"]["cpl"] == 0
+    if report["host"]["flavour"] != "pvm":
+        assert status == 0  # CPL 0 is the normal mode on VMX/SVM
+        return
+    rows = {r["case"]: r for r in report["accesses"]["rows"]}
+    # realkvm-findings.md fault matrix, CPL0 column: the emulator turns a munmapped backing into MMIO
+    assert rows["munmap/read/8"]["real"]["exit_reason"] == 6 and rows["munmap/read/8"]["stats"].get("pf_taken", 0) == 0
+    assert {r["expected"] for r in rows.values() if not r["agree"]} == {"pvm-cpl0-emulated"}
+    assert status == 0

@@ -47,9 +47,10 @@ EXPECTED: dict[str, Expected] = {e.name: e for e in (
     Expected(
         "fetch-from-mmio",
         "an instruction fetch from a GPA with no memslot ends in the instruction emulator, which cannot fetch "
-        "from MMIO: x86_emulate_instruction() -> handle_emulation_failure() -> KVM_EXIT_INTERNAL_ERROR "
-        "(suberror 1, KVM_INTERNAL_ERROR_EMULATION) when KVM sees CPL 0; the model stops at RET_PF_EMULATE "
-        "(docs/arch/x86.md, 'The emulate outcome': emulation failures are not modelled)",
+        "from MMIO; KVM reports the failure as KVM_EXIT_INTERNAL_ERROR (suberror 1, KVM_INTERNAL_ERROR_EMULATION). "
+        "Upstream handle_emulation_failure() exits so only at CPL 0 and injects #UD at CPL > 0, so this CPL 3 "
+        "guest getting the exit is PVM's doing; the model stops at RET_PF_EMULATE (docs/arch/x86.md, "
+        "'The emulate outcome': emulation failures are not modelled)",
         "this run: the row's stats show insn_emulation_fail 1, and the model's outcome is 'emulate'",
     ),
     Expected(

@@ -150,21 +150,21 @@ class HostKvm:
             return (0, 0)
 
 
-def detect_host() -> HostKvm:
+def detect_host(sys_module: str = "/sys/module", cpuinfo: str = "/proc/cpuinfo") -> HostKvm:
     """Which KVM backs ``/dev/kvm``: the loaded module (``/sys/module/kvm_{pvm,intel,amd}``), else
     the CPU flags in ``/proc/cpuinfo`` (``vmx``/``svm``). PVM runs guests at CPL 3."""
     release = os.uname().release
     for module, flavour in (("kvm_pvm", "pvm"), ("kvm_intel", "vmx"), ("kvm_amd", "svm")):
-        if os.path.isdir(f"/sys/module/{module}"):
-            return HostKvm(flavour, f"/sys/module/{module} is loaded", release, 3 if flavour == "pvm" else 0)
+        if os.path.isdir(f"{sys_module}/{module}"):
+            return HostKvm(flavour, f"{sys_module}/{module} is loaded", release, 3 if flavour == "pvm" else 0)
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
     for flag in ("vmx", "svm"):
         if flag in flags:
-            return HostKvm(flag, f"/proc/cpuinfo has the {flag} flag", release, 0)
+            return HostKvm(flag, f"{cpuinfo} has the {flag} flag", release, 0)
     # no VMX/SVM visible and no known module: a paravirtual KVM; CPL 3 is what reaches its MMU
     return HostKvm("unknown", "no kvm_pvm/kvm_intel/kvm_amd module and no vmx/svm CPU flag", release, 3)
 

@@ -71,3 +71,19 @@ def test_host_kernel_version_parses() -> None:
     assert g.HostKvm("pvm", "", "6.18.44-fc-v669", 3).kernel == (6, 18)
     assert g.HostKvm("vmx", "", "7.3.0-rc2+", 0).kernel == (7, 3)
     assert g.HostKvm("vmx", "", "weird", 0).kernel == (0, 0)
+
+
+@pytest.mark.parametrize("modules,flags,flavour,cpl", [
+    (["kvm", "kvm_pvm"], "fpu sse2 hypervisor", "pvm", 3),  # this host: no vmx/svm flag, kvm_pvm loaded
+    (["kvm", "kvm_intel"], "fpu vmx ept", "vmx", 0),
+    (["kvm", "kvm_amd"], "fpu svm npt", "svm", 0),
+    (["kvm"], "fpu svm npt", "svm", 0),  # no vendor module visible: the CPU flag decides
+    (["kvm"], "fpu hypervisor", "unknown", 3),
+])
+def test_detect_host(tmp_path, modules: list[str], flags: str, flavour: str, cpl: int) -> None:
+    for name in modules:
+        (tmp_path / "module" / name).mkdir(parents=True)
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    host = g.detect_host(str(tmp_path / "module"), str(tmp_path / "cpuinfo"))
+    assert (host.flavour, host.cpl) == (flavour, cpl)
+    assert host.evidence

@@ -45,6 +45,14 @@ EXPECTED: dict[str, Expected] = {e.name: e for e in (
         "KVM_CHECK_EXTENSION(KVM_CAP_MEMORY_ATTRIBUTES) returned 0 in this run; the ioctl returned ENOTTY",
     ),
     Expected(
+        "host-one-address-space",
+        "the host kernel has one memslot address space (built without CONFIG_KVM_SMM, or PVM), so a slot id "
+        "with address-space bits (slot >> 16 = 1) is EINVAL (kvm_set_memory_region(): as_id >= "
+        "kvm_arch_nr_memslot_as_ids()); a model of a distribution x86 kernel has the SMM address space",
+        "KVM_CHECK_EXTENSION(KVM_CAP_MULTI_ADDRESS_SPACE) returned 0 or 1 in this run, and the disagreeing "
+        "call's slot id has address-space bits",
+    ),
+    Expected(
         "fetch-from-mmio",
         "an instruction fetch from a GPA with no memslot ends in the instruction emulator, which cannot fetch "
         "from MMIO; KVM reports the failure as KVM_EXIT_INTERNAL_ERROR (suberror 1, KVM_INTERNAL_ERROR_EMULATION). "
@@ -67,6 +75,9 @@ EXPECTED: dict[str, Expected] = {e.name: e for e in (
 def expected_for_call(cls: host_calls.Disagreement, caps: dict[str, int]) -> str | None:
     if cls.op == "set_memory_attributes" and cls.real == errno.ENOTTY and caps.get("MEMORY_ATTRIBUTES") == 0:
         return "memory-attributes-cap-0"
+    if (cls.op == "set_user_memory_region2" and cls.real == errno.EINVAL and "slot:address-space" in cls.tags
+            and caps.get("MULTI_ADDRESS_SPACE", 0) <= 1):
+        return "host-one-address-space"
     return None
 
 

@@ -312,9 +312,7 @@ class ModelSide(_Side):
             return int(ref)
         if ref.kind == "gmem":
             return self.gmems[ref.index] if ref.index < len(self.gmems) else BAD_FD
-        # the model knows only its own guest_memfds (numbered from 3): every other fd is "not one
-        # of this VM's", given a number that cannot be one of them
-        return {"foreign-gmem": MODEL_FOREIGN_FD, "not-gmem": MODEL_NOT_GMEM_FD, "bad-fd": BAD_FD}[ref.kind]
+        return {"foreign-gmem": self.env.model_foreign_fd, "not-gmem": self.env.model_not_gmem_fd, "bad-fd": BAD_FD}[ref.kind]
 
     def set_user_memory_region2(self, slot: int, flags: int, guest_phys_addr: int, memory_size: int, userspace_addr: Any,
                                 guest_memfd: Any, guest_memfd_offset: int) -> None:
@@ -330,9 +328,11 @@ class ModelSide(_Side):
 
 
 class Env:
-    """What a whole run shares: ``/dev/kvm``, the address pool, a guest_memfd of another VM."""
+    """What a whole run shares: ``/dev/kvm``, the address pool, a guest_memfd of another VM (real
+    and model), and an fd that is no guest_memfd (real: ``/dev/kvm``; model: another model VM's
+    fd where the model numbers its files process-wide)."""
 
-    def __init__(self, system: System) -> None:
+    def __init__(self, system: System, make_vm: Callable[[], Any]) -> None:
         self.system = system
         self.pool = HostMapping(POOL_PAGES * PAGE_SIZE)
         self.other_vm: RealVM | None = None
@@ -342,6 +342,14 @@ class Env:
         except BaseException:
             self.close()
             raise
+        # A model that numbers each VM's files from 3 cannot be shown another VM's file: give it
+        # numbers it does not know. One that numbers files process-wide (two VMs' guest_memfds get
+        # different numbers) gets the real thing: another model VM's guest_memfd and the VM's own fd.
+        self.other_model_vm = make_vm()  # kept alive: its files stay open while the run lasts
+        first, second = self.other_model_vm.create_guest_memfd(MB), make_vm().create_guest_memfd(MB)
+        self.model_foreign_fd = first if first != second else MODEL_FOREIGN_FD
+        vm_fd = getattr(self.other_model_vm, "fd", None)
+        self.model_not_gmem_fd = vm_fd if isinstance(vm_fd, int) and first != second else MODEL_NOT_GMEM_FD
 
     def addr(self, value: Any) -> int:
         if isinstance(value, Ref):
@@ -400,7 +408,7 @@ class Comparer:
     def __init__(self, system: System, make_vm: Callable[[], Any]) -> None:
         self.system = system
         self.make_vm = make_vm
-        self.env = Env(system)
+        self.env = Env(system, make_vm)
         self.report = CallReport()
 
     def close(self) -> None:

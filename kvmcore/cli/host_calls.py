@@ -274,6 +274,8 @@ class _Side:
 
 
 class RealSide(_Side):
+    """A fresh VM on ``/dev/kvm``; refs resolve to real fds and addresses."""
+
     def __init__(self, system: System, env: Env) -> None:
         super().__init__()
         self.env = env
@@ -302,6 +304,8 @@ class RealSide(_Side):
 
 
 class ModelSide(_Side):
+    """A fresh model VM (``make_vm()``); refs resolve to the model's own guest_memfd numbers."""
+
     def __init__(self, make_vm: Callable[[], Any], env: Env) -> None:
         super().__init__()
         self.env = env

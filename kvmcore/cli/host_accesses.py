@@ -54,7 +54,8 @@ class SlotConfig:
     uaddr: bool = True  # False: userspace_addr = 0
     host_change: str | None = None  # "munmap", "prot_none", "prot_read" after the slot is set
     no_slot: bool = False
-    #: a second KVM_RUN: "retry" as is, or "fix" after mprotect(PROT_READ|PROT_WRITE) of the backing
+    #: a second KVM_RUN: "retry" as is, "fix" after mprotect(PROT_READ|PROT_WRITE) of the backing,
+    #: "relog" after KVM_GET_DIRTY_LOG
     then: str | None = None
 
 
@@ -77,6 +78,8 @@ CONFIGS: tuple[SlotConfig, ...] = (
     SlotConfig("prot_read", "read-write slot, backing mprotect(PROT_READ)", host_change="prot_read"),
     SlotConfig("prot_none_retry", "as prot_none, then KVM_RUN again unchanged", host_change="prot_none", then="retry"),
     SlotConfig("prot_none_fixed", "as prot_none, then mprotect(RW) and KVM_RUN again", host_change="prot_none", then="fix"),
+    SlotConfig("dirty_log_again", "dirty_log, then KVM_GET_DIRTY_LOG (clears and write-protects) and the access again",
+               flags=abi.KVM_MEM_LOG_DIRTY_PAGES, then="relog"),
 )
 
 
@@ -196,9 +199,14 @@ def run_real(system: System, host: g.HostKvm, case: AccessCase) -> tuple[Seen, d
             r = guest.run()
             first = None
             if cfg.then is not None:
-                first = Seen(r.ret, r.errno, r.exit_reason, r.completed, r.mmio, r.memory_fault).summary()
+                seen1 = Seen(r.ret, r.errno, r.exit_reason, r.completed, r.mmio, r.memory_fault)
+                if r.completed:
+                    seen1.backing = _backing(case, r.rax or 0, page, gmem_addr)
                 if cfg.then == "fix":
                     page.mprotect(0, PAGE_SIZE, PROT_READ | PROT_WRITE)
+                elif cfg.then == "relog":
+                    seen1.dirty = bool(guest.vm.get_dirty_log(g.TEST_SLOT, 1)[0] & 1)
+                first = seen1.summary()
                 second = guest.run()
                 second.stats = {k: r.stats.get(k, 0) + second.stats.get(k, 0) for k in {*r.stats, *second.stats}}
                 r = second
@@ -233,13 +241,17 @@ def _backing(case: AccessCase, rax: int, page: HostMapping, gmem_addr: int) -> s
 
 
 # --- the model side ------------------------------------------------------------------------------
-def model_raw(vendor: str, case: AccessCase) -> dict[str, Any]:
-    """The first-touch stage-2 fault the host's vendor reports for the access (module docstring)."""
+def model_raw(vendor: str, case: AccessCase, present: bool = False) -> dict[str, Any]:
+    """The stage-2 fault the host's vendor reports for the access (module docstring): a first
+    touch, or with ``present`` a write to a page mapped read-only and executable (EPT: bits 3
+    and 5, readable and executable; #NPF: P)."""
     write, fetch = case.access == "write", case.access == "fetch"
     if vendor == "vmx":
-        raw: dict[str, Any] = {"exit_qualification": 0x180 | (0x2 if write else 0x4 if fetch else 0x1), "gpa": case.gpa}
+        raw: dict[str, Any] = {"exit_qualification": 0x180 | (0x2 if write else 0x4 if fetch else 0x1) | (0x28 if present else 0),
+                               "gpa": case.gpa}
     else:  # svm, and PVM's closest TDP input
-        raw = {"vendor": "svm", "error_code": 0x1_0000_0004 | (0x2 if write else 0) | (0x10 if fetch else 0), "gpa": case.gpa}
+        raw = {"vendor": "svm", "error_code": 0x1_0000_0004 | (0x2 if write else 0) | (0x10 if fetch else 0) | int(present),
+               "gpa": case.gpa}
     if not fetch:
         raw["len"] = case.width
         if write:
@@ -268,11 +280,23 @@ def run_model(make_vm: Any, vendor: str, case: AccessCase) -> Seen:
     vcpu = vm.create_vcpu()
     res = vcpu.handle_fault(model_raw(vendor, case))
     if cfg.then is not None:
-        first = _model_seen(vm, vcpu, res, cfg).summary()
+        seen1 = _model_seen(vm, vcpu, res, cfg)
         if cfg.then == "fix":
             vm.host.mprotect(hva, PAGE_SIZE, kvmcore.PROT_READ | kvmcore.PROT_WRITE)
-        seen = _model_seen(vm, vcpu, vcpu.handle_fault(model_raw(vendor, case)), cfg)
-        seen.first = first
+        if cfg.then == "relog":
+            vm.get_dirty_log(g.TEST_SLOT)  # clears the bitmap and write-protects the slot
+            entry = vm.stage2.lookup(g.TEST_GPA >> vm.page_shift)
+            if entry is not None and (case.access == "read" or (case.access == "write" and entry.writable)
+                                      or (case.access == "fetch" and entry.exec)):
+                # the stage-2 entry allows the access: no fault, the guest runs on
+                seen = Seen(0, 0, abi.KVM_EXIT_IO, True, backing=seen1.backing, dirty=False, detail="no fault")
+                seen.first = seen1.summary()
+                return seen
+            res = vcpu.handle_fault(model_raw(vendor, case, present=entry is not None))
+        else:
+            res = vcpu.handle_fault(model_raw(vendor, case))
+        seen = _model_seen(vm, vcpu, res, cfg)
+        seen.first = seen1.summary()
         return seen
     return _model_seen(vm, vcpu, res, cfg)
 

@@ -10,6 +10,7 @@ level, A/D preset), a GDT with CPL0 and CPL3 segments, and a few hand-assembled 
                                        88 07 | 66 89 07 | 89 07 | 48 89 07   (write)
     jmp rdi                            ff e7                                 (fetch)
     done: out 0xe9, al                 e6 e9                                 ("done")
+    jmp start                          eb disp8                              (KVM_RUN again: the access again)
 
 A fetch target holds ``mov al, 0x5a; jmp rsi`` (b0 5a ff e6), so completion with AL = 0x5a says
 the page was executed; the ``out`` itself always runs from the guest's own RAM (PVM emulates
@@ -88,7 +89,8 @@ def guest_code(access: str, gpa: int, width: int = 8) -> bytes:
         code += _WRITE_OPS[width]
     else:
         code += b"\xff\xe7"
-    return code + bytes([0xE6, DONE_PORT])
+    code += bytes([0xE6, DONE_PORT])
+    return code + bytes([0xEB, -(len(code) + 2) & 0xFF])  # jmp short back to CODE_GPA
 
 
 def page_tables() -> dict[int, bytes]:

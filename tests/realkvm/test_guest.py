@@ -19,6 +19,7 @@ def test_write_of_four_bytes_is_hand_assembled() -> None:
         "48be" "2080000000000000"
         "8907"
         "e6e9"
+        "ebdc"  # JMP rel8 = EB cb: back to 0x8000 from 0x8024 (-36)
     )
     assert g.guest_code("write", 0x200000, 4) == expected
 
@@ -30,10 +31,11 @@ def test_write_of_four_bytes_is_hand_assembled() -> None:
 ])
 def test_access_instruction(access: str, width: int, op: str) -> None:
     code = g.guest_code(access, 0x1000_0000, width)
-    assert code[30:-2] == bytes.fromhex(op)
-    assert code[-2:] == b"\xe6\xe9"
+    assert code[30:-4] == bytes.fromhex(op)
+    assert code[-4:-2] == b"\xe6\xe9"
+    assert code[-2] == 0xEB and code[-1] - 256 == -len(code)  # jmp short back to the start
     done = struct.unpack("<Q", code[22:30])[0]
-    assert done == g.CODE_GPA + len(code) - 2  # rsi points at the out
+    assert done == g.CODE_GPA + len(code) - 4  # rsi points at the out
 
 
 def test_fetch_target_jumps_back() -> None:

@@ -81,6 +81,30 @@ def expected_for_call(cls: host_calls.Disagreement, caps: dict[str, int]) -> str
     return None
 
 
+def expected_for_cap(name: str, real: int, model: int, caps: dict[str, int]) -> str | None:
+    if name == "MULTI_ADDRESS_SPACE" and real <= 1 < model:
+        return "host-one-address-space"
+    if name == "MEMORY_ATTRIBUTES" and real == 0:
+        return "memory-attributes-cap-0"
+    return None
+
+
+def compare_caps(system: Any, make_vm: Callable[[], Any], caps: dict[str, int]) -> dict[str, Any]:
+    """``KVM_CHECK_EXTENSION`` on a fresh real VM and ``check_extension`` on a fresh model VM, for
+    :data:`CAPS` (skipped, saying so, when the model VM has no ``check_extension``)."""
+    model_vm = make_vm()
+    if not callable(getattr(model_vm, "check_extension", None)):
+        return {"compared": False, "why": "the model's VM has no check_extension()", "rows": []}
+    rows = []
+    with system.create_vm() as vm:
+        for name, cap in CAPS:
+            real, model = vm.check_extension(cap), model_vm.check_extension(cap)
+            expected = None if real == model else expected_for_cap(name, real, model, caps)
+            rows.append({"cap": name, "number": cap, "real": real, "model": model, "agree": real == model,
+                         "expected": expected})
+    return {"compared": True, "why": None, "rows": rows}
+
+
 def expected_for_access(row: host_accesses.AccessRow, host: g.HostKvm, cpl: int) -> str | None:
     if host.flavour == "pvm" and cpl == 0 and row.stats.get("pf_taken", 0) == 0 and row.stats.get("insn_emulation", 0) >= 1:
         return "pvm-cpl0-emulated"
@@ -164,7 +188,8 @@ def check_host(seed: int = 0, count: int = 1000, cpl: int | None = None, calls: 
         report["host"] = {"flavour": host.flavour, "evidence": host.evidence, "release": host.release,
                           "cpl": run_cpl, "caps": caps}
         report["model"] = model.as_dict()
-        unexpected = 0
+        report["caps"] = compare_caps(system, model.factory, caps)
+        unexpected = sum(1 for row in report["caps"]["rows"] if not row["agree"] and row["expected"] is None)
         if calls:
             t0 = time.perf_counter()
             with host_calls.Comparer(system, model.factory) as comparer:
@@ -221,6 +246,21 @@ def render(report: dict[str, Any]) -> str:
     out.append(f"model: kvmcore.VM('x86', kernel={m['kernel']!r}, vendor={m['vendor']!r}"
                + (", proposals=())" if m["upstream_mode"] else ")") + (f"\n       gap: {m['gap']}" if m["gap"] else ""))
     used: set[str] = set()
+    caps = report.get("caps")
+    if caps is not None:
+        out.append("")
+        if not caps["compared"]:
+            out.append(f"capabilities: not compared ({caps['why']})")
+        else:
+            rows = caps["rows"]
+            out.append(f"capabilities (KVM_CHECK_EXTENSION on a VM): {sum(r['agree'] for r in rows)}/{len(rows)} agree")
+            for row in rows:
+                if row["agree"]:
+                    continue
+                verdict = f"expected: {row['expected']}" if row["expected"] else "DISAGREE"
+                if row["expected"]:
+                    used.add(row["expected"])
+                out.append(f"  KVM_CAP_{row['cap']} ({row['number']}): real {row['real']}, model {row['model']}  {verdict}")
     if "accesses" in report:
         a = report["accesses"]
         out.append("")

@@ -153,3 +153,17 @@ def test_guest_memfd_size_is_a_signed_loff_t(vm: kvmcore.VM, size: int) -> None:
     # negative loff_t. The running 6.18 kernel gives EINVAL for both (kvmcore check-host).
     assert errno_of(vm.create_guest_memfd, size) == errno.EINVAL
     assert vm.create_guest_memfd((1 << 63) - 0x1000) > 0  # the largest positive page multiple is fine
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.18", "7.3"])
+def test_x86_reports_memory_fault_info_and_its_vm_types(kernel: str) -> None:
+    # arch/x86/kvm/x86.c:kvm_vm_ioctl_check_extension(), 6.12 line 4262 and 7.3 line 2293:
+    # KVM_CAP_MEMORY_FAULT_INFO -> 1; KVM_CAP_VM_TYPES -> kvm_caps.supported_vm_types, which is
+    # BIT(KVM_X86_DEFAULT_VM) | BIT(KVM_X86_SW_PROTECTED_VM) on a kernel with
+    # CONFIG_KVM_SW_PROTECTED_VM and the TDP MMU (x86.c kvm_x86_vendor_init()). The running
+    # 6.18 kernel reports MEMORY_FAULT_INFO 1 (kvmcore check-host).
+    vm = kvmcore.VM("x86", kernel=kernel, proposals=())
+    assert vm.check_extension(232) == 1
+    assert vm.check_extension(235) == 0b11
+    # arm64 and riscv do not report KVM_CAP_MEMORY_FAULT_INFO (no case for it in arm.c / vm.c)
+    assert kvmcore.VM("arm64", kernel=kernel, proposals=()).check_extension(232) == 0

@@ -121,10 +121,13 @@ def _allowed() -> set[str] | None:
     return _plugins_env()[0]
 
 
+def _normalise_dist(name: str) -> str:
+    """A distribution name as packaging compares it (``kvmcore_arm64`` is ``kvmcore-arm64``)."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
 def _same_dist(a: str | None, b: str) -> bool:
-    """Distribution names compare as packaging normalises them (``kvmcore_arm64`` is ``kvmcore-arm64``)."""
-    norm = lambda n: n.lower().replace("_", "-").replace(".", "-")  # noqa: E731
-    return a is not None and norm(a) == norm(b)
+    return a is not None and _normalise_dist(a) == _normalise_dist(b)
 
 
 def entry_points(group: str) -> dict[str, list[EntryPointInfo]]:
@@ -242,7 +245,7 @@ class Arch:
     # hook's documented input errors, HOOK_EXCEPTIONS) becomes a PluginError naming the plugin
     # and the hook, and results are type-checked (cheap `type(x) is T` tests on the fast path).
     # The try blocks cost nothing while nothing is raised. Hooks called through pluggy are
-    # guarded by KvmcorePluginManager._hookexec; direct callers by _caller or here.
+    # guarded by KvmcorePluginManager._hookexec; direct callers by _guard or here.
     def decode_fault(self, vcpu: Any, raw: Mapping[str, int]) -> Any:
         fault: Any
         try:

@@ -320,8 +320,10 @@ def _run_fault(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) ->
             result = StepResult("fail", error_info, note=str(exc))
             result.failures.extend(_check(step, arch_name, error_info) or [f"decode_fault refused the registers: {exc}"])
             return result
-        except (kvmcore.FaultContractError, kvmcore.PluginError) as exc:
+        except kvmcore.FaultContractError as exc:
             raise _StepError(f"the {arch_name} plugin broke the fault contract: {exc}") from None
+        except kvmcore.PluginError as exc:
+            raise _StepError(str(exc)) from None
         info = snapshot(vm, vcpu, res, raw)
         mf = info.get("memory_fault")
         if mf is None or len(history) >= scn.max_round_trips:

@@ -198,3 +198,31 @@ def test_decode_json_bad_input_is_json_too(argv: list[str]) -> None:
     status, out, _ = cli(argv)
     assert status == 1
     assert json.loads(out)["error"]
+
+
+def test_a_hook_added_later_is_isolated_too(toy) -> None:
+    """Isolation is generic: a hookspec the core does not know yet (as another change may add)
+    gets it through the plugin manager, and through Arch._guard if bound on the fast path."""
+    import pluggy
+
+    spec = pluggy.HookspecMarker("kvmcore")
+
+    class NewSpecs:
+        @spec(firstresult=True)
+        def kvm_arch_new_hook(self, vcpu):
+            """A hook added after this test was written."""
+
+    class Buggy:
+        @kvmcore.hookimpl
+        def kvm_arch_new_hook(self, vcpu):
+            return {}["missing"]
+
+    toy.pm.add_hookspecs(NewSpecs)
+    toy.pm.register(Buggy(), name="buggy")
+    with pytest.raises(kvmcore.PluginError) as info:
+        toy.pm.hook.kvm_arch_new_hook(vcpu=None)
+    assert (info.value.plugin, info.value.hook) == ("buggy", "kvm_arch_new_hook")
+    assert info.value.problem == "raised KeyError: 'missing'"
+    guarded = toy._guard("kvm_arch_new_hook", toy._caller("kvm_arch_new_hook"))
+    with pytest.raises(kvmcore.PluginError, match=r"^plugin 'buggy', hook kvm_arch_new_hook: raised KeyError"):
+        guarded(None)

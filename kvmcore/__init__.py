@@ -64,6 +64,7 @@ from kvmcore.kvm.faultin import (
 from kvmcore.kvm.guest_memfd import GuestMemfd
 from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
 from kvmcore.kvm.kvm_main import VCPU, VM
+from kvmcore.kvm.proposals import PROPOSALS, Proposal
 from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore.kvm.userfault import set_bits as set_userfault_bits
 from kvmcore.plugin import loader as _loader
@@ -103,6 +104,7 @@ __all__ = [
     "KVM_PFN_ERR_RO_FAULT",
     "KVM_PFN_ERR_SIGPENDING",
     "KVM_PFN_NOSLOT",
+    "PROPOSALS",
     "PROT_EXEC",
     "PROT_NONE",
     "PROT_READ",
@@ -129,6 +131,7 @@ __all__ = [
     "Memslot",
     "PluginLoadError",
     "PluginStatus",
+    "Proposal",
     "Retry",
     "ScenarioError",
     "Signal",

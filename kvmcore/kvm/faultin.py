@@ -30,17 +30,22 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     if common is None:
         raise FaultContractError(vcpu.vm.arch.name, "prepare_memory_fault_exit", "a MemoryFault result", "None")
     if run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
-        raise FaultContractError(vcpu.vm.arch.name, "exit_reason", "KVM_EXIT_MEMORY_FAULT (39)", str(run.exit_reason))
-    for name in ("flags", "gpa", "size"):
-        found = getattr(mf, name)
-        expected = getattr(common, name)
-        if found != expected:
-            raise FaultContractError(
-                vcpu.vm.arch.name,
-                f"memory_fault.{name}",
-                f"{expected:#x} as the common helper set it (wrappers must not change it)",
-                f"{found:#x}",
-            )
+        raise FaultContractError(
+            vcpu.vm.arch.name, "exit_reason",
+            f"KVM_EXIT_MEMORY_FAULT (39) ({vcpu.vm.exit_design.ownership_rule()})", str(run.exit_reason),
+        )
+    if mf.flags != common.flags or mf.gpa != common.gpa or mf.size != common.size:
+        for name in ("flags", "gpa", "size"):
+            found = getattr(mf, name)
+            expected = getattr(common, name)
+            if found != expected:
+                raise FaultContractError(
+                    vcpu.vm.arch.name,
+                    f"memory_fault.{name}",
+                    f"{expected:#x} as the common helper set it: a wrapper changed it "
+                    f"({vcpu.vm.exit_design.ownership_rule()})",
+                    f"{found:#x}",
+                )
     return common
 
 

@@ -12,10 +12,13 @@ from typing import Any
 from kvmcore import abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
 from kvmcore.errors import KvmError
+from kvmcore.kvm.designs import ExitDesign, check_arch_designs, exit_design
+from kvmcore.kvm.faultin import kvm_prepare_memory_fault_exit
 from kvmcore.kvm.guest_memfd import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
 from kvmcore.kvm.host_mm import TASK_SIZE, HostMemory
 from kvmcore.kvm.memory_attributes import MemoryAttributes
 from kvmcore.kvm.memslot import Memslots
+from kvmcore.kvm.proposals import PROPOSALS, resolve_proposals
 from kvmcore.kvm.stage2 import Stage2
 from kvmcore.kvm.userfault import as_bitmap
 from kvmcore.plugin.loader import Arch, arch_from
@@ -28,12 +31,25 @@ class VM:
 
     :param arch: an installed arch's name, a loaded ``kvmcore.Arch``, or a plugin object
         (a module with hookimpls) for plugins that have no entry point.
+    :param proposals: the designs beyond upstream that are on (``kvmcore.PROPOSALS``):
+        None for the defaults, ``()`` for upstream mode (that kernel exactly): ``vm.proposals``.
+    :param designs: the same as ``proposals`` (the memory-fault exit designs of
+        ``docs/designs.md`` are proposals); give one or the other.
     :param settings: the arch's VM settings (``ArchInfo.settings``), checked by the
         ``configure_vm`` hook.
     """
 
-    def __init__(self, arch: Any, **settings: Any) -> None:
+    def __init__(self, arch: Any, proposals: Any = None, designs: Any = None, **settings: Any) -> None:
         self.arch: Arch = arch_from(arch)
+        if designs is not None:  # a thin alias of proposals= (the issue's spelling)
+            if proposals is not None:
+                raise ValueError("give proposals= or designs= (the same thing), not both")
+            proposals = designs
+        self.proposals: frozenset[str] = resolve_proposals(self.arch.name, proposals)
+        check_arch_designs(self.arch.name, self.arch.info.designs, self.proposals)
+        #: The memory-fault exit path the proposals select (kvmcore/kvm/designs.py).
+        self.exit_design: ExitDesign = exit_design(self.proposals)
+        self._annotate_efault = self.exit_design.annotate_efault
         self.page_shift = self.arch.info.page_shift
         self.settings: dict[str, Any] = dict(self.arch.configure_vm(self, settings) or {})
         self.page_size = 1 << self.page_shift
@@ -50,6 +66,17 @@ class VM:
     def __repr__(self) -> str:
         slots = len(self.memslots) if hasattr(self, "memslots") else 0  # also while configure_vm runs
         return f"<VM {self.arch.name} slots={slots}>"
+
+    def has_proposal(self, name: str) -> bool:
+        """Is the proposal ``name`` (a key of ``kvmcore.PROPOSALS``) on for this VM?
+
+        ValueError for a name that is no proposal, so a misspelling cannot read as "off".
+        """
+        if name in self.proposals:
+            return True
+        if name not in PROPOSALS:
+            raise ValueError(f"has_proposal({name!r}): no such proposal (known: {', '.join(PROPOSALS)})")
+        return False
 
     # -- vCPUs and caps -------------------------------------------------------------------------
     def create_vcpu(self) -> VCPU:
@@ -338,6 +365,9 @@ class VCPU:
         if type(result) is Retry:
             return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
         if type(result) is Exit:
+            if self.vm._annotate_efault and result.ret == -abi.EFAULT and run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+                # annotate-efault: common code annotates what the arch left bare
+                kvm_prepare_memory_fault_exit(self, fault)
             return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
         raise TypeError(
             f"arch {arch.name!r}: faultin_pfn must return Mapped, Retry or Exit, got {result!r}"

@@ -226,8 +226,9 @@ def test_wrapper_that_changes_gpa(pytester: pytest.Pytester, site: Path) -> None
     text = failure_lines(result)
     assert (
         "kvmcore conformance [userfault] arch 'toy': 4-byte read of gpa 0x42003010 (not_present): arch plugin 'toy' "
-        "breaks the fault contract: field 'memory_fault.gpa' must be 0x42003000 as the common helper set it "
-        "(wrappers must not change it), found 0x42003008"
+        "breaks the fault contract: field 'memory_fault.gpa' must be 0x42003000 as the common helper set it: "
+        "a wrapper changed it (under design 'v3-helper+syndrome' common code owns exit_reason, flags, gpa and "
+        "size; wrappers may write the syndrome extension (kvm_run bytes 56-95)), found 0x42003008"
     ) in text
     assert (
         "  fix: a prepare_memory_fault_exit wrapper (@hookimpl(wrapper=True)) may add to kvm_run only after "

@@ -226,6 +226,8 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
 
     hva = slot.gfn_to_hva(gfn)
     if vm.host.find_vma(hva) is None:
+        if vm.exit_design.annotate_efault:
+            annotate_efault(vcpu, fault, 0)
         return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
     logging_active = slot.dirty_bitmap is not None and not slot.readonly  # memslot_is_logging()
     vma_pagesize = kvmcore.kvm_mapping_size(vm, slot, gfn, BLOCK_SIZES[vm.page_shift])
@@ -240,6 +242,9 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
         kvmcore.send_sig_mceerr(vcpu, hva, vma_pagesize.bit_length() - 1)
         return Retry("hwpoison_sigbus", "kvm_send_hwpoison_signal(): SIGBUS BUS_MCEERR_AR to the vCPU thread")
     if kvmcore.is_error_noslot_pfn(pfn):
+        if vm.exit_design.annotate_efault:
+            annotate_efault(vcpu, fault, vma_pagesize)
+            return Exit(-abi.EFAULT, "efault", "no usable host mapping (annotate-efault: memory_fault filled)")
         return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
 
     if logging_active and not fault.write:
@@ -258,7 +263,23 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     return Mapped(pfn, writable, vma_pagesize, exec=fault.exec)
 
 
+def annotate_efault(vcpu: kvmcore.VCPU, fault: Arm64Fault, size: int) -> None:
+    """The design ``annotate-efault`` in ``user_mem_abort()``: Anish Moorthy's "[PATCH v2 3/3]
+    KVM: arm64: Perform memory fault exits when stage-2 handler EFAULTs" (9 Aug 2024) calls
+    ``kvm_prepare_memory_fault_exit(vcpu, fault_ipa, size, write_fault, exec_fault, false)``
+    before each -EFAULT: ``size`` 0 where it is not known yet ("Failed to find VMA"), the VMA
+    page size where it is (``__kvm_faultin_pfn()`` failed). kvmcore runs the VM's exit helper,
+    then writes the call site's gpa (``fault_ipa``: the 4K-aligned HPFAR IPA, not
+    ``gfn << PAGE_SHIFT``) and size, as the patch's arguments would.
+    """
+    kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+    mf = vcpu.kvm_run.memory_fault
+    mf.gpa = fault.ipa
+    mf.size = size
+
+
 __all__ = [
+    "annotate_efault",
     "gmem_abort",
     "handle_access_fault",
     "io_mem_abort",

@@ -67,6 +67,7 @@ from kvmcore.kvm.kvm_main import VCPU, VM
 from kvmcore.kvm.proposals import PROPOSALS, Proposal
 from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore.kvm.userfault import set_bits as set_userfault_bits
+from kvmcore.kvm.version import KERNEL_VERSIONS, KernelVersion
 from kvmcore.plugin import loader as _loader
 from kvmcore.plugin.contract import COMMON_FIELDS, check_fault, check_fault_type
 from kvmcore.plugin.loader import (
@@ -99,6 +100,7 @@ __all__ = [
     "COMMON_FIELDS",
     "EXTENSION_GROUP",
     "HOOK_NAMES",
+    "KERNEL_VERSIONS",
     "KVM_PFN_ERR_FAULT",
     "KVM_PFN_ERR_HWPOISON",
     "KVM_PFN_ERR_RO_FAULT",
@@ -124,6 +126,7 @@ __all__ = [
     "FaultinResult",
     "GuestMemfd",
     "HostMemory",
+    "KernelVersion",
     "KvmError",
     "KvmcoreError",
     "Mapped",

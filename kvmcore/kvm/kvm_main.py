@@ -21,16 +21,19 @@ from kvmcore.kvm.memslot import Memslots
 from kvmcore.kvm.proposals import PROPOSALS, resolve_proposals
 from kvmcore.kvm.stage2 import Stage2
 from kvmcore.kvm.userfault import as_bitmap
+from kvmcore.kvm.version import DEFAULT_KERNEL, KernelVersion
 from kvmcore.plugin.loader import Arch, arch_from
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
 
 
 class VM:
-    """A KVM VM of one architecture: ``kvmcore.VM("arm64", granule="16K")``.
+    """A KVM VM of one architecture: ``kvmcore.VM("arm64", kernel="6.18", granule="16K")``.
 
     :param arch: an installed arch's name, a loaded ``kvmcore.Arch``, or a plugin object
         (a module with hookimpls) for plugins that have no entry point.
+    :param kernel: the kernel modelled (``kvmcore.KERNEL_VERSIONS``; default the newest),
+        as ``"6.18"``, ``(6, 18)`` or a ``kvmcore.KernelVersion``: ``vm.kernel``.
     :param proposals: the designs beyond upstream that are on (``kvmcore.PROPOSALS``):
         None for the defaults, ``()`` for upstream mode (that kernel exactly): ``vm.proposals``.
     :param designs: the same as ``proposals`` (the memory-fault exit designs of
@@ -39,8 +42,11 @@ class VM:
         ``configure_vm`` hook.
     """
 
-    def __init__(self, arch: Any, proposals: Any = None, designs: Any = None, **settings: Any) -> None:
+    def __init__(
+        self, arch: Any, kernel: Any = DEFAULT_KERNEL, proposals: Any = None, designs: Any = None, **settings: Any
+    ) -> None:
         self.arch: Arch = arch_from(arch)
+        self.kernel: KernelVersion = KernelVersion.parse(kernel)
         if designs is not None:  # a thin alias of proposals= (the issue's spelling)
             if proposals is not None:
                 raise ValueError("give proposals= or designs= (the same thing), not both")
@@ -65,7 +71,7 @@ class VM:
 
     def __repr__(self) -> str:
         slots = len(self.memslots) if hasattr(self, "memslots") else 0  # also while configure_vm runs
-        return f"<VM {self.arch.name} slots={slots}>"
+        return f"<VM {self.arch.name} kernel={self.kernel} slots={slots}>"
 
     def has_proposal(self, name: str) -> bool:
         """Is the proposal ``name`` (a key of ``kvmcore.PROPOSALS``) on for this VM?

@@ -3,6 +3,7 @@ the fault steps checked against their expectations (``kvmcore run``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,15 +83,18 @@ def select_arches(scenario: Scenario, arch: str | None) -> list[str]:
     return scenario.arches
 
 
-def run(scenario: Scenario, arch: str | None = None) -> Outcome:
-    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's)."""
+def run(scenario: Scenario, arch: str | None = None, vm_kwargs: dict[str, Any] | None = None) -> Outcome:
+    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's).
+
+    ``vm_kwargs`` go to every ``kvmcore.VM()`` (e.g. ``proposals``, as ``kvmcore compare`` does).
+    """
     names = select_arches(scenario, arch)
     outcome = Outcome(scenario, [])
     if not names:
         outcome.errors.append("no arch plugins installed (see 'kvmcore plugins')")
         return outcome
     for name in names:
-        arch_run = _run_arch(scenario, name)
+        arch_run = run_arch(scenario, name, vm_kwargs)
         outcome.runs.append(arch_run)
         if arch_run.error:
             outcome.errors.append(f"{scenario.file}: {name}: {arch_run.error}")
@@ -110,7 +114,13 @@ class _StepError(Exception):
     pass
 
 
-def _run_arch(scn: Scenario, name: str) -> ArchRun:
+def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None) -> ArchRun:
+    """Run ``scn`` on the arch ``name`` (one VM, made with ``vm_kwargs`` and the scenario's settings).
+
+    A VM without the proposal ``userfault`` (upstream) cannot have ``KVM_MEM_USERFAULT`` slots:
+    they are made without the flag and the scenario's userfault steps do nothing, as for a VMM
+    that resolves post-copy faults with userfaultfd instead.
+    """
     result = ArchRun(name)
     try:
         arch = kvmcore.load_arch(name)
@@ -119,12 +129,13 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
         return result
     result.label = f"{arch.dist or 'unpublished'} {arch.version or ''}".strip()
     try:
-        vm = kvmcore.VM(arch, **scn.vm.get(name, {}))
+        vm = kvmcore.VM(arch, **(vm_kwargs or {}), **scn.vm.get(name, {}))
     except (ValueError, TypeError) as exc:
         result.error = f"vm.{name}: {exc}"
         return result
     result.page_size = vm.page_size
     state = _State(vm, scn)
+    state.drop_userfault = not vm.has_proposal("userfault")
     try:
         for _cap_name, cap in scn.caps + scn.vm_caps.get(name, []):
             vm.enable_cap(cap)
@@ -160,9 +171,12 @@ class _State:
         self.vm = vm
         self.scn = scn
         self.bitmaps: dict[int, bytearray] = {}
+        self.drop_userfault = False
 
     def set_memslot(self, spec: SlotSpec) -> None:
         vm = self.vm
+        if self.drop_userfault and spec.flags & abi.KVM_MEM_USERFAULT:
+            spec = dataclasses.replace(spec, flags=spec.flags & ~abi.KVM_MEM_USERFAULT)
         if spec.size == 0:
             vm.set_user_memory_region(spec.slot, spec.gpa, 0)
             self.bitmaps.pop(spec.slot, None)
@@ -231,6 +245,8 @@ def _run_step(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) -> 
         if step.action == "set_attributes":
             vm.set_memory_attributes(p["gpa"], p["size"], abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if p["private"] else 0)
         elif step.action == "userfault":
+            if state.drop_userfault:
+                return StepResult("done", note="no KVM_MEM_USERFAULT without the proposal 'userfault'")
             state.set_userfault(p["gpa"], p["size"], p["set"], what)
         elif step.action == "mprotect":
             vm.host.mprotect(state.hva_range(p["gpa"], p["size"], what), p["size"], p["prot"])
@@ -356,6 +372,8 @@ def snapshot(vm: kvmcore.VM, vcpu: kvmcore.VCPU, res: kvmcore.FaultResult, raw: 
         mf = run.memory_fault
         info["memory_fault"] = {"flags": mf.flags, "flag_names": flag_list(mf.flags, EXIT_FLAGS),
                                 "gpa": mf.gpa, "size": mf.size}
+        if vm.exit_design.arm64_esr:
+            info["memory_fault"]["esr"] = run.memory_fault_esr.esr
         syn = run.syndrome
         if syn.flags & abi.KVMCORE_SYNDROME_VALID:
             info["syndrome"] = {"arch": syn.arch, "arch_name": SYNDROME_ARCHES.get(syn.arch, str(syn.arch)),

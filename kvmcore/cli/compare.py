@@ -80,7 +80,7 @@ def view(info: dict[str, Any] | None) -> dict[str, Any]:
 
 def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset]) -> dict[str, Any]:
     """Run ``scenario`` under each design on each arch; the JSON form of the comparison."""
-    designs = []
+    designs: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     for preset in presets:
         designs.append({"name": preset.name, "title": preset.title, "proposals": {}})

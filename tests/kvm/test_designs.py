@@ -273,3 +273,22 @@ def test_an_arch_hook_that_sets_userfault_breaks_the_compromise() -> None:
     assert "kvm_arch_prepare_memory_fault_exit: memory_fault.flags" in text
     assert "only bits 0x8" in text and "RWX bits 0-2 stay reserved without rwx-flags" in text
     assert "found 0x10" in text
+
+
+def test_upstream_gmem_abort_passes_its_own_gpa_on_16k() -> None:
+    # arm64, 16K granule (PAGE_SHIFT 14), a guest_memfd slot at 0x4000_0000 whose second 16K page
+    # (file offset 0x4000) is poisoned. A store to IPA 0x4000_5008: HPFAR = 0x40005 << 4 = 0x40_0050,
+    # fault_ipa = 0x4000_5000, gfn = 0x4000_5008 >> 14 = 0x10001.
+    # kvm_gmem_get_pfn() fails with -EHWPOISON (133); gmem_abort() (7.3 arch/arm64/kvm/mmu.c) calls
+    # kvm_prepare_memory_fault_exit(vcpu, fault_ipa, PAGE_SIZE, write, exec, false):
+    #   upstream: gpa = fault_ipa = 0x4000_5000, size = PAGE_SIZE = 0x4000, flags 0
+    #   v3-helper: gpa = gfn << 14 = 0x10001 << 14 = 0x4000_4000, size 0x4000, flags 0
+    for proposals, gpa in (((), 0x4000_5000), (("v3-helper",), 0x4000_4000)):
+        vm = kvmcore.VM("arm64", proposals=proposals, granule="16K")
+        fd = vm.create_guest_memfd(2 << 20)
+        vm.set_user_memory_region(0, 0x4000_0000, 2 << 20, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+        vm.guest_memfd(fd).memory_failure(0x4000)
+        vcpu = vm.create_vcpu()
+        res = vcpu.handle_fault({"esr": ESR_STORE, "far": 0x4000_5008, "hpfar": 0x40_0050})
+        assert (res.ret, res.outcome) == (-133, "gmem_error")
+        assert exit_bytes(vcpu)[:4] == (39, 0x0, gpa, 0x4000), proposals

@@ -172,8 +172,12 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
     in ``user_mem_abort()``), so a private userfault exits with flags 0x18 as on x86;
     ``userfault_gmem="v3"`` reproduces the posted series, where the bit is ignored.
 
-    Simpler than 6.18: the exit's gpa is ``gfn << PAGE_SHIFT`` (the common helper), where
-    6.18 reports the 4K-aligned fault IPA (they differ only with 16K/64K granules).
+The exit's fields follow the VM's exit design (docs/designs.md): with v3's helper or the
+    compromise, ``gpa = gfn << PAGE_SHIFT`` and PRIVATE for a private access; in upstream mode
+    (neither on) the call site's own arguments, as 6.18/7.3 pass them:
+    ``kvm_prepare_memory_fault_exit(vcpu, fault_ipa, PAGE_SIZE, write_fault, exec_fault, false)``,
+    i.e. the 4K-aligned HPFAR IPA (which differs from ``gfn << PAGE_SHIFT`` with a 16K or 64K
+    granule) and never PRIVATE.
     """
     vm = vcpu.vm
     if vm.settings["userfault_gmem"] == "hooked" and kvmcore.kvm_do_userfault(vcpu, fault):
@@ -182,6 +186,10 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
         pfn = kvmcore.kvm_gmem_get_pfn(vm, fault.slot, fault.gfn)  # type: ignore[arg-type]
     except KvmError as err:
         kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        if vm.exit_design.helper == "upstream":
+            mf = vcpu.kvm_run.memory_fault
+            mf.gpa = fault.ipa  # fault_ipa: HPFAR_EL2.FIPA << 12
+            mf.flags &= ~kvmcore.abi.KVM_MEMORY_EXIT_FLAG_PRIVATE  # is_private = false
         return Exit(-err.errno, "gmem_error", str(err))
     writable = not fault.slot.readonly  # type: ignore[union-attr]
     outcome = "mapped_private" if fault.is_private else "mapped_gmem"

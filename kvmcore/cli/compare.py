@@ -78,8 +78,10 @@ def view(info: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset]) -> dict[str, Any]:
-    """Run ``scenario`` under each design on each arch; the JSON form of the comparison."""
+def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset], kernel: str | None = None) -> dict[str, Any]:
+    """Run ``scenario`` under each design on each arch (``kernel``: the kernel modelled, default
+    the newest); the JSON form of the comparison."""
+    extra = {} if kernel is None else {"kernel": kernel}
     designs: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     for preset in presets:
@@ -93,7 +95,7 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset]) 
                 continue
             proposals = preset.proposals(default_proposals(arch))
             entry["proposals"][arch] = list(proposals)
-            arch_run = runner.run_arch(scenario, arch, {"proposals": proposals})
+            arch_run = runner.run_arch(scenario, arch, {"proposals": proposals, **extra})
             runs[arch][preset.name] = {"run": arch_run}
     steps = []
     for i, step in enumerate(scenario.steps):
@@ -118,7 +120,7 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset]) 
             differs = [f for f in FIELDS if len({repr(c[f]) for c in shown}) > 1]
             per_arch[arch] = {"designs": cells, "differs": differs}
         steps.append({"step": step.number, "title": step.title(), "arches": per_arch})
-    return {"scenario": scenario.name, "file": scenario.file, "designs": designs, "steps": steps}
+    return {"scenario": scenario.name, "file": scenario.file, "kernel": kernel, "designs": designs, "steps": steps}
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -141,6 +143,15 @@ def _cell(field: str, value: Any) -> str:
     return str(value)
 
 
+def _usual(values: list[str]) -> str | None:
+    """The value most designs give, or None when no value is more common than every other (then
+    every cell of a column that differs at all is marked)."""
+    counts = Counter(values).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
 def render(result: dict[str, Any]) -> str:
     """Per step and arch, one row per design; ``*`` marks a cell that differs from what most
     designs give for that step and arch."""
@@ -154,7 +165,7 @@ def render(result: dict[str, Any]) -> str:
         for arch, entry in step["arches"].items():
             rows = [["  " + arch, *FIELDS]]
             shown = [c for c in entry["designs"].values() if "refused" not in c and "error" not in c]
-            usual = {f: Counter(repr(c[f]) for c in shown).most_common(1)[0][0] for f in FIELDS} if shown else {}
+            usual = {f: _usual([repr(c[f]) for c in shown]) for f in FIELDS}
             for name, cell in entry["designs"].items():
                 if "refused" in cell or "error" in cell:
                     rows.append([f"    {name}", f"({cell.get('refused') or cell.get('error')})"])
@@ -162,7 +173,7 @@ def render(result: dict[str, Any]) -> str:
                 row = [f"    {name}"]
                 for f in FIELDS:
                     text = _cell(f, cell[f])
-                    if repr(cell[f]) != usual[f]:
+                    if f in entry["differs"] and repr(cell[f]) != usual[f]:
                         text += " *"
                     row.append(text)
                 rows.append(row)
@@ -176,7 +187,8 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(scenario_path: str | None, arch: str | None, designs: str | None, access: str | None) -> dict[str, Any]:
+def main(scenario_path: str | None, arch: str | None, designs: str | None, access: str | None,
+         kernel: str | None = None) -> dict[str, Any]:
     """What ``kvmcore compare`` runs: load, select, compare. Raises CompareError/ScenarioError."""
     if scenario_path is None:
         from importlib import resources
@@ -197,7 +209,12 @@ def main(scenario_path: str | None, arch: str | None, designs: str | None, acces
     unknown = [a for a in arches if a not in kvmcore.installed_arches()]
     if unknown:
         raise CompareError(f"--arch: unknown {', '.join(map(repr, unknown))} (installed: {', '.join(kvmcore.installed_arches())})")
-    return compare(scenario, arches, select_presets(designs))
+    if kernel is not None:
+        try:
+            kvmcore.KernelVersion.parse(kernel, "--kernel")
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+    return compare(scenario, arches, select_presets(designs), kernel)
 
 
 __all__ = ["FIELDS", "CompareError", "compare", "main", "one_access", "render", "select_presets", "view"]

@@ -249,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from kvmcore.cli.scenario import schema
 
     try:
-        result = compare.main(args.scenario, args.arch, args.designs, args.access)
+        result = compare.main(args.scenario, args.arch, args.designs, args.access, args.kernel)
     except (compare.CompareError, schema.ScenarioError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -388,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
     p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
     p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
+    p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_compare)
 

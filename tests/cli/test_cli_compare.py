@@ -43,6 +43,16 @@ def test_arm64_esr_is_refused_on_x86_with_the_reason(capsys: pytest.CaptureFixtu
     assert cells["v3"]["flags"] == 0x10
 
 
+def test_two_designs_that_differ_are_both_marked(capsys: pytest.CaptureFixture[str]) -> None:
+    # upstream (mapped, ret 0, no exit) against v3 (userfault exit): neither is "most designs", so
+    # every differing cell of both rows is marked; the syndrome column (none in both) is not.
+    assert main(["compare", "--access", "write@0x40401000", "--arch", "x86", "--designs", "upstream,v3",
+                 "--kernel", "6.12"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("    ")]
+    assert rows[-2][:3] == ["upstream", "mapped", "*"] and rows[-2][-1] == "-"
+    assert rows[-1][:3] == ["v3", "userfault", "*"] and rows[-1][-1] == "-"
+
+
 def test_text_marks_the_odd_cells(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--access", "write@0x40401000", "--arch", "x86", "--designs", "v3,rwx,compromise"]) == 0
     text = capsys.readouterr().out
@@ -56,6 +66,7 @@ def test_text_marks_the_odd_cells(capsys: pytest.CaptureFixture[str]) -> None:
         (["--designs", "v4"], "--designs 'v4': unknown 'v4' (known: upstream, v3, kvmcore, compromise, arm64-esr, rwx, annotate-efault, or all)"),
         (["--access", "poke@0x1000"], "--access 'poke@0x1000': expected KIND@GPA[:private]"),
         (["--arch", "mips"], "--arch: unknown 'mips'"),
+        (["--kernel", "5.4"], "--kernel='5.4': kvmcore models the kernels 6.12, 6.18, 7.3"),
     ],
 )
 def test_bad_input_is_named(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:

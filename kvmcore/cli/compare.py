@@ -95,8 +95,10 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset], 
                 continue
             proposals = preset.proposals(default_proposals(arch))
             entry["proposals"][arch] = list(proposals)
-            arch_run = runner.run_arch(scenario, arch, {"proposals": proposals, **extra})
+            arch_run = runner.run_arch(scenario, arch, {"proposals": proposals, **extra}, tolerant=True)
             runs[arch][preset.name] = {"run": arch_run}
+            if arch_run.skipped:
+                entry.setdefault("skipped", {})[arch] = arch_run.skipped
     steps = []
     for i, step in enumerate(scenario.steps):
         if step.action not in ("access", "raw"):
@@ -159,6 +161,9 @@ def render(result: dict[str, Any]) -> str:
            "(docs/designs.md; * = differs from most designs)"]
     for d in result["designs"]:
         out.append(f"  {d['name']:<16} {d['title']}")
+        for arch, skipped in d.get("skipped", {}).items():
+            for message in skipped:
+                out.append(f"  {'':<16}   {arch}: left out: {message}")
     for step in result["steps"]:
         out.append("")
         out.append(f"step {step['step']}: {step['title']}")

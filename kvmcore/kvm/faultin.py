@@ -22,7 +22,10 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
 
     Mirrors ``kvm_prepare_memory_fault_exit()``: returns nothing the caller must use; the
     caller picks the errno (``-EFAULT``, ``-EHWPOISON``) and may add flags afterwards. Checks
-    that no wrapper changed the common fields.
+    that no wrapper changed the common fields. What follows ``memory_fault.size`` belongs to the
+    VM's exit design (docs/designs.md): with ``syndrome`` off (upstream mode) nothing writes it,
+    as upstream's helper writes nothing there; the in-tree wrappers check ``vm.exit_design`` and
+    the conformance kit fails a wrapper that writes there anyway.
     """
     common = vcpu.vm.arch.prepare_memory_fault_exit(vcpu, fault)
     run = vcpu.kvm_run

@@ -33,6 +33,8 @@ class ArchRun:
     page_size: int = 0
     results: list[StepResult | None] = field(default_factory=list)
     error: str | None = None
+    #: Setup the VM refused and a tolerant run (``kvmcore compare``) went on without.
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -114,12 +116,14 @@ class _StepError(Exception):
     pass
 
 
-def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None) -> ArchRun:
+def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None, tolerant: bool = False) -> ArchRun:
     """Run ``scn`` on the arch ``name`` (one VM, made with ``vm_kwargs`` and the scenario's settings).
 
     A VM without the proposal ``userfault`` (upstream) cannot have ``KVM_MEM_USERFAULT`` slots:
     they are made without the flag and the scenario's userfault steps do nothing, as for a VMM
-    that resolves post-copy faults with userfaultfd instead.
+    that resolves post-copy faults with userfaultfd instead. ``tolerant``: a memslot or memory
+    attribute the VM refuses (upstream arm64 has no memory attributes) is left out and named in
+    ``ArchRun.skipped``, and the steps run without it.
     """
     result = ArchRun(name)
     try:
@@ -143,12 +147,17 @@ def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None) 
             try:
                 state.set_memslot(spec)
             except KvmError as exc:
-                raise _StepError(f"{spec.path} (slot {spec.slot}): KVM_SET_USER_MEMORY_REGION2 failed: {exc}") from None
+                message = f"{spec.path} (slot {spec.slot}): KVM_SET_USER_MEMORY_REGION2 failed: {exc}"
+                if not tolerant:
+                    raise _StepError(message) from None
+                result.skipped.append(message)
         for path, gpa, size, private in scn.attributes:
             try:
                 vm.set_memory_attributes(gpa, size, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
             except KvmError as exc:
-                raise _StepError(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}") from None
+                if not tolerant:
+                    raise _StepError(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}") from None
+                result.skipped.append(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}")
     except _StepError as exc:
         result.error = str(exc)
         return result

@@ -63,7 +63,8 @@ def faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult:
 
 @kvmcore.hookimpl(wrapper=True)
 def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
-    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size)."""
+    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size), when
+    the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
     if vcpu.vm.exit_design.syndrome:
         mmu.fill_syndrome(vcpu, fault)

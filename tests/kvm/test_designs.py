@@ -292,3 +292,20 @@ def test_upstream_gmem_abort_passes_its_own_gpa_on_16k() -> None:
         res = vcpu.handle_fault({"esr": ESR_STORE, "far": 0x4000_5008, "hpfar": 0x40_0050})
         assert (res.ret, res.outcome) == (-133, "gmem_error")
         assert exit_bytes(vcpu)[:4] == (39, 0x0, gpa, 0x4000), proposals
+
+
+def test_annotate_efault_arm64_612_read_permission_error_reports_size_0() -> None:
+    # 6.12 user_mem_abort(): a stage-2 permission fault that is neither a write nor an exec is
+    # "Unexpected L2 read permission error", -EFAULT. A load with DFSC 0x0F (permission fault,
+    # level 3): ESR = 0x9381_0000 (DABT_LOW, IL, ISV, SAS 2, SRT 1) | 0x0F = 0x9381_000F.
+    # Anish's v2 3/3 annotates it before the VMA is known: kvm_prepare_memory_fault_exit(vcpu,
+    # fault_ipa, 0, false, false, false): gpa 0x4000_1000, size 0, flags 0; bare without the design.
+    load_perm = {"esr": 0x9381_000F, "far": 0x4000_1008, "hpfar": 0x40_0010}
+    for proposals, reason in ((("v3-helper",), 0), (("v3-helper", "annotate-efault"), 39)):
+        vm = kvmcore.VM("arm64", kernel="6.12", proposals=proposals)
+        vm.set_user_memory_region(0, 0x4000_0000, 2 << 20)
+        vcpu = vm.create_vcpu()
+        res = vcpu.handle_fault(load_perm)
+        assert (res.ret, res.outcome, res.exit_reason) == (-14, "read_perm_fault", reason)
+        if reason:
+            assert exit_bytes(vcpu)[:4] == (39, 0x0, 0x4000_1000, 0x0)

@@ -309,3 +309,18 @@ def test_annotate_efault_arm64_612_read_permission_error_reports_size_0() -> Non
         assert (res.ret, res.outcome, res.exit_reason) == (-14, "read_perm_fault", reason)
         if reason:
             assert exit_bytes(vcpu)[:4] == (39, 0x0, 0x4000_1000, 0x0)
+
+
+@pytest.mark.parametrize("proposals,flags", [(("arch-hook",), 0x8), (("v3-helper",), 0x8), (("arch-hook", "rwx-flags"), 0xA)])
+def test_hook_kvm_arch_prepare_memory_fault_exit_x86_private_from_the_npf_error_code(proposals, flags) -> None:
+    # An SNP guest writes private memory the VMM has not converted (attributes say shared):
+    # #NPF EXITINFO1 = W (bit 1) 0x2 | U (bit 2) 0x4 | GUEST_FINAL (bit 32) | ENC (bit 34)
+    # = 0x5_0000_0006; npf_interception() turns ENC into PFERR_PRIVATE_ACCESS, so the fault is
+    # private and kvm_mmu_faultin_pfn() reports the mismatch: -EFAULT, gpa 0x4000_1000, size 0x1000.
+    # x86's hook adds PRIVATE (0x8), as v3's common helper does; with rwx-flags also WRITE: 0xA.
+    vm = kvmcore.VM("x86", vm_type="snp", proposals=proposals)
+    vm.set_user_memory_region(0, 0x4000_0000, 2 << 20)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"vendor": "svm", "error_code": 0x5_0000_0006, "gpa": 0x4000_1008})
+    assert (res.ret, res.outcome) == (-14, "private_mismatch")
+    assert exit_bytes(vcpu)[:4] == (39, flags, 0x4000_1000, 0x1000)

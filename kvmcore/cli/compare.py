@@ -18,7 +18,7 @@ from kvmcore import abi
 from kvmcore.cli.format import flag_list, reason_text, ret_text
 from kvmcore.cli.scenario import runner, schema
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, Scenario
-from kvmcore.kvm.designs import PRESETS, DesignPreset
+from kvmcore.kvm.designs import PRESETS, DesignPreset, exit_design
 from kvmcore.kvm.proposals import default_proposals
 
 #: The row fields compared, in order.
@@ -85,7 +85,9 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset], 
     designs: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     for preset in presets:
-        designs.append({"name": preset.name, "title": preset.title, "proposals": {}})
+        design = exit_design(preset.adds)
+        designs.append({"name": preset.name, "title": preset.title, "proposals": {},
+                        "flags_by": design.flags_owner, "after_size": design.wrapper_may_write})
     for arch in arches:
         runs[arch] = {}
         for preset, entry in zip(presets, designs, strict=True):
@@ -160,7 +162,7 @@ def render(result: dict[str, Any]) -> str:
     out = [f"kvmcore compare: {result['scenario']} under {len(result['designs'])} designs "
            "(docs/designs.md; * = differs from most designs)"]
     for d in result["designs"]:
-        out.append(f"  {d['name']:<16} {d['title']}")
+        out.append(f"  {d['name']:<16} {d['title']} [flags by {d['flags_by']}; after size: {d['after_size']}]")
         for arch, skipped in d.get("skipped", {}).items():
             for message in skipped:
                 out.append(f"  {'':<16}   {arch}: left out: {message}")

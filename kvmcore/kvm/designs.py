@@ -70,10 +70,6 @@ class ExitDesign:
                                   (ANNOTATE_EFAULT, self.annotate_efault)) if on]
         return "+".join(parts)
 
-    @property
-    def flags_owner(self) -> str:
-        """Who computes ``memory_fault.flags``: ``"common"`` or ``"arch"`` (the hook)."""
-        return "arch" if self.helper == HELPER_ARCH_HOOK else "common"
 
     @property
     def wrapper_may_write(self) -> str:
@@ -83,6 +79,11 @@ class ExitDesign:
         if self.arm64_esr:
             return "memory_fault.esr (kvm_run bytes 56-63)"
         return "nothing in kvm_run"
+
+    @property
+    def flags_owner(self) -> str:
+        """Who computes ``memory_fault.flags``: ``"common code"`` or ``"the arch hook"``."""
+        return "the arch hook" if self.helper == HELPER_ARCH_HOOK else "common code"
 
     def ownership_rule(self) -> str:
         """The ownership rule of this design, for error messages."""

@@ -324,3 +324,26 @@ def test_hook_kvm_arch_prepare_memory_fault_exit_x86_private_from_the_npf_error_
     res = vcpu.handle_fault({"vendor": "svm", "error_code": 0x5_0000_0006, "gpa": 0x4000_1008})
     assert (res.ret, res.outcome) == (-14, "private_mismatch")
     assert exit_bytes(vcpu)[:4] == (39, flags, 0x4000_1000, 0x1000)
+
+
+def test_arm64_esr_in_exits_that_are_not_userfault_or_private() -> None:
+    # Oliver's "for every KVM_EXIT_MEMORY_FAULT": (1) a load from a poisoned guest_memfd page
+    # (gmem_abort(), -EHWPOISON), (2) with annotate-efault, a store to RAM with no VMA.
+    # The load's ESR 0x9381_0007 sanitises to EC 0x24 << 26 | IL | DFSC 0x07 = 0x9200_0007; the
+    # store's to 0x9200_0047 (see the module docstring). memory_fault.esr is the u64 at offset 56.
+    vm = kvmcore.VM("arm64", proposals=("arch-hook", "arm64-esr"))
+    fd = vm.create_guest_memfd(2 << 20)
+    vm.set_user_memory_region(0, 0x4000_0000, 2 << 20, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+    vm.guest_memfd(fd).memory_failure(0x1000)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault(LOAD)
+    assert (res.ret, res.outcome) == (-133, "gmem_error")
+    data = bytes(vcpu.kvm_run)
+    assert struct.unpack_from("<I", data, 8) == (39,)  # exit_reason
+    assert struct.unpack_from("<QQQQ", data, 32) == (0x0, 0x4000_1000, 0x1000, 0x9200_0007)
+
+    _, vcpu = _unmapped("arm64", ("arch-hook", "arm64-esr", "annotate-efault"))
+    res = vcpu.handle_fault(STORE)
+    assert (res.ret, res.outcome) == (-14, "no_vma")
+    # flags 0, gpa fault_ipa 0x4000_1000, size 0 ("unknown size"), esr 0x9200_0047
+    assert struct.unpack_from("<QQQQ", bytes(vcpu.kvm_run), 32) == (0x0, 0x4000_1000, 0x0, 0x9200_0047)

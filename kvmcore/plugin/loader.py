@@ -45,6 +45,7 @@ HOOK_NAMES = (
     "decode_fault",
     "faultin_pfn",
     "prepare_memory_fault_exit",
+    "kvm_arch_prepare_memory_fault_exit",
     "encode_fault",
     "describe_syndrome",
     "parse_trace_event",
@@ -288,6 +289,9 @@ class Arch:
         if type(common) is not MemoryFault and common is not None:  # None: kvm_prepare_memory_fault_exit says so
             raise self.plugin_error("prepare_memory_fault_exit", None, f"returned {short_repr(common)}, expected kvmcore.MemoryFault")
         return common
+
+    def kvm_arch_prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> None:
+        self.pm.hook.kvm_arch_prepare_memory_fault_exit(vcpu=vcpu, fault=fault)
 
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
         result = self.pm.hook.configure_vm(vm=vm, settings=settings)

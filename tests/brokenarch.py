@@ -23,7 +23,8 @@ import kvmcore
 from kvmcore import Access, ArchInfo, DecodeError, Memslot, Syndrome, TraceEvent, hookimpl
 
 HOOKS = ("arch_info", "configure_vm", "prepare_memory_region", "decode_fault", "faultin_pfn",
-         "prepare_memory_fault_exit", "encode_fault", "describe_syndrome", "parse_trace_event")
+         "prepare_memory_fault_exit", "kvm_arch_prepare_memory_fault_exit", "encode_fault", "describe_syndrome",
+         "parse_trace_event")
 MODES = ("raise", "garbage", "contract")
 
 
@@ -125,6 +126,12 @@ def prepare_memory_fault_exit(vcpu: Any, fault: Any) -> Any:
     if how == "contract":
         vcpu.kvm_run.memory_fault.gpa ^= 0x1000  # wrappers must not change gpa
     return common
+
+
+@hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: Any, fault: Any) -> None:
+    if mode("kvm_arch_prepare_memory_fault_exit") is not None:
+        _boom()
 
 
 @hookimpl

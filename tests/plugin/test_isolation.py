@@ -34,6 +34,7 @@ PROBLEMS = {
     ("faultin_pfn", "contract"): "its result broke the fault path: TypeError",
     ("prepare_memory_fault_exit", "raise"): "raised ZeroDivisionError",
     ("prepare_memory_fault_exit", "garbage"): "returned dict",
+    ("kvm_arch_prepare_memory_fault_exit", "raise"): "raised ZeroDivisionError",
     ("encode_fault", "raise"): "raised ZeroDivisionError",
     ("encode_fault", "garbage"): "returned int 4096",
     ("encode_fault", "contract"): "returned dict {1: 1052672}, expected a mapping of register names",
@@ -73,6 +74,9 @@ def call_hook(hook: str) -> None:
         vm.arch.describe_syndrome(vm, {"gpa": 0x101000})
     elif hook == "parse_trace_event":
         vm.arch.parse_trace_event("broken_fault", "gpa 0x101000 access 1")
+    elif hook == "kvm_arch_prepare_memory_fault_exit":  # called only under the design arch-hook
+        fault = vm.arch.decode_fault(vcpu, {"gpa": 0x101000})
+        vm.arch.kvm_arch_prepare_memory_fault_exit(vcpu, fault)
     else:
         vcpu.handle_fault({"gpa": 0x101000, "access": 1})
 
@@ -141,7 +145,8 @@ expect = { outcome = "mapped" }
 """
 
 
-@pytest.mark.parametrize(("hook", "mode"), [(h, m) for h, m in sorted(PROBLEMS) if h not in ("describe_syndrome", "parse_trace_event")])
+@pytest.mark.parametrize(("hook", "mode"), [(h, m) for h, m in sorted(PROBLEMS)
+                                             if h not in ("describe_syndrome", "parse_trace_event", "kvm_arch_prepare_memory_fault_exit")])
 def test_run_shows_the_error_in_that_column_and_finishes_the_others(broken, tmp_path: Path, hook: str, mode: str) -> None:
     broken.setenv("KVMCORE_BROKEN", f"{hook}={mode}")
     path = tmp_path / "s.toml"

@@ -149,7 +149,7 @@ def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None, 
     state = _State(vm, scn)
     state.drop_userfault = not vm.has_proposal("userfault")
     try:
-        return _run_steps(result, state, scn, name)
+        return _run_steps(result, state, scn, name, tolerant)
     except (kvmcore.PluginError, kvmcore.FaultContractError) as exc:
         # a broken plugin: this arch's column shows why, the other arches still run
         step = scn.steps[len(result.results)]  # the step that was running
@@ -158,7 +158,7 @@ def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None, 
         return result
 
 
-def _run_steps(result: ArchRun, state: _State, scn: Scenario, name: str) -> ArchRun:
+def _run_steps(result: ArchRun, state: _State, scn: Scenario, name: str, tolerant: bool) -> ArchRun:
     vm = state.vm
     try:
         for _cap_name, cap in scn.caps + scn.vm_caps.get(name, []):

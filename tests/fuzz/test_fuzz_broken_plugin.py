@@ -63,7 +63,11 @@ def test_a_broken_plugin_never_takes_the_command_down(broken, hooks: dict, comma
         report = json.loads(run.out)
         assert "broken" in [c["arch"] for c in report["arches"]]
         if hooks:
-            assert run.status == 1 or set(hooks) <= {"encode_fault", "describe_syndrome", "parse_trace_event", "prepare_memory_fault_exit"}
+            # hooks this run may not reach: the exit hooks (the fault may not exit; arch-hook is a
+            # design), describe and parse (decode and replay only)
+            quiet = {"describe_syndrome", "parse_trace_event", "prepare_memory_fault_exit",
+                     "kvm_arch_prepare_memory_fault_exit"}
+            assert run.status == 1 or set(hooks) <= quiet
         for column in report["arches"]:
             if column["arch"] != "broken":
                 assert column["error"] is None, column

@@ -255,7 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             memslots=args.memslots,
             settings=settings,
             top=args.top,
-            capacity=args.capacity,
+            memory=args.memory,
             progress=None if args.progress is None else args.progress,
         )
     except replay.ReplayError as exc:
@@ -275,6 +275,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # --- the parser --------------------------------------------------------------------------------
+def _size(text: str) -> int:
+    """``--memory 64M``: bytes (argparse reports the ValueError's message)."""
+    from kvmcore.cli.hotgfns import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -357,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
         "'-' for stdin), decode each guest fault event through the arch's parse_trace_event and "
-        "decode_fault hooks, and print a summary. Streams in constant memory: the hottest gfns come "
-        "from a bounded Space-Saving sketch and the output says whether they are exact.",
+        "decode_fault hooks, and print a summary. Streams in bounded memory: the hottest gfns are "
+        "counted exactly within --memory, then by a sketch that reports only what it guarantees.",
         epilog=(
             "examples:\n"
             "  kvmcore replay /sys/kernel/tracing/trace\n"
@@ -375,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
-    p.add_argument("--capacity", type=int, default=1024, metavar="K",
-                   help="counters in the heavy-hitter sketch (default 1024; exact while a trace has fewer distinct gfns)")
+    p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
+                   help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
+                   "that reports only what it guarantees")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bar on stderr (default: when stderr is a terminal)")

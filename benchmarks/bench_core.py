@@ -83,11 +83,13 @@ def interleaved(
     its inputs, alternating between the loops chunk by chunk: each sample is short (a few ms)
     and the variants sit side by side in time, so a burst of load from elsewhere on the machine
     lands on a few samples of every variant, not on one variant's whole run. The first pass is
-    an untimed warm-up.
+    an untimed warm-up. ``keep`` (optional) receives every sample's rate by the thread's CPU
+    time, for ratios: on a shared machine the time spent waiting for a CPU lands on one sample
+    of a pair and not the other, and is not work either side did.
     """
     split = {name: chunks(inputs, chunk) for name, (_, inputs) in loops.items()}
     count = max(len(c) for c in split.values())
-    samples: dict[str, list[float]] = keep if keep is not None else {name: [] for name in loops}
+    samples: dict[str, list[float]] = {name: [] for name in loops}
     for i in range(passes + 1):
         reset()
         gc.collect()
@@ -99,6 +101,8 @@ def interleaved(
                     elapsed, cpu = ns() - start, cpu_ns() - cpu_start
                     if i:
                         samples[name].append(rate(ops, elapsed))
+                        if keep is not None:  # ratios use CPU time: waiting for a CPU is not work
+                            keep[name].append(rate(ops, cpu))
                         CLOCKS["wall_ns"] += elapsed
                         CLOCKS["cpu_ns"] += cpu
     return {name: median(values) for name, values in samples.items()}

@@ -224,18 +224,20 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     gfn = fault.gfn
     is_perm = E.is_permission_fault(fault.info)
 
+    # one hva and one VMA lookup serve the whole fault, as the kernel's vma_lookup() does
     hva = slot.gfn_to_hva(gfn)
-    if vm.host.find_vma(hva) is None:
+    vma = vm.host.find_vma(hva)
+    if vma is None:
         return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
     logging_active = slot.dirty_bitmap is not None and not slot.readonly  # memslot_is_logging()
-    vma_pagesize = kvmcore.kvm_mapping_size(vm, slot, gfn, BLOCK_SIZES[vm.page_shift])
+    vma_pagesize = kvmcore.kvm_mapping_size(vm, slot, gfn, BLOCK_SIZES[vm.page_shift], vma.page_size)
 
-    if kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
         if vcpu.kvm_run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
             return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
         return Exit(-abi.EFAULT, "userfault")
 
-    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write)
+    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
     if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
         kvmcore.send_sig_mceerr(vcpu, hva, vma_pagesize.bit_length() - 1)
         return Retry("hwpoison_sigbus", "kvm_send_hwpoison_signal(): SIGBUS BUS_MCEERR_AR to the vCPU thread")

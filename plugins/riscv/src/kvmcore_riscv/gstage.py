@@ -176,11 +176,11 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     vma_pagesize = vm.host.mapping_size(hva)
     if not vma_pagesize:
         return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
-    size = kvmcore.kvm_mapping_size(vm, slot, gfn, GSTAGE_BLOCK_SIZES)
+    size = kvmcore.kvm_mapping_size(vm, slot, gfn, GSTAGE_BLOCK_SIZES, vma_pagesize)  # one VMA lookup
     # kvmcore extension: KVM Userfault, where arm64 v3 checks it (just before faultin)
-    if kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
-    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write)
+    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
     if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
         lsb = vma_pagesize.bit_length() - 1
         kvmcore.send_sig_mceerr(vcpu, hva, lsb)

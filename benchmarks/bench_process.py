@@ -129,7 +129,8 @@ def write_trace(path: Path, arch: kvmcore.Arch, events: int) -> None:
 
 def replay_argv(arch: str, trace: Path) -> list[str]:
     """``kvmcore replay`` of the trace: parse every line, decode every fault, summarise."""
-    return [*kvmcore_command(), "replay", str(trace), "--arch", arch, "--json", "--strict", "--no-progress"]
+    return [*kvmcore_command(), "replay", str(trace), "--arch", arch, "--json", "--strict", "--no-progress",
+            *(["--jobs", "1"] if _has_option("replay", "--jobs") else [])]
 
 
 def _replay_in_process(path: str, arch: str) -> int:
@@ -193,7 +194,7 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp:
     out.update(events_per_s=events / wall, peak_rss_mb=rss / 2**20, wall_s=round(wall, 3))
     jobs = os.cpu_count() or 1
     if jobs > 1 and _has_option("replay", "--jobs"):
-        status, pwall, _, err = run_child([*argv, "--jobs", str(jobs)], stdout=tmp / "replay-par.json")
+        status, pwall, _, err = run_child([*argv[:-2], "--jobs", str(jobs)], stdout=tmp / "replay-par.json")
         if status == 0:
             same = json.loads((tmp / "replay-par.json").read_text())
             for volatile in ("seconds",):

@@ -256,6 +256,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             settings=settings,
             top=args.top,
             memory=args.memory,
+            jobs=args.jobs,
             progress=None if args.progress is None else args.progress,
         )
     except replay.ReplayError as exc:
@@ -275,6 +276,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # --- the parser --------------------------------------------------------------------------------
+def _jobs(text: str) -> int | None:
+    """``--jobs 4`` or ``--jobs auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of processes or 'auto'")
+    return value
+
+
 def _size(text: str) -> int:
     """``--memory 64M``: bytes (argparse reports the ValueError's message)."""
     from kvmcore.cli.hotgfns import parse_size
@@ -388,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
                    help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
                    "that reports only what it guarantees")
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                   help="processes for a large trace file (default auto: every CPU from 16 MiB per "
+                   "process); the summary is the serial one")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bar on stderr (default: when stderr is a terminal)")

@@ -392,15 +392,30 @@ def replay(
     top: int = 10,
     memory: int = DEFAULT_BUDGET,
     progress: bool | None = None,
+    jobs: int | None = 1,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
 
     ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
+    ``jobs``: processes for a regular file (``None``: every CPU for large files), see
+    :mod:`kvmcore.cli.replay_parallel`; the summary is the serial one either way.
     """
     try:
         HotGfns(memory)
     except ValueError as exc:
         raise ReplayError(f"--memory: {exc}") from None
+    if source != "-" and jobs != 1:
+        from kvmcore.cli import replay_parallel
+
+        try:
+            size = os.stat(source).st_size
+        except OSError as exc:
+            raise ReplayError(f"cannot read {source}: {exc.strerror or exc}") from None
+        n = replay_parallel.jobs_for(jobs, size)
+        if n > 1:
+            done = replay_parallel.replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory)
+            if done is not None:
+                return done
     arches, vcpus, notes = _load(arch, settings or {}, memslots)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
@@ -430,6 +445,12 @@ def replay(
         if stream is not sys.stdin:
             stream.close()
     summary.seconds = time.perf_counter() - start
+    _finish(summary, arches, vcpus)
+    return summary
+
+
+def _finish(summary: Summary, arches: dict[str, Any], vcpus: dict[str, Any]) -> None:
+    """What the summary says once every line is counted: page shifts, the arch mode, notes."""
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
     if summary.mode == "auto":
@@ -439,7 +460,6 @@ def replay(
         owner = ARCH_OF_EVENT.get(event)
         if owner is not None and owner not in arches:
             summary.notes.append(f"{n:,} {event} events are {owner} events, but the {owner} plugin is not loaded")
-    return summary
 
 
 def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progress: bool,

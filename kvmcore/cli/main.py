@@ -245,11 +245,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # --- kvmcore replay ----------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from kvmcore.cli import replay
+    from kvmcore.cli import replay, replay_parallel
 
     settings = parse_assignments(args.set or [], "setting")
     try:
-        summary = replay.replay(
+        summary = replay_parallel.replay(
             args.tracefile,
             arch=args.arch,
             memslots=args.memslots,
@@ -257,6 +257,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             top=args.top,
             memory=args.memory,
             jobs=args.jobs,
+            events=args.events,
             progress=None if args.progress is None else args.progress,
         )
     except replay.ReplayError as exc:
@@ -402,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
                    help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
                    "that reports only what it guarantees")
+    p.add_argument("--events", metavar="OUT.parquet",
+                   help="also write one row per guest fault event (registers and decoded fields) to a "
+                   "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
     p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
                    help="processes for a large trace file (default auto: every CPU from 16 MiB per "
                    "process); the summary is the serial one")

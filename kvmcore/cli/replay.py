@@ -392,30 +392,18 @@ def replay(
     top: int = 10,
     memory: int = DEFAULT_BUDGET,
     progress: bool | None = None,
-    jobs: int | None = 1,
+    events: str | None = None,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
 
     ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
-    ``jobs``: processes for a regular file (``None``: every CPU for large files), see
-    :mod:`kvmcore.cli.replay_parallel`; the summary is the serial one either way.
+    :func:`kvmcore.cli.replay_parallel.replay` runs it on every core. ``events``: also write one row per guest fault event to this Parquet file
+    (:mod:`kvmcore.cli.events`; serial).
     """
     try:
         HotGfns(memory)
     except ValueError as exc:
         raise ReplayError(f"--memory: {exc}") from None
-    if source != "-" and jobs != 1:
-        from kvmcore.cli import replay_parallel
-
-        try:
-            size = os.stat(source).st_size
-        except OSError as exc:
-            raise ReplayError(f"cannot read {source}: {exc.strerror or exc}") from None
-        n = replay_parallel.jobs_for(jobs, size)
-        if n > 1:
-            done = replay_parallel.replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory)
-            if done is not None:
-                return done
     arches, vcpus, notes = _load(arch, settings or {}, memslots)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
@@ -436,12 +424,26 @@ def replay(
         progress = sys.stderr.isatty()
     start = time.perf_counter()
     resolver = _Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
+    writer = None
     try:
+        if events is not None:
+            from kvmcore.cli.events import EventWriter
+
+            try:
+                writer = EventWriter(events, arches)
+            except ImportError as exc:
+                raise ReplayError(str(exc)) from None
+            except OSError as exc:
+                raise ReplayError(f"--events {events}: {exc.strerror or exc}") from None
         head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
         _scan(itertools.chain(head, stream), summary, resolver, memory, progress, total,
-              memslots is not None, getattr(stream, "buffer", None))
+              memslots is not None, getattr(stream, "buffer", None), writer)
+        if writer is not None:
+            summary.notes.append(f"wrote {writer.close():,} guest fault events to {events}")
     finally:
+        if writer is not None:
+            writer.close()
         if stream is not sys.stdin:
             stream.close()
     summary.seconds = time.perf_counter() - start
@@ -463,7 +465,7 @@ def _finish(summary: Summary, arches: dict[str, Any], vcpus: dict[str, Any]) -> 
 
 
 def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progress: bool,
-          total: int, with_slots: bool, buffer: Any) -> None:
+          total: int, with_slots: bool, buffer: Any, sink: Any = None) -> None:
     search = _EVENT_RE.search
     cache = resolver.cache
     by_arch = summary.by_arch_kind
@@ -542,11 +544,15 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progr
                     hit = memo[memo_key] = memo_old[memo_key]
             except TypeError:  # an unhashable register value: decode every time
                 memo_key, hit = None, None
+            if sink is not None:  # --events: every row's own decoded fields, so no memo
+                memo_key, hit = None, None
             if hit is None:
                 vcpu = entry[3]
                 try:
                     fault = entry[2](vcpu, raw)
                 except (DecodeError, ValueError, TypeError, KeyError) as exc:
+                    if sink is not None:
+                        sink.add(lineno, line, m, label, event, ev, None, str(exc))
                     summary.undecodable += 1
                     if len(summary.skipped_examples) < SHOW_SKIPPED:
                         summary.skipped_examples.append(
@@ -555,6 +561,8 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progr
                 hit = ((label, getattr(fault, "fault_kind", "?"),
                         "exec" if fault.exec else "write" if fault.write else "read", bool(fault.is_private)),
                        fault.gfn)
+                if sink is not None:
+                    sink.add(lineno, line, m, label, event, ev, fault)
                 if memo_key is not None:
                     if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
                         memo_old = memo

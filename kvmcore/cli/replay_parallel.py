@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from kvmcore.cli import replay as R
+from kvmcore.cli.hotgfns import HotGfns
 
 #: Below this many bytes per job, ``--jobs auto`` stays serial (process start-up would dominate).
 MIN_BYTES_PER_JOB = 16 << 20
@@ -137,6 +138,36 @@ def merge(parts: list[R.Summary], into: R.Summary) -> None:
             _add(into.slots.setdefault(arch, {}), slots)
         offset += part.lines
     into.lines = offset
+
+
+def replay(
+    source: str,
+    arch: str = "auto",
+    memslots: str | None = None,
+    settings: dict[str, Any] | None = None,
+    top: int = 10,
+    memory: int = R.DEFAULT_BUDGET,
+    progress: bool | None = None,
+    jobs: int | None = 1,
+    events: str | None = None,
+) -> R.Summary:
+    """:func:`kvmcore.cli.replay.replay` in ``jobs`` processes (``None``: every CPU once the
+    file is large); serial for stdin, ``jobs=1``, ``events`` or a trace that cannot be split.
+    The summary is the serial one either way."""
+    if source != "-" and jobs != 1 and events is None:
+        try:
+            HotGfns(memory)
+            size = os.stat(source).st_size
+        except ValueError as exc:
+            raise R.ReplayError(f"--memory: {exc}") from None
+        except OSError as exc:
+            raise R.ReplayError(f"cannot read {source}: {exc.strerror or exc}") from None
+        n = jobs_for(jobs, size)
+        if n > 1:
+            done = replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory)
+            if done is not None:
+                return done
+    return R.replay(source, arch, memslots, settings, top, memory, progress, events)
 
 
 def replay_parallel(source: str, jobs: int, size: int, arch: str, memslots: str | None, settings: dict[str, Any],

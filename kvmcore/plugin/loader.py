@@ -41,6 +41,7 @@ HOOK_NAMES = (
     "encode_fault",
     "describe_syndrome",
     "parse_trace_event",
+    "decode_fault_batch",
 )
 
 
@@ -223,6 +224,15 @@ class Arch:
 
     def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
         return self._parse_trace_event(event, text)
+
+    def decode_fault_batch(self, vcpu: Any, columns: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ``decode_fault_batch`` hook; ``NotImplementedError`` if no implementation answers."""
+        result = self.pm.hook.decode_fault_batch(vcpu=vcpu, columns=columns)
+        if result is None:
+            raise NotImplementedError(f"arch {self.name!r} cannot decode this VM's faults in batches")
+        from kvmcore.plugin.batch import blank_invalid
+
+        return blank_invalid(result)
 
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvmcore.cli import replay
+from kvmcore.cli import replay_parallel as parallel
 from kvmcore.cli.replay_parallel import replay_parallel, split_points
 
 TRACES = Path(__file__).parent / "traces"
@@ -48,9 +49,9 @@ def test_parallel_summary_equals_serial(tmp_path: Path, crlf: bool) -> None:
     for jobs in (2, 3, 7):
         direct = replay_parallel(str(path), jobs, path.stat().st_size, "auto", None, {}, 10, 64 << 20)
         assert direct is not None and without_time(direct) == serial  # really in parallel
-        parallel = replay.replay(str(path), jobs=jobs, progress=False)
-        assert without_time(parallel) == serial, jobs
-        assert parallel.render().split("\n", 1)[1] == replay.replay(str(path), progress=False).render().split("\n", 1)[1]
+        merged = parallel.replay(str(path), jobs=jobs, progress=False)
+        assert without_time(merged) == serial, jobs
+        assert merged.render().split("\n", 1)[1] == replay.replay(str(path), progress=False).render().split("\n", 1)[1]
 
 
 def test_parallel_on_the_command_line(tmp_path: Path) -> None:

@@ -16,24 +16,32 @@ from kvmcore.kvm.guest_memfd import GUEST_MEMFD_FLAGS_VALID, GuestMemfd
 from kvmcore.kvm.host_mm import TASK_SIZE, HostMemory
 from kvmcore.kvm.memory_attributes import MemoryAttributes
 from kvmcore.kvm.memslot import Memslots
+from kvmcore.kvm.proposals import PROPOSALS, resolve_proposals
 from kvmcore.kvm.stage2 import Stage2
 from kvmcore.kvm.userfault import as_bitmap
+from kvmcore.kvm.version import DEFAULT_KERNEL, KernelVersion
 from kvmcore.plugin.loader import Arch, arch_from
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
 
 
 class VM:
-    """A KVM VM of one architecture: ``kvmcore.VM("arm64", granule="16K")``.
+    """A KVM VM of one architecture: ``kvmcore.VM("arm64", kernel="6.18", granule="16K")``.
 
     :param arch: an installed arch's name, a loaded ``kvmcore.Arch``, or a plugin object
         (a module with hookimpls) for plugins that have no entry point.
+    :param kernel: the kernel modelled (``kvmcore.KERNEL_VERSIONS``; default the newest),
+        as ``"6.18"``, ``(6, 18)`` or a ``kvmcore.KernelVersion``: ``vm.kernel``.
+    :param proposals: the designs beyond upstream that are on (``kvmcore.PROPOSALS``):
+        None for the defaults, ``()`` for upstream mode (that kernel exactly): ``vm.proposals``.
     :param settings: the arch's VM settings (``ArchInfo.settings``), checked by the
         ``configure_vm`` hook.
     """
 
-    def __init__(self, arch: Any, **settings: Any) -> None:
+    def __init__(self, arch: Any, kernel: Any = DEFAULT_KERNEL, proposals: Any = None, **settings: Any) -> None:
         self.arch: Arch = arch_from(arch)
+        self.kernel: KernelVersion = KernelVersion.parse(kernel)
+        self.proposals: frozenset[str] = resolve_proposals(self.arch.name, proposals)
         self.page_shift = self.arch.info.page_shift
         self.settings: dict[str, Any] = dict(self.arch.configure_vm(self, settings) or {})
         self.page_size = 1 << self.page_shift
@@ -49,7 +57,18 @@ class VM:
 
     def __repr__(self) -> str:
         slots = len(self.memslots) if hasattr(self, "memslots") else 0  # also while configure_vm runs
-        return f"<VM {self.arch.name} slots={slots}>"
+        return f"<VM {self.arch.name} kernel={self.kernel} slots={slots}>"
+
+    def has_proposal(self, name: str) -> bool:
+        """Is the proposal ``name`` (a key of ``kvmcore.PROPOSALS``) on for this VM?
+
+        ValueError for a name that is no proposal, so a misspelling cannot read as "off".
+        """
+        if name in self.proposals:
+            return True
+        if name not in PROPOSALS:
+            raise ValueError(f"has_proposal({name!r}): no such proposal (known: {', '.join(PROPOSALS)})")
+        return False
 
     # -- vCPUs and caps -------------------------------------------------------------------------
     def create_vcpu(self) -> VCPU:

@@ -245,7 +245,10 @@ def test_store_to_readonly_slot_is_mmio_and_load_maps_readonly(vm, vcpu) -> None
     assert (res.outcome, res.mapped.writable) == ("mapped", False)
 
 
-def test_exec_from_unbacked_gpa(vcpu) -> None:
+@pytest.mark.parametrize("kernel", ["6.12", "6.18"])
+def test_exec_from_unbacked_gpa(kernel) -> None:
+    # arch/riscv/kvm/vcpu_exit.c gstage_page_fault() of 6.12: "default: return -EOPNOTSUPP"
+    vcpu = kvmcore.VM("riscv", kernel=kernel).create_vcpu()
     res = vcpu.handle_fault(trap(FETCH, 0x10000000, sepc=0x10000000))
     assert (res.ret, res.exit_reason, res.outcome) == (
         -EOPNOTSUPP,
@@ -254,8 +257,9 @@ def test_exec_from_unbacked_gpa(vcpu) -> None:
     )
 
 
-def test_exec_from_unbacked_gpa_on_7_2_injects_access_fault() -> None:
-    vcpu = kvmcore.VM("riscv", kernel="7.2").create_vcpu()
+def test_exec_from_unbacked_gpa_on_7_3_injects_access_fault() -> None:
+    # arch/riscv/kvm/vcpu_exit.c gstage_page_fault() of 7.3: case EXC_INST_GUEST_PAGE_FAULT
+    vcpu = kvmcore.VM("riscv", kernel="7.3").create_vcpu()
     res = vcpu.handle_fault(trap(FETCH, 0x10000000))
     assert (res.ret, res.exit_reason, res.outcome) == (0, None, "exec_no_slot_inject")
     assert "EXC_INST_ACCESS" in res.detail

@@ -65,16 +65,17 @@ def test_not_present_write_maps_a_4k_page() -> None:
 @pytest.mark.parametrize(
     ("kernel", "eq", "error_code", "user"),
     [
-        # 0x181 read: 6.17 read -> USER, FINAL/PAGE never set (bug tests error_code bit 7)
-        ("6.17", EQ_READ, 0x4, True),
+        # 0x181 read: 6.12 arch/x86/kvm/vmx/common.h __vmx_handle_ept_violation(): read -> USER,
+        # bits 7 and 8 of the exit qualification -> GUEST_FINAL
+        ("6.12", EQ_READ, 0x1_0000_0004, True),
         # 6.18 (stable fix d0164c161923): USER (quirk) | GUEST_FINAL
         ("6.18", EQ_READ, 0x1_0000_0004, True),
-        # 7.2: read no longer maps to USER; FINAL only
-        ("7.2", EQ_READ, 0x1_0000_0000, False),
-        # 0x381 = read | bits 7, 8 | bit 9 GVA_USER: 7.2 takes USER from bit 9 under FINAL
-        ("7.2", 0x381, 0x1_0000_0004, True),
-        # 0x182 write: 6.17 WRITE only; 6.18 WRITE | FINAL
-        ("6.17", EQ_WRITE, 0x2, False),
+        # 7.3 common.h: read no longer maps to USER; FINAL only
+        ("7.3", EQ_READ, 0x1_0000_0000, False),
+        # 0x381 = read | bits 7, 8 | bit 9 GVA_USER: 7.3 takes USER from bit 9 under FINAL
+        ("7.3", 0x381, 0x1_0000_0004, True),
+        # 0x182 write: WRITE | FINAL on 6.12 and 6.18
+        ("6.12", EQ_WRITE, PFERR_W_FINAL, False),
         ("6.18", EQ_WRITE, PFERR_W_FINAL, False),
         # 0x81 = read | bit 7 without bit 8: a paging-structure access -> GUEST_PAGE (bit 33) on 6.18
         ("6.18", 0x81, 0x2_0000_0004, True),
@@ -90,8 +91,8 @@ def test_kernel_setting_changes_the_error_code(kernel, eq, error_code, user) -> 
 
 def test_mbec_user_exec_bit_sets_present_on_7_2() -> None:
     # 0x41 = bit 0 read | bit 6 PROT_USER_EXEC: PRESENT only when MBEC is on (7.2)
-    with_mbec = make_vcpu(kernel="7.2", mbec=True)
-    without = make_vcpu(kernel="7.2")
+    with_mbec = make_vcpu(kernel="7.3", mbec=True)
+    without = make_vcpu(kernel="7.3")
     for vcpu in (with_mbec, without):
         slot(vcpu)
     assert with_mbec.handle_fault({"exit_qualification": 0x41, "gpa": 0x10_0000}).fault.error_code == 0x1
@@ -372,7 +373,7 @@ def test_tdx_48_bit_gpaw_moves_the_shared_bit() -> None:
 
 
 def test_6_18_gmem_only_slot_serves_shared_faults_from_guest_memfd() -> None:
-    for kernel, outcome in (("6.18", "mapped_gmem"), ("6.17", "mapped")):
+    for kernel, outcome in (("6.18", "mapped_gmem"), ("7.3", "mapped_gmem")):
         vcpu = make_vcpu(kernel=kernel, vm_type="sw_protected")
         fd = vcpu.vm.create_guest_memfd(2 * MB, flags=abi.GUEST_MEMFD_FLAG_MMAP)
         slot(vcpu, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
@@ -456,7 +457,7 @@ def test_wrapper_fills_svm_words_and_leaves_common_fields() -> None:
 
 
 def test_wrapper_returns_the_common_result_unchanged() -> None:
-    vcpu = make_vcpu()
+    vcpu = make_vcpu(kernel="6.18")
     fault = vcpu.vm.arch.decode_fault(vcpu, {"exit_qualification": 0x81, "gpa": 0x10_0000, "gla": 0x1000})
     common = kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
     assert common == kvmcore.MemoryFault(0, 0x10_0000, 0x1000)

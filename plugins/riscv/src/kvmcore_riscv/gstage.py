@@ -114,15 +114,15 @@ def noslot_or_readonly(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.Faultin
       so every access exits.
     * htinst bit 0 clear and no ``insn``: KVM reads the instruction at sepc from guest memory
       (``kvm_riscv_vcpu_unpriv_read()``); kvmcore cannot, so the fault ends as ``emulate``.
-    * fetch (only possible with no memslot): the ``default: return -EOPNOTSUPP`` of 6.15-6.18;
-      with ``kernel="7.2"`` an instruction access fault is reflected into the guest.
+    * fetch (only possible with no memslot): the ``default: return -EOPNOTSUPP`` of 6.12 and
+      6.18 (arch/riscv/kvm/vcpu_exit.c: gstage_page_fault()); 7.3 (same function) reflects an
+      instruction access fault into the guest.
     """
-    kernel = vcpu.vm.settings.get("kernel", "6.18")
     if fault.exec:
-        if kernel == "7.2":
+        if vcpu.vm.kernel >= (7, 3):
             return Retry(
                 "exec_no_slot_inject",
-                f"fetch from unbacked gpa {fault.kernel_gpa:#x}: 7.2 reflects an instruction "
+                f"fetch from unbacked gpa {fault.kernel_gpa:#x}: 7.3 reflects an instruction "
                 f"access fault (scause {EXC_INST_ACCESS}, EXC_INST_ACCESS) into the guest",
             )
         return Exit(

@@ -24,9 +24,8 @@ from .trap import GUEST_PAGE_FAULT_ACCESS
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
 #: same cause, so only "not_present" and "no_slot" can be expressed as themselves.
 CAUSES = ("not_present", "no_slot")
-#: VM settings: the kernel whose behaviour is modelled. "6.18" covers 6.15-6.18 (the default);
-#: "7.2" reflects an instruction access fault for a fetch from an unbacked GPA.
-SETTINGS = {"kernel": ("6.18", "7.2")}
+#: VM settings: none (the kernel modelled is ``vm.kernel``).
+SETTINGS: dict[str, tuple[Any, ...]] = {}
 
 
 @hookimpl

@@ -167,12 +167,12 @@ def kvm_handle_noslot_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None:
 
 
 def kvm_memslot_is_gmem_only(vm: kvmcore.VM, slot: kvmcore.Memslot) -> bool:
-    """Mirrors ``kvm_memslot_is_gmem_only()`` (6.18+, believed): the slot's guest_memfd was
-    created with GUEST_MEMFD_FLAG_MMAP, so shared faults are served from it too. Always False
-    for ``kernel="6.17"``."""
+    """Mirrors ``kvm_memslot_is_gmem_only()`` (6.18+): the slot's guest_memfd was created
+    with GUEST_MEMFD_FLAG_MMAP, so shared faults are served from it too. Always False on
+    6.12, which has neither the function nor the flag."""
     return (
         slot.gmem is not None
-        and vm.settings["kernel"] != "6.17"
+        and vm.kernel >= (6, 18)
         and bool(slot.gmem.flags & abi.GUEST_MEMFD_FLAG_MMAP)
     )
 

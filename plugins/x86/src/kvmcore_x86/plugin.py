@@ -15,13 +15,11 @@ from kvmcore_x86 import decode, mmu
 from kvmcore_x86.fault import X86Fault
 
 SETTINGS: dict[str, tuple[Any, ...]] = {
-    # Which kernel's __vmx_handle_ept_violation() (and 6.18's gmem-only slots).
-    "kernel": ("6.18", "6.17", "7.2"),
     # Intel VMX/EPT or AMD SVM/NPT; vm_type "snp" implies svm and "tdx" vmx.
     "vendor": ("vmx", "svm"),
     # KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM.
     "vm_type": ("default", "sw_protected", "snp", "tdx"),
-    # Mode-based execute control for EPT (7.2 only).
+    # Mode-based execute control for EPT (kernel 7.3 only).
     "mbec": (False, True),
     # The NX-hugepage mitigation (kvm.nx_huge_pages): huge pages are mapped non-executable.
     "nx_huge_pages": (False, True),
@@ -49,7 +47,7 @@ def arch_info() -> kvmcore.ArchInfo:
 def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
     """The core validates each setting; this adds the cross-checks (``decode.check_settings``)."""
     validated = yield
-    return decode.check_settings(settings, validated)
+    return decode.check_settings(vm, settings, validated)
 
 
 @kvmcore.hookimpl

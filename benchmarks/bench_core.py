@@ -363,8 +363,15 @@ def bench_slots(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
             vm.stage2.unmap_range(GPA_BASE >> vm.page_shift, end)
 
     loops = {str(count): (compile_loop("handle_fault(raw)", handle_fault=hf), raws) for count, _, hf, raws, _ in setups}
-    results.update(interleaved(loops, p.repeats, p.chunk, reset))
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    results.update(interleaved(loops, p.repeats, p.chunk, reset, samples))
+    SLOT_RATIO.clear()
+    SLOT_RATIO.update(ratio_stats(samples[str(SLOT_COUNTS[-1])], samples[str(SLOT_COUNTS[0])]))
     return results
+
+
+#: The last :func:`bench_slots` run's most-slots / 1-slot time ratio (CPU time, sample pairs).
+SLOT_RATIO: dict[str, float] = {}
 
 
 def bench_memory(arch: kvmcore.Arch, p: Params) -> dict[str, float]:

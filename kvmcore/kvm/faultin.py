@@ -6,6 +6,7 @@ An arch's ``faultin_pfn`` calls them in its own kernel's order; the core's defau
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
@@ -22,10 +23,13 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
 
     Mirrors ``kvm_prepare_memory_fault_exit()``: returns nothing the caller must use; the
     caller picks the errno (``-EFAULT``, ``-EHWPOISON``) and may add flags afterwards. Checks
-    that no wrapper changed the common fields.
+    that no wrapper changed the common fields. With the ``syndrome`` proposal off (upstream
+    mode) the syndrome words the wrappers wrote are cleared again: upstream's exit has none.
     """
     common = vcpu.vm.arch.prepare_memory_fault_exit(vcpu, fault)
     run = vcpu.kvm_run
+    if "syndrome" not in vcpu.vm.proposals:
+        ctypes.memset(ctypes.addressof(run.exit.kvmcore.syndrome), 0, ctypes.sizeof(run.exit.kvmcore.syndrome))
     mf = run.exit.memory_fault
     if common is None:
         raise FaultContractError(vcpu.vm.arch.name, "prepare_memory_fault_exit", "a MemoryFault result", "None")

@@ -38,7 +38,8 @@ def errno_of(call, *args, **kwargs) -> int:
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=1 << 5), errno.EINVAL),  # unknown flag
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD), errno.EINVAL),
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD), errno.EINVAL),
-        (dict(slot=32764, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),  # id >= KVM_USER_MEM_SLOTS
+        # include/linux/kvm_host.h: KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (0 off x86)
+        (dict(slot=32767, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),
         (dict(slot=1 << 16, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),  # address space 1
         (dict(slot=0, guest_phys_addr=(1 << 64) - 0x1000, memory_size=0x2000), errno.EINVAL),  # wraps
         (dict(slot=0, guest_phys_addr=0, memory_size=0), errno.EINVAL),  # delete of a missing slot

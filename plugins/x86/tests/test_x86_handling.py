@@ -273,22 +273,25 @@ def test_emulation_on_a_private_fault_is_a_memory_fault_exit(monkeypatch) -> Non
 
 # --- private memory -----------------------------------------------------------------------
 def test_private_shared_mismatch_both_ways() -> None:
-    vcpu = make_vcpu()
+    # private memory needs a VM type with it: kvm_arch_has_private_mem() (arch/x86/kvm/x86.c)
+    vcpu = make_vcpu(vm_type="sw_protected")
     slot(vcpu)
     # private access (raw key) to a shared gfn
     res = vcpu.handle_fault({"exit_qualification": EQ_WRITE, "gpa": 0x10_1000, "private": 1})
     assert (res.ret, res.exit_reason, res.outcome) == (-EFAULT, abi.KVM_EXIT_MEMORY_FAULT, "private_mismatch")
     mf = vcpu.kvm_run.memory_fault
     assert (mf.flags, mf.gpa, mf.size) == (abi.KVM_MEMORY_EXIT_FLAG_PRIVATE, 0x10_1000, 0x1000)
-    # shared access to a private gfn
+    # shared access to a private gfn: on SNP the #NPF error code has no ENC bit
+    vcpu = make_vcpu(vm_type="snp")
+    slot(vcpu)
     vcpu.vm.set_memory_attributes(0x10_2000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-    res = vcpu.handle_fault({"exit_qualification": EQ_READ, "gpa": 0x10_2abc})
+    res = vcpu.handle_fault({"error_code": NPF_WRITE, "gpa": 0x10_2abc})
     assert res.outcome == "private_mismatch" and vcpu.kvm_run.memory_fault.flags == 0
     assert vcpu.kvm_run.memory_fault.gpa == 0x10_2000
 
 
 def test_private_without_slot_and_without_gmem() -> None:
-    vcpu = make_vcpu()
+    vcpu = make_vcpu(vm_type="sw_protected")
     vcpu.vm.set_memory_attributes(0xE000_0000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     res = vcpu.handle_fault({"exit_qualification": EQ_WRITE, "gpa": 0xE000_0000, "private": 1, "len": 4})
     assert (res.ret, res.exit_reason, res.outcome) == (-EFAULT, 39, "private_no_slot")
@@ -300,6 +303,7 @@ def test_private_without_slot_and_without_gmem() -> None:
 
 
 def gmem_vm(**settings):
+    settings.setdefault("vm_type", "sw_protected")  # a VM type with private memory
     vcpu = make_vcpu(**settings)
     vm = vcpu.vm
     fd = vm.create_guest_memfd(2 * MB)
@@ -373,6 +377,8 @@ def test_tdx_48_bit_gpaw_moves_the_shared_bit() -> None:
 
 
 def test_6_18_gmem_only_slot_serves_shared_faults_from_guest_memfd() -> None:
+    # include/linux/kvm_host.h:kvm_memslot_is_gmem_only() and arch/x86/kvm/mmu/mmu.c:
+    # __kvm_mmu_faultin_pfn() "if (fault->is_private || kvm_memslot_is_gmem_only(slot))" (6.18, 7.3)
     for kernel, outcome in (("6.18", "mapped_gmem"), ("7.3", "mapped_gmem")):
         vcpu = make_vcpu(kernel=kernel, vm_type="sw_protected")
         fd = vcpu.vm.create_guest_memfd(2 * MB, flags=abi.GUEST_MEMFD_FLAG_MMAP)
@@ -445,7 +451,7 @@ def test_other_error_pfn_is_a_bare_efault() -> None:
 
 # --- the memory fault exit wrapper --------------------------------------------------------------
 def test_wrapper_fills_svm_words_and_leaves_common_fields() -> None:
-    vcpu = make_vcpu(vendor="svm")
+    vcpu = make_vcpu(vm_type="snp")
     slot(vcpu)
     vcpu.vm.set_memory_attributes(0x10_0000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     res = vcpu.handle_fault({"error_code": NPF_WRITE, "gpa": 0x10_0123})

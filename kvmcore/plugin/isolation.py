@@ -23,6 +23,7 @@ HOOK_EXCEPTIONS: dict[str, tuple[type[BaseException], ...]] = {
     "configure_vm": (ValueError, TypeError),  # a bad setting, named (VM() reports both alike)
     "encode_fault": (ValueError, NotImplementedError),  # an access the arch cannot express
     "parse_trace_event": (ValueError,),  # a malformed trace line
+    "decode_fault_batch": (ImportError,),  # numpy is not installed (kvmcore[arrow])
 }
 
 _repr = reprlib.Repr()

@@ -9,6 +9,8 @@ from typing import Any
 import kvmcore
 from kvmcore import abi
 from kvmcore.cli.format import flag_list, flag_names, reason_text, ret_text, size_text
+from kvmcore.cli.model import ModelChoice
+from kvmcore.cli.model import as_dict as model_dict
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, SYNDROME_ARCHES, Scenario, SlotSpec, Step
 from kvmcore.errors import KvmError, strerror
 
@@ -30,6 +32,8 @@ class ArchRun:
     arch: str
     label: str = ""
     page_size: int = 0
+    #: ``{"kernel": "7.3", "proposals": [...]}``: what the arch's VM modelled (empty if not made).
+    model: dict[str, Any] = field(default_factory=dict)
     results: list[StepResult | None] = field(default_factory=list)
     error: str | None = None
 
@@ -63,7 +67,8 @@ class Outcome:
             "scenario": scn.name,
             "file": scn.file,
             "description": scn.description,
-            "arches": [{"arch": r.arch, "plugin": r.label, "page_size": r.page_size, "error": r.error} for r in self.runs],
+            "arches": [{"arch": r.arch, "plugin": r.label, "page_size": r.page_size, **r.model, "error": r.error}
+                       for r in self.runs],
             "vmm": {"userfault": scn.userfault_policy, "private_mismatch": scn.mismatch_policy},
             "steps": steps,
             "ok": self.ok,
@@ -82,15 +87,17 @@ def select_arches(scenario: Scenario, arch: str | None) -> list[str]:
     return scenario.arches
 
 
-def run(scenario: Scenario, arch: str | None = None) -> Outcome:
-    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's)."""
+def run(scenario: Scenario, arch: str | None = None, choice: ModelChoice | None = None) -> Outcome:
+    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's),
+    modelling the kernel and proposals of ``choice`` (the command line's) over the scenario's."""
+    choice = (choice or ModelChoice()).over(ModelChoice(scenario.kernel, scenario.proposals))
     names = select_arches(scenario, arch)
     outcome = Outcome(scenario, [])
     if not names:
         outcome.errors.append("no arch plugins installed (see 'kvmcore plugins')")
         return outcome
     for name in names:
-        arch_run = _run_arch(scenario, name)
+        arch_run = _run_arch(scenario, name, choice)
         outcome.runs.append(arch_run)
         if arch_run.error:
             outcome.errors.append(f"{scenario.file}: {name}: {arch_run.error}")
@@ -110,7 +117,7 @@ class _StepError(Exception):
     pass
 
 
-def _run_arch(scn: Scenario, name: str) -> ArchRun:
+def _run_arch(scn: Scenario, name: str, choice: ModelChoice) -> ArchRun:
     result = ArchRun(name)
     try:
         arch = kvmcore.load_arch(name)
@@ -119,11 +126,12 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
         return result
     result.label = f"{arch.dist or 'unpublished'} {arch.version or ''}".strip()
     try:
-        vm = kvmcore.VM(arch, **scn.vm.get(name, {}))
+        vm = kvmcore.VM(arch, **choice.vm_kwargs(name), **scn.vm.get(name, {}))
     except (ValueError, TypeError) as exc:
         result.error = f"vm.{name}: {exc}"
         return result
     result.page_size = vm.page_size
+    result.model = model_dict(vm)
     state = _State(vm, scn)
     try:
         for _cap_name, cap in scn.caps + scn.vm_caps.get(name, []):

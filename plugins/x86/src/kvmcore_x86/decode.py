@@ -85,6 +85,9 @@ def check_settings(vm: kvmcore.VM, given: Mapping[str, Any], settings: dict[str,
     (the modelled kernels before it, 6.12 and 6.18, have no MBEC support).
     """
     result = dict(settings)
+    if result["vm_type"] == "tdx" and vm.kernel < (6, 16):
+        # 6.12 arch/x86/include/uapi/asm/kvm.h has no KVM_X86_TDX_VM (type 5): KVM_CREATE_VM fails
+        raise ValueError(f"arch 'x86': vm_type='tdx' needs kernel 6.16 or later (KVM_X86_TDX_VM); kernel is {vm.kernel}")
     implied = {"snp": "svm", "tdx": "vmx"}.get(result["vm_type"])
     if implied is not None:
         if "vendor" not in given:

@@ -62,7 +62,7 @@ from kvmcore.kvm.faultin import (
     send_sig_mceerr,
 )
 from kvmcore.kvm.guest_memfd import GuestMemfd
-from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
+from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
 from kvmcore.kvm.kvm_main import VCPU, VM
 from kvmcore.kvm.proposals import PROPOSALS, Proposal
 from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
@@ -142,6 +142,7 @@ __all__ = [
     "Stage2Entry",
     "Syndrome",
     "TraceEvent",
+    "Vma",
     "abi",
     "check_fault",
     "check_fault_type",

@@ -39,6 +39,10 @@ KVM_EXIT_NOTIFY = 37
 KVM_EXIT_LOONGARCH_IOCSR = 38
 KVM_EXIT_MEMORY_FAULT = 39
 KVM_EXIT_TDX = 40
+#: arm64, 6.19+: a synchronous external abort handed to userspace (KVM_CAP_ARM_SEA_TO_USER).
+KVM_EXIT_ARM_SEA = 41
+#: arm64, 7.0+: an LD64B/ST64B* outside memslots, for userspace to emulate (``arm_nisv`` layout).
+KVM_EXIT_ARM_LDST64B = 42
 
 EXIT_REASON_NAMES: dict[int, str] = {
     value: name
@@ -97,6 +101,8 @@ KVM_CAP_VM_TYPES = 235
 KVM_CAP_GUEST_MEMFD_FLAGS = 244
 #: KVM Userfault v3's number; mainline later gave 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED.
 KVM_CAP_USERFAULT = 243
+#: arm64, 6.19+: unclaimed SEAs exit with KVM_EXIT_ARM_SEA (7.3 ``include/uapi/linux/kvm.h``).
+KVM_CAP_ARM_SEA_TO_USER = 245
 
 # --- ioctl numbers ---------------------------------------------------------------------------
 KVM_RUN = 0xAE80
@@ -164,6 +170,21 @@ class kvm_run_arm_nisv(ctypes.Structure):
     _fields_ = [("esr_iss", ctypes.c_uint64), ("fault_ipa", ctypes.c_uint64)]
 
 
+#: ``arm_sea.flags``: ``arm_sea.gpa`` is valid.
+KVM_EXIT_ARM_SEA_FLAG_GPA_VALID = 1 << 0
+
+
+class kvm_run_arm_sea(ctypes.Structure):
+    """``struct { __u64 flags; __u64 esr; __u64 gva; __u64 gpa; } arm_sea`` (6.19+)."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("esr", ctypes.c_uint64),
+        ("gva", ctypes.c_uint64),
+        ("gpa", ctypes.c_uint64),
+    ]
+
+
 class kvm_run_memory_fault(ctypes.Structure):
     """``struct { __u64 flags; __u64 gpa; __u64 size; } memory_fault``."""
 
@@ -199,6 +220,7 @@ class kvm_run_exit(ctypes.Union):
         ("arm_nisv", kvm_run_arm_nisv),
         ("memory_fault", kvm_run_memory_fault),
         ("kvmcore", kvm_run_memory_fault_ext),
+        ("arm_sea", kvm_run_arm_sea),
         ("padding", ctypes.c_char * 256),
     ]
 
@@ -241,6 +263,10 @@ class kvm_run(ctypes.Structure):
         return self.exit.arm_nisv
 
     @property
+    def arm_sea(self) -> kvm_run_arm_sea:
+        return self.exit.arm_sea
+
+    @property
     def internal(self) -> kvm_run_internal:
         return self.exit.internal
 
@@ -270,6 +296,10 @@ KVM_RUN_OFFSETS: dict[str, int] = {
     "memory_fault.size": kvm_run.exit.offset + kvm_run_memory_fault.size.offset,
     "arm_nisv.esr_iss": kvm_run.exit.offset + kvm_run_arm_nisv.esr_iss.offset,
     "arm_nisv.fault_ipa": kvm_run.exit.offset + kvm_run_arm_nisv.fault_ipa.offset,
+    "arm_sea.flags": kvm_run.exit.offset + kvm_run_arm_sea.flags.offset,
+    "arm_sea.esr": kvm_run.exit.offset + kvm_run_arm_sea.esr.offset,
+    "arm_sea.gva": kvm_run.exit.offset + kvm_run_arm_sea.gva.offset,
+    "arm_sea.gpa": kvm_run.exit.offset + kvm_run_arm_sea.gpa.offset,
     "kvmcore_syndrome": kvm_run.exit.offset + kvm_run_memory_fault_ext.syndrome.offset,
     "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
 }

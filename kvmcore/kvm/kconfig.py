@@ -157,5 +157,8 @@ def vm_config(arch: str, kernel: KernelVersion, proposals: frozenset[str], setti
         userfault=userfault,
         gmem_overlap_errno=errno.EEXIST if kernel >= (7, 2) else errno.EINVAL,
         gmem_bind_split=kernel >= (7, 3),
-        enable_caps=_GENERIC_ENABLE_CAPS | _ARCH_ENABLE_CAPS.get(arch, frozenset()),
+        enable_caps=_GENERIC_ENABLE_CAPS
+        | _ARCH_ENABLE_CAPS.get(arch, frozenset())
+        # 6.19+ arm64 kvm_vm_ioctl_enable_cap(): KVM_CAP_ARM_SEA_TO_USER (7.3 arch/arm64/kvm/arm.c)
+        | (frozenset({abi.KVM_CAP_ARM_SEA_TO_USER}) if arch == "arm64" and kernel >= (6, 19) else frozenset()),
     )

@@ -377,6 +377,8 @@ def test_tdx_48_bit_gpaw_moves_the_shared_bit() -> None:
 
 
 def test_6_18_gmem_only_slot_serves_shared_faults_from_guest_memfd() -> None:
+    # include/linux/kvm_host.h:kvm_memslot_is_gmem_only() and arch/x86/kvm/mmu/mmu.c:
+    # __kvm_mmu_faultin_pfn() "if (fault->is_private || kvm_memslot_is_gmem_only(slot))" (6.18, 7.3)
     for kernel, outcome in (("6.18", "mapped_gmem"), ("7.3", "mapped_gmem")):
         vcpu = make_vcpu(kernel=kernel, vm_type="sw_protected")
         fd = vcpu.vm.create_guest_memfd(2 * MB, flags=abi.GUEST_MEMFD_FLAG_MMAP)

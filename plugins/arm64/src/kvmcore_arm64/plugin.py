@@ -64,9 +64,11 @@ def faultin_pfn(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> kvmcore.FaultinResult:
 
 @hookimpl(wrapper=True)
 def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Any:
-    """Wraps the common ``kvm_prepare_memory_fault_exit()``: adds the arm64 syndrome words."""
+    """Wraps the common ``kvm_prepare_memory_fault_exit()``: adds the arm64 syndrome words
+    when the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
-    syndrome.fill_memory_fault_syndrome(vcpu, fault)
+    if vcpu.vm.has_proposal("syndrome"):
+        syndrome.fill_memory_fault_syndrome(vcpu, fault)
     return common
 
 

@@ -49,9 +49,15 @@ def arch_info() -> kvmcore.ArchInfo:
 
 @hookimpl
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
-    """Mirrors the trap reading of ``gstage_page_fault()`` (``vcpu`` is unused: RISC-V has one
-    page size and no per-VM decoding state; it is named so the core's direct call applies)."""
-    return decode_riscv_fault(raw)
+    """Mirrors the trap reading of ``gstage_page_fault()``. The raw key ``private`` needs the
+    proposal "riscv-private" (upstream RISC-V has no private memory)."""
+    fault = decode_riscv_fault(raw)
+    if fault.is_private and not vcpu.vm.has_proposal("riscv-private"):
+        raise kvmcore.DecodeError(
+            "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
+            "'riscv-private', which is off for this VM"
+        )
+    return fault
 
 
 @hookimpl
@@ -66,8 +72,10 @@ def prepare_memory_fault_exit(
 ) -> Generator[None, kvmcore.MemoryFault, kvmcore.MemoryFault]:
     """kvmcore's syndrome extension (``docs/syndrome.md``): scause and htinst after the common
     ``kvm_prepare_memory_fault_exit()`` ran. No upstream counterpart: RISC-V never makes a
-    memory-fault exit."""
+    memory-fault exit. Only when the proposal "syndrome" is on."""
     common = yield
+    if not vcpu.vm.has_proposal("syndrome"):
+        return common
     syndrome = vcpu.kvm_run.syndrome
     syndrome.flags = abi.KVMCORE_SYNDROME_VALID
     syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV

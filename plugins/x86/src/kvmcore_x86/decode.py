@@ -82,12 +82,15 @@ def check_settings(vm: kvmcore.VM, given: Mapping[str, Any], settings: dict[str,
 
     ``vm_type="snp"`` is AMD-only and ``"tdx"`` Intel-only: the vendor follows when it was not
     given, and a contradiction is a ValueError. ``mbec=True`` needs VMX and kernel 7.3
-    (the modelled kernels before it, 6.12 and 6.18, have no MBEC support).
+    (the modelled kernels before it, 6.12 and 6.18, have no MBEC support). ``vm_type="tdx"``
+    needs 6.16+: 6.12's ``arch/x86/include/uapi/asm/kvm.h`` has no ``KVM_X86_TDX_VM``, so
+    ``KVM_CREATE_VM`` refuses the type (``kvm_is_vm_type_supported()``).
     """
     result = dict(settings)
     if result["vm_type"] == "tdx" and vm.kernel < (6, 16):
-        # 6.12 arch/x86/include/uapi/asm/kvm.h has no KVM_X86_TDX_VM (type 5): KVM_CREATE_VM fails
-        raise ValueError(f"arch 'x86': vm_type='tdx' needs kernel 6.16 or later (KVM_X86_TDX_VM); kernel is {vm.kernel}")
+        raise ValueError(
+            f"arch 'x86': vm_type='tdx' needs kernel 6.18 or 7.3; kernel {vm.kernel} has no KVM_X86_TDX_VM (TDX came in 6.16)"
+        )
     implied = {"snp": "svm", "tdx": "vmx"}.get(result["vm_type"])
     if implied is not None:
         if "vendor" not in given:

@@ -62,9 +62,11 @@ def faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult:
 
 @kvmcore.hookimpl(wrapper=True)
 def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
-    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size)."""
+    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size), when
+    the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
-    mmu.fill_syndrome(vcpu, fault)
+    if vcpu.vm.has_proposal("syndrome"):
+        mmu.fill_syndrome(vcpu, fault)
     return common
 
 

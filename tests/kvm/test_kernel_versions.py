@@ -240,6 +240,29 @@ def test_7_3_checks_the_binding_after_the_arch(kernel, expected) -> None:
     assert errno_of(vm.set_user_memory_region, 1, beyond_ipa, 2 * MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd) == expected
 
 
+def test_tdx_slot_must_not_reach_the_shared_alias() -> None:
+    # 7.3 arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(): kvm_is_gfn_alias(kvm, last gfn)
+    # -> -EINVAL; kvm_gfn_direct_bits() is the TDX shared bit (gpaw 52: bit 51).
+    vm = upstream("x86", vm_type="tdx")
+    vm.set_user_memory_region(0, (1 << 51) - MiB, MiB)  # ends right below the shared bit
+    assert errno_of(vm.set_user_memory_region, 1, 1 << 51, 0x1000) == errno.EINVAL
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "7.3"])
+def test_arm64_guest_memfd_slots_must_be_mappable(kernel) -> None:
+    # 7.3 arch/arm64/kvm/mmu.c kvm_arch_prepare_memory_region(): "Only support guest_memfd backed
+    # memslots with mappable memory": kvm_slot_has_gmem(new) && !kvm_memslot_is_gmem_only(new)
+    # -> -EINVAL (since "KVM: arm64: Enable support for guest_memfd backed memory", 6.18).
+    vm = upstream("arm64", kernel)
+    fd = vm.create_guest_memfd(2 * MiB)
+    assert errno_of(vm.set_user_memory_region, 0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd) == errno.EINVAL
+    mappable = vm.create_guest_memfd(2 * MiB, GUEST_MEMFD_FLAG_MMAP)
+    vm.set_user_memory_region(0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=mappable)
+    # kvmcore's arm64-private proposal: private memory lives in unmappable guest_memfd
+    private = kvmcore.VM("arm64", kernel=kernel)
+    private.set_user_memory_region(0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=private.create_guest_memfd(MiB))
+
+
 @pytest.mark.parametrize("kernel", VERSIONS)
 def test_guest_memfd_file_checks(kernel) -> None:
     # kvm_gmem_bind() (6.12) / kvm_gmem_prepare_memory_region() (7.3): fget(fd) fails -> -EBADF;

@@ -414,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="progress bar on stderr (default: when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_replay)
+
+    from kvmcore.cli import check_host  # its heavy imports happen only when it runs
+
+    check_host.add_parser(sub, _Formatter)
     return parser
 
 

@@ -131,6 +131,14 @@ class VM:
             return config.gmem_flags
         if cap == abi.KVM_CAP_USERFAULT and config.userfault:
             return 1
+        if cap == abi.KVM_CAP_MEMORY_FAULT_INFO:
+            # arch/x86/kvm/x86.c:kvm_vm_ioctl_check_extension() (6.12 and 7.3): 1; no other arch reports it
+            return int(self.arch.name == "x86")
+        if cap == abi.KVM_CAP_VM_TYPES and self.arch.name == "x86":
+            # x86.c: kvm_caps.supported_vm_types = BIT(KVM_X86_DEFAULT_VM), | BIT(KVM_X86_SW_PROTECTED_VM)
+            # with CONFIG_KVM_SW_PROTECTED_VM and the TDP MMU (the kernel kconfig.py assumes); the SEV
+            # and TDX bits need that hardware (svm/sev.c, vmx/main.c), which kvmcore does not assume
+            return 1 << 0 | 1 << 1
         return 0
 
     # -- memslots ------------------------------------------------------------------------------

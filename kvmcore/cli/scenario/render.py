@@ -111,7 +111,7 @@ def render(outcome: Outcome) -> str:
             if spec.flags:
                 extra.append(flag_names(spec.flags, MEM_FLAGS).split(" ", 1)[1].strip("()"))
             if spec.host_page_size:
-                extra.append(f"host pages {size_text(spec.host_page_size)}")
+                extra.append(f"host pages {size_text(spec.host_page_size)}{' (THP)' if spec.host_thp else ''}")
             if spec.host_prot is not None:
                 extra.append(f"host prot {prot_text(spec.host_prot)}")
             if spec.userfault:

@@ -181,7 +181,7 @@ class _State:
         if existing is None:
             if spec.host_page_size is not None or spec.host_prot is not None:
                 prot = spec.host_prot if spec.host_prot is not None else kvmcore.PROT_READ | kvmcore.PROT_WRITE
-                hva = vm.host.mmap(spec.size, prot, page_size=spec.host_page_size)
+                hva = vm.host.mmap(spec.size, prot, page_size=spec.host_page_size, thp=spec.host_thp)
             if spec.flags & abi.KVM_MEM_GUEST_MEMFD:
                 gmem = vm.create_guest_memfd(spec.guest_memfd_offset + spec.size)
         bitmap = None

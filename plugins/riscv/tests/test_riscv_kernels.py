@@ -88,3 +88,26 @@ def test_private_input_needs_the_riscv_private_proposal() -> None:
     vm = kvmcore.VM("riscv", proposals=())
     with pytest.raises(kvmcore.DecodeError, match="riscv-private"):
         vm.create_vcpu().handle_fault({**trap(LOAD, RAM), "private": 1})
+
+
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [
+        # 6.12 kvm_riscv_gstage_map(): gfn = (gpa & huge_page_mask) >> PAGE_SHIFT = 0x80000, before
+        # the slot; gfn_to_pfn_prot() finds no memslot there -> KVM_PFN_NOSLOT -> -EFAULT.
+        ("6.12", ("efault", None)),
+        # 6.18 kvm_riscv_mmu_map(): __kvm_faultin_pfn(memslot, 0x80000) -> __gfn_to_hva_many()
+        # has no bounds check: hva = userspace_addr - 2 MiB = the 1 GiB page's start, mapped
+        # as a 1 GiB block.
+        ("6.18", ("mapped", 1 << 30)),
+        # 7.3: hugetlb_mapping_size(): 1 GiB fails fault_supports_gstage_huge_mapping() (the
+        # block is not inside the 2 MiB slot), 2 MiB passes (gpa and hva both 2 MiB mod 1 GiB).
+        ("7.3", ("mapped", 2 * MiB)),
+    ],
+)
+def test_1g_hugetlb_page_behind_a_small_slot(kernel, expected) -> None:
+    vm, vcpu = make(kernel)
+    hva = vm.host.mmap(1 << 30, page_size=1 << 30)
+    vm.set_user_memory_region(0, RAM + 2 * MiB, 2 * MiB, hva + 2 * MiB)
+    res = vcpu.handle_fault(trap(LOAD, RAM + 0x20_3000))
+    assert (res.outcome, res.mapped.size if res.mapped else None) == expected

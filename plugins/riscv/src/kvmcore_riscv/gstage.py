@@ -204,7 +204,8 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
        PAGE_SIZE under dirty logging (``dirty_bitmap`` and not READONLY). 7.3 checks the
        memslot (``hugetlb_mapping_size()``); 6.12/6.18 map the VMA's size at the aligned-down
        GPA whatever the slot's alignment (``kernels.gstage_huge_mapping_checked``), faulting
-       in the aligned-down gfn (no memslot there: -EFAULT).
+       in the aligned-down gfn: through its own memslot on 6.12 (none: -EFAULT), through the
+       faulting memslot's hva arithmetic on 6.18 (``kernels.faultin_uses_the_fault_memslot``).
     3. ("riscv-userfault") ``kvm_do_userfault()``.
     4. ``__kvm_faultin_pfn()`` (``gfn_to_pfn_prot()`` in 6.12): hwpoison ->
        ``send_sig_mceerr(BUS_MCEERR_AR, hva, vma_pageshift)`` (the hugetlbfs shift, even under
@@ -237,9 +238,11 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
         size = hugetlb_mapping_size(slot, hva, size, vm.page_size)
     if size not in GSTAGE_BLOCK_SIZES and size != vm.page_size:
         return Exit(-abi.EFAULT, "efault", f"Invalid VMA page size {size:#x}")
-    # the gfn KVM faults in: aligned down for a block (both versions)
+    # the gfn KVM faults in: aligned down for a block (every version)
     fault_gfn = gfn & ~((size >> vm.page_shift) - 1)
-    fault_slot = slot if fault_gfn >= slot.base_gfn else vm.memslots.find(fault_gfn)
+    fault_slot: kvmcore.Memslot | None = slot
+    if fault_gfn < slot.base_gfn and not kernels.faultin_uses_the_fault_memslot(vm):
+        fault_slot = vm.memslots.find(fault_gfn)
 
     if vm.has_proposal("riscv-userfault") and kvmcore.kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)

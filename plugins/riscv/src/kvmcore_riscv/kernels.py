@@ -38,6 +38,20 @@ def gstage_huge_mapping_checked(vm: kvmcore.VM) -> bool:
     return vm.kernel >= (6, 19)
 
 
+def faultin_uses_the_fault_memslot(vm: kvmcore.VM) -> bool:
+    """Which memslot translates the (block-aligned) gfn that is faulted in?
+
+    * 6.12 ``kvm_riscv_gstage_map()``: ``gfn_to_pfn_prot(kvm, gfn, ...)`` looks the gfn up
+      again (``gfn_to_memslot()``): no memslot there -> ``KVM_PFN_NOSLOT`` -> -EFAULT.
+    * 6.18, 7.3 ``kvm_riscv_mmu_map()``: ``__kvm_faultin_pfn(memslot, gfn, ...)`` (since the
+      6.13 conversion away from ``gfn_to_pfn_prot()``) with the faulting memslot, whose
+      ``__gfn_to_hva_many()`` does not check bounds: an aligned-down gfn before the slot gives
+      the hva the same distance before ``userspace_addr``. (7.3 only gets there with a block
+      inside the slot.)
+    """
+    return vm.kernel >= (6, 13)
+
+
 def thp_blocks(vm: kvmcore.VM) -> bool:
     """Are transparent huge pages mapped with G-stage blocks?
 
@@ -49,4 +63,9 @@ def thp_blocks(vm: kvmcore.VM) -> bool:
     return vm.kernel >= (6, 19)
 
 
-__all__ = ["fetch_outside_memslots_injects", "gstage_huge_mapping_checked", "thp_blocks"]
+__all__ = [
+    "faultin_uses_the_fault_memslot",
+    "fetch_outside_memslots_injects",
+    "gstage_huge_mapping_checked",
+    "thp_blocks",
+]

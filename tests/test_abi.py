@@ -129,6 +129,15 @@ def test_kvm_run_offsets_match_compiled_header(tmp_path: Path) -> None:
     assert out[len(COMPILED_OFFSETS) :] == [32, 160]
 
 
+def test_every_uapi_looking_name_is_classified() -> None:
+    """A KVM_*/GUEST_MEMFD_* integer added to kvmcore/abi.py must join UAPI_NAMES (and so the
+    compiled check below), DERIVED_NAMES or PROPOSAL_NAMES."""
+    names = {n for n in dir(abi) if n.isupper() and isinstance(getattr(abi, n), int) and n.startswith(("KVM_", "GUEST_MEMFD_"))}
+    lists = (abi.UAPI_NAMES, abi.DERIVED_NAMES, abi.PROPOSAL_NAMES)
+    assert names == set().union(*lists)
+    assert sum(len(x) for x in lists) == len(names)  # no name in two lists
+
+
 def test_uapi_names_match_compiled_header(tmp_path: Path) -> None:
     """Every upstream name in kvmcore/abi.py (abi.UAPI_NAMES, ioctl numbers included) equals the
     header's macro; the proposal-only names (abi.PROPOSAL_NAMES) are not in the header at all."""

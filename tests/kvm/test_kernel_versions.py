@@ -280,6 +280,20 @@ def test_guest_memfd_file_checks(kernel) -> None:
     assert len(vm.memslots) == 0
 
 
+@pytest.mark.parametrize("kernel", VERSIONS)
+def test_get_dirty_log_errnos(kernel) -> None:
+    # kvm_get_dirty_log_protect() (6.12 and 7.3 kvm_main.c): as_id/id out of range -> -EINVAL;
+    # !memslot || !memslot->dirty_bitmap -> -ENOENT (a slot without LOG_DIRTY_PAGES included).
+    vm = upstream("arm64", kernel)
+    vm.set_user_memory_region(0, 0, MiB)
+    assert errno_of(vm.get_dirty_log, 0) == errno.ENOENT
+    assert errno_of(vm.get_dirty_log, 5) == errno.ENOENT
+    assert errno_of(vm.get_dirty_log, 32767) == errno.EINVAL
+    assert errno_of(vm.get_dirty_log, 1 << 16) == errno.EINVAL
+    vm.set_user_memory_region(1, MiB, MiB, flags=kvmcore.abi.KVM_MEM_LOG_DIRTY_PAGES)
+    assert vm.get_dirty_log(1) == bytes(32)  # 256 pages, one bit each
+
+
 # --- kvm_vm_ioctl_set_mem_attributes() ---------------------------------------------------------
 @pytest.mark.parametrize("kernel", VERSIONS)
 def test_memory_attributes_need_private_memory(kernel) -> None:

@@ -62,6 +62,12 @@ KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
 KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4
 #: Bits 0-2 are reserved for R/W/X; the common helper leaves them 0 ("not (yet) defined").
 KVM_MEMORY_EXIT_FLAG_RWX_MASK = 0x7
+#: The design ``rwx-flags`` (not upstream): the access was a read, a write, an instruction fetch.
+#: Bit values from Sean Christopherson's review of KVM_CAP_MEMORY_FAULT_INFO (14 Jun 2023), the
+#: KVM_MEMORY_FAULT_FLAG_READ/WRITE/EXEC of Anish Moorthy's v5 (8 Sep 2023).
+KVM_MEMORY_EXIT_FLAG_READ = 1 << 0
+KVM_MEMORY_EXIT_FLAG_WRITE = 1 << 1
+KVM_MEMORY_EXIT_FLAG_EXEC = 1 << 2
 
 # --- Memslot flags (kvm_userspace_memory_region2.flags) --------------------------------------
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
@@ -211,6 +217,13 @@ class kvm_run_memory_fault_ext(ctypes.Structure):
     _fields_ = [("memory_fault", kvm_run_memory_fault), ("syndrome", kvmcore_fault_syndrome)]
 
 
+class kvm_run_memory_fault_esr(ctypes.Structure):
+    """The design ``arm64-esr`` (not upstream): ``memory_fault`` followed by a u64 ``esr``
+    (kvm_run offset 56), the sanitised ESR_EL2 of the abort, as ``arm_sea.esr`` carries one."""
+
+    _fields_ = [("memory_fault", kvm_run_memory_fault), ("esr", ctypes.c_uint64)]
+
+
 class kvm_run_exit(ctypes.Union):
     """The exit union of ``struct kvm_run`` (256 bytes at offset 32)."""
 
@@ -220,6 +233,7 @@ class kvm_run_exit(ctypes.Union):
         ("arm_nisv", kvm_run_arm_nisv),
         ("memory_fault", kvm_run_memory_fault),
         ("kvmcore", kvm_run_memory_fault_ext),
+        ("arm64_esr", kvm_run_memory_fault_esr),
         ("arm_sea", kvm_run_arm_sea),
         ("padding", ctypes.c_char * 256),
     ]
@@ -263,6 +277,11 @@ class kvm_run(ctypes.Structure):
         return self.exit.arm_nisv
 
     @property
+    def memory_fault_esr(self) -> kvm_run_memory_fault_esr:
+        """``memory_fault`` with the ``arm64-esr`` design's ``esr`` word (offset 56)."""
+        return self.exit.arm64_esr
+
+    @property
     def arm_sea(self) -> kvm_run_arm_sea:
         return self.exit.arm_sea
 
@@ -301,6 +320,7 @@ KVM_RUN_OFFSETS: dict[str, int] = {
     "arm_sea.gva": kvm_run.exit.offset + kvm_run_arm_sea.gva.offset,
     "arm_sea.gpa": kvm_run.exit.offset + kvm_run_arm_sea.gpa.offset,
     "kvmcore_syndrome": kvm_run.exit.offset + kvm_run_memory_fault_ext.syndrome.offset,
+    "memory_fault.esr": kvm_run.exit.offset + kvm_run_memory_fault_esr.esr.offset,
     "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
 }
 
@@ -332,7 +352,10 @@ DERIVED_NAMES: tuple[str, ...] = (
     "KVM_MEMORY_EXIT_FLAG_RWX_MASK",
 )  # fmt: skip
 #: Names of proposals (KVM Userfault v3): no upstream header defines them.
-PROPOSAL_NAMES: tuple[str, ...] = ("KVM_MEM_USERFAULT", "KVM_MEMORY_EXIT_FLAG_USERFAULT", "KVM_CAP_USERFAULT")
+PROPOSAL_NAMES: tuple[str, ...] = (
+    "KVM_MEM_USERFAULT", "KVM_MEMORY_EXIT_FLAG_USERFAULT", "KVM_CAP_USERFAULT",
+    "KVM_MEMORY_EXIT_FLAG_READ", "KVM_MEMORY_EXIT_FLAG_WRITE", "KVM_MEMORY_EXIT_FLAG_EXEC",
+)  # fmt: skip
 
 
 def exit_reason_name(reason: int | None) -> str:

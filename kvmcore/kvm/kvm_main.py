@@ -12,6 +12,8 @@ from typing import Any
 from kvmcore import abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
 from kvmcore.errors import KvmError
+from kvmcore.kvm.designs import ExitDesign, check_arch_designs, exit_design
+from kvmcore.kvm.faultin import kvm_prepare_memory_fault_exit
 from kvmcore.kvm.fdtable import fget, install
 from kvmcore.kvm.guest_memfd import GuestMemfd
 from kvmcore.kvm.host_mm import HostMemory
@@ -36,14 +38,26 @@ class VM:
         as ``"6.18"``, ``(6, 18)`` or a ``kvmcore.KernelVersion``: ``vm.kernel``.
     :param proposals: the designs beyond upstream that are on (``kvmcore.PROPOSALS``):
         None for the defaults, ``()`` for upstream mode (that kernel exactly): ``vm.proposals``.
+    :param designs: the same as ``proposals`` (the memory-fault exit designs of
+        ``docs/designs.md`` are proposals); give one or the other.
     :param settings: the arch's VM settings (``ArchInfo.settings``), checked by the
         ``configure_vm`` hook.
     """
 
-    def __init__(self, arch: Any, kernel: Any = DEFAULT_KERNEL, proposals: Any = None, **settings: Any) -> None:
+    def __init__(
+        self, arch: Any, kernel: Any = DEFAULT_KERNEL, proposals: Any = None, designs: Any = None, **settings: Any
+    ) -> None:
         self.arch: Arch = arch_from(arch)
         self.kernel: KernelVersion = KernelVersion.parse(kernel)
+        if designs is not None:  # a thin alias of proposals= (the issue's spelling)
+            if proposals is not None:
+                raise ValueError("give proposals= or designs= (the same thing), not both")
+            proposals = designs
         self.proposals: frozenset[str] = resolve_proposals(self.arch.name, proposals)
+        check_arch_designs(self.arch.name, self.arch.info.designs, self.proposals)
+        #: The memory-fault exit path the proposals select (kvmcore/kvm/designs.py).
+        self.exit_design: ExitDesign = exit_design(self.proposals)
+        self._annotate_efault = self.exit_design.annotate_efault
         self.page_shift = self.arch.info.page_shift
         self.settings: dict[str, Any] = dict(self.arch.configure_vm(self, settings) or {})
         self.page_size = 1 << self.page_shift
@@ -518,6 +532,9 @@ class VCPU:
         if type(result) is Retry:
             return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
         if type(result) is Exit:
+            if self.vm._annotate_efault and result.ret == -abi.EFAULT and run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+                # annotate-efault: common code annotates what the arch left bare
+                kvm_prepare_memory_fault_exit(self, fault)
             return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
         raise TypeError(
             f"arch {arch.name!r}: faultin_pfn must return Mapped, Retry or Exit, got {result!r}"

@@ -31,12 +31,14 @@ class Proposal:
     conflicts: tuple[str, ...] = ()
     #: Proposals that must be on for this one to be on.
     requires: tuple[str, ...] = ()
+    #: Why it applies only to ``arches`` (said when a VM of another arch asks for it).
+    arch_reason: str = ""
 
     def applies_to(self, arch: str) -> bool:
         return self.arches is None or arch in self.arches
 
 
-_ALL = (
+_ALL: tuple[Proposal, ...] = (
     Proposal(
         "userfault",
         "KVM Userfault",
@@ -90,6 +92,78 @@ _ALL = (
     ),
 )
 
+_EXIT_DESIGNS = (
+    # -- the memory-fault exit designs of the thread (docs/designs.md, kvmcore/kvm/designs.py) --
+    Proposal(
+        "v3-helper",
+        "v3's common kvm_prepare_memory_fault_exit()",
+        "[PATCH v3 03/15] KVM: arm64: x86: Require \"struct kvm_page_fault\" for memory fault exits "
+        "(Sean Christopherson, in James Houghton's KVM Userfault v3, 18 Jun 2025)",
+        "Common code fills flags (PRIVATE), gpa (gfn << PAGE_SHIFT) and size (PAGE_SIZE) from the "
+        "arch's struct kvm_page_fault, whose gfn/exec/write/is_private/slot it asserts; arches "
+        "wrap it. Without it (or arch-hook) each call site passes its own gpa/size/private, as "
+        "upstream's kvm_prepare_memory_fault_exit(vcpu, gpa, size, w, x, private) does.",
+        conflicts=("arch-hook",),
+    ),
+    Proposal(
+        "arch-hook",
+        "Common gpa/size, kvm_arch_prepare_memory_fault_exit() computes every flag",
+        "Sean Christopherson's compromise, reply to v3 03/15 (aFNmci0s1_P845XZ@google.com, "
+        "18 Jun 2025), after Oliver Upton's review",
+        "Common code fills exit_reason, gpa and size, zeroes flags and calls the arch hook "
+        "kvm_arch_prepare_memory_fault_exit(vcpu, fault), which computes every flag (x86: "
+        "PRIVATE; arm64's may stay empty). Only gfn needs asserting in common code.",
+        default=False,
+        conflicts=("v3-helper",),
+    ),
+    Proposal(
+        "arm64-esr",
+        "A sanitised ESR_EL2 (with ISS2) in every arm64 memory-fault exit",
+        "Oliver Upton, review of v3 03/15 (aFMaxi5LDr4HHbMR@linux.dev, aFNIPXoEb5iCjt_L@linux.dev, "
+        "18 Jun 2025): 'for every KVM_EXIT_MEMORY_FAULT we provide as much syndrome information "
+        "as possible'",
+        "memory_fault grows a u64 esr at kvm_run offset 56 on arm64: ESR_EL2 & the sanitise mask "
+        "(EC, IL, WnR, CM, S1PTW, FnV, FSC, ISS2 TnD/TagAccess/GCS/AssuredOnly/Overlay/DirtyBit), "
+        "on every memory-fault exit, userfault and private or not.",
+        arches=("arm64",),
+        default=False,
+        conflicts=("syndrome",),
+        arch_reason="ESR_EL2 is arm64's exception syndrome register; x86 and RISC-V report "
+        "faults in other registers (kvmcore's 'syndrome' proposal carries theirs)",
+    ),
+    Proposal(
+        "rwx-flags",
+        "R/W/X access bits in memory_fault.flags",
+        "Sean Christopherson, reply to [PATCH v4 03/16] KVM: Add KVM_CAP_MEMORY_FAULT_INFO "
+        "(ZIn6VQSebTRN1jtX@google.com, 14 Jun 2023); Anish Moorthy's [PATCH v5 04/17] "
+        "(8 Sep 2023); Sean again on 13 Aug 2024 (ZrtskXJ6jH90pqB2@google.com)",
+        "memory_fault.flags bit 0 READ, bit 1 WRITE, bit 2 EXEC (the bits upstream reserves with "
+        "'RWX flags are not (yet) defined'): exactly one, describing the access that faulted.",
+        default=False,
+    ),
+    Proposal(
+        "annotate-efault",
+        "Every -EFAULT of the stage-2 fault path is a KVM_EXIT_MEMORY_FAULT",
+        "Anish Moorthy, [PATCH v2 0/3] Set up KVM_EXIT_MEMORY_FAULTs when arm64/x86 stage-2 fault "
+        "handlers fail (9 Aug 2024), after the 2023 annotated-EFAULT series ([PATCH v5 00/17], "
+        "8 Sep 2023: 'bare EFAULTs should be considered bugs')",
+        "x86 kvm_handle_error_pfn() and every -EFAULT of arm64 user_mem_abort() fill "
+        "memory_fault (no VMA: size 0, 'unknown size'; no pfn: the VMA page size); kvmcore "
+        "annotates any other bare -EFAULT of the fault path with the common helper.",
+        default=False,
+    ),
+)
+
+#: Why two proposals cannot both be on (said when a VM asks for both).
+CONFLICT_REASONS: Mapping[frozenset[str], str] = MappingProxyType({
+    frozenset(("v3-helper", "arch-hook")): "both say who computes memory_fault.flags (common code "
+    "from struct kvm_page_fault, or the arch's kvm_arch_prepare_memory_fault_exit())",
+    frozenset(("arm64-esr", "syndrome")): "both put data right after memory_fault.size, at kvm_run "
+    "offset 56 (a u64 esr, or kvmcore's syndrome header and words)",
+})
+
+_ALL = _ALL + _EXIT_DESIGNS
+
 #: Every proposal kvmcore models, by name.
 PROPOSALS: Mapping[str, Proposal] = MappingProxyType({p.name: p for p in _ALL})
 
@@ -124,12 +198,14 @@ def resolve_proposals(arch: str, proposals: Iterable[str] | None) -> frozenset[s
     for name in sorted(names):
         proposal = PROPOSALS[name]
         if not proposal.applies_to(arch):
+            why = f": {proposal.arch_reason}" if proposal.arch_reason else ""
             raise ValueError(
-                f"proposals: {name!r} applies to {', '.join(proposal.arches or ())} only, not {arch!r}"
+                f"proposals: {name!r} applies to {', '.join(proposal.arches or ())} only, not {arch!r}{why}"
             )
         for other in proposal.conflicts:
             if other in names:
-                raise ValueError(f"proposals: {name!r} and {other!r} conflict; turn one off")
+                why = CONFLICT_REASONS.get(frozenset((name, other)), "")
+                raise ValueError(f"proposals: {name!r} and {other!r} conflict{': ' + why if why else ''}; turn one off")
         missing = [r for r in proposal.requires if r not in names]
         if missing:
             raise ValueError(f"proposals: {name!r} needs {', '.join(map(repr, missing))} on too")

@@ -40,10 +40,11 @@ def test_comparisons_with_tuples_strings_and_versions() -> None:
 
 
 def test_default_proposals_per_arch() -> None:
-    assert kvmcore.VM("x86").proposals == {"userfault", "syndrome"}
-    assert kvmcore.VM("arm64").proposals == {"userfault", "syndrome", "arm64-private"}
+    # v3-helper: the memory-fault exit design kvmcore models by default (docs/designs.md)
+    assert kvmcore.VM("x86").proposals == {"userfault", "syndrome", "v3-helper"}
+    assert kvmcore.VM("arm64").proposals == {"userfault", "syndrome", "v3-helper", "arm64-private"}
     assert kvmcore.VM("riscv").proposals == {
-        "userfault", "syndrome", "riscv-userfault", "riscv-gmem", "riscv-private",
+        "userfault", "syndrome", "v3-helper", "riscv-userfault", "riscv-gmem", "riscv-private",
     }  # fmt: skip
 
 

@@ -35,6 +35,10 @@ MEM_FLAGS = {
     "USERFAULT": abi.KVM_MEM_USERFAULT,
 }
 EXIT_FLAGS = {
+    # READ/WRITE/EXEC: the design rwx-flags (docs/designs.md), not upstream
+    "READ": abi.KVM_MEMORY_EXIT_FLAG_READ,
+    "WRITE": abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+    "EXEC": abi.KVM_MEMORY_EXIT_FLAG_EXEC,
     "PRIVATE": abi.KVM_MEMORY_EXIT_FLAG_PRIVATE,
     "USERFAULT": abi.KVM_MEMORY_EXIT_FLAG_USERFAULT,
 }

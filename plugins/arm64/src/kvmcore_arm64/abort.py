@@ -222,8 +222,12 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
     ``userfault_gmem="hooked"``: the check sits just before ``kvm_gmem_get_pfn()``);
     ``userfault_gmem="v3"`` reproduces the posted series, where the bit is ignored.
 
-    Simpler than the kernel: the exit's gpa is ``gfn << PAGE_SHIFT`` (the common helper),
-    where the kernel reports the 4K-aligned fault IPA (they differ only with 16K/64K granules).
+    The exit's fields follow the VM's exit design (docs/designs.md): with v3's helper or the
+    compromise, ``gpa = gfn << PAGE_SHIFT`` and PRIVATE for a private access; in upstream mode
+    (neither on) the call site's own arguments, as 6.18/7.3 pass them:
+    ``kvm_prepare_memory_fault_exit(vcpu, fault_ipa, PAGE_SIZE, write_fault, exec_fault, false)``,
+    i.e. the 4K-aligned HPFAR IPA (which differs from ``gfn << PAGE_SHIFT`` with a 16K or 64K
+    granule) and never PRIVATE.
     """
     vm = vcpu.vm
     if vm.settings["userfault_gmem"] == "hooked" and kvmcore.kvm_do_userfault(vcpu, fault):
@@ -232,6 +236,10 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
         pfn = kvmcore.kvm_gmem_get_pfn(vm, fault.slot, fault.gfn)  # type: ignore[arg-type]
     except KvmError as err:
         kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        if vm.exit_design.helper == "upstream":
+            mf = vcpu.kvm_run.memory_fault
+            mf.gpa = fault.ipa  # fault_ipa: HPFAR_EL2.FIPA << 12
+            mf.flags &= ~kvmcore.abi.KVM_MEMORY_EXIT_FLAG_PRIVATE  # is_private = false
         return Exit(-err.errno, "gmem_error", str(err))
     writable = not fault.slot.readonly  # type: ignore[union-attr]
     exec_ = fault.exec
@@ -370,11 +378,15 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     gfn = fault.gfn
     is_perm = E.is_permission_fault(fault.info)
     if is_perm and not fault.write and not fault.exec and kernels.read_perm_fault_fails(vm):
+        if vm.exit_design.annotate_efault:
+            annotate_efault(vcpu, fault, 0)
         return Exit(-abi.EFAULT, "read_perm_fault", "Unexpected L2 read permission error")
 
     hva = slot.gfn_to_hva(gfn)
     vma = vm.host.find_vma(hva)
     if vma is None:
+        if vm.exit_design.annotate_efault:
+            annotate_efault(vcpu, fault, 0)
         return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
     logging_active = memslot_is_logging(slot)
     # v3 (patch 06): a KVM_MEM_USERFAULT slot forces PAGE_SIZE like dirty logging
@@ -397,6 +409,9 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
             "the pending signal ends KVM_RUN with -EINTR (KVM_EXIT_INTR)",
         )
     if kvmcore.is_error_noslot_pfn(pfn):
+        if vm.exit_design.annotate_efault:
+            annotate_efault(vcpu, fault, 1 << vma_shift)  # vma_pagesize
+            return Exit(-abi.EFAULT, "efault", "no usable host mapping (annotate-efault: memory_fault filled)")
         return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
 
     if fault.fsc == FSC_EXCL_ATOMIC and kernels.excl_atomic_fault_handled(vm):
@@ -426,8 +441,24 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     return Mapped(pfn, writable, vma_pagesize, exec=fault.exec)
 
 
+def annotate_efault(vcpu: kvmcore.VCPU, fault: Arm64Fault, size: int) -> None:
+    """The design ``annotate-efault`` in ``user_mem_abort()``: Anish Moorthy's "[PATCH v2 3/3]
+    KVM: arm64: Perform memory fault exits when stage-2 handler EFAULTs" (9 Aug 2024) calls
+    ``kvm_prepare_memory_fault_exit(vcpu, fault_ipa, size, write_fault, exec_fault, false)``
+    before each -EFAULT: ``size`` 0 where it is not known yet ("Failed to find VMA"), the VMA
+    page size where it is (``__kvm_faultin_pfn()`` failed). kvmcore runs the VM's exit helper,
+    then writes the call site's gpa (``fault_ipa``: the 4K-aligned HPFAR IPA, not
+    ``gfn << PAGE_SHIFT``) and size, as the patch's arguments would.
+    """
+    kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+    mf = vcpu.kvm_run.memory_fault
+    mf.gpa = fault.ipa
+    mf.size = size
+
+
 __all__ = [
     "FSC_EXCL_ATOMIC",
+    "annotate_efault",
     "fault_supports_stage2_huge_mapping",
     "get_vma_page_shift",
     "gmem_abort",

@@ -18,7 +18,12 @@ from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
 from .trace import parse_event
-from .trap import GUEST_PAGE_FAULT_ACCESS
+from .trap import (
+    EXC_INST_GUEST_PAGE_FAULT,
+    EXC_LOAD_GUEST_PAGE_FAULT,
+    EXC_STORE_GUEST_PAGE_FAULT,
+    GUEST_PAGE_FAULT_ACCESS,
+)
 
 #: ``ArchInfo.causes``: RISC-V's scause says which access faulted (fetch/load/store), never why.
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
@@ -44,6 +49,7 @@ def arch_info() -> kvmcore.ArchInfo:
         "gstage_page_fault() and kvm_riscv_mmu_map()",
         settings=SETTINGS,
         causes=CAUSES,
+        designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
     )
 
 
@@ -74,14 +80,32 @@ def prepare_memory_fault_exit(
     ``kvm_prepare_memory_fault_exit()`` ran. No upstream counterpart: RISC-V never makes a
     memory-fault exit. Only when the proposal "syndrome" is on."""
     common = yield
-    if not vcpu.vm.has_proposal("syndrome"):
-        return common
-    syndrome = vcpu.kvm_run.syndrome
-    syndrome.flags = abi.KVMCORE_SYNDROME_VALID
-    syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
-    syndrome.syndrome[0] = fault.scause
-    syndrome.syndrome[1] = fault.htinst
+    if vcpu.vm.exit_design.syndrome:
+        syndrome = vcpu.kvm_run.syndrome
+        syndrome.flags = abi.KVMCORE_SYNDROME_VALID
+        syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
+        syndrome.syndrome[0] = fault.scause
+        syndrome.syndrome[1] = fault.htinst
     return common
+
+
+@hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: RiscvFault) -> None:
+    """RISC-V's flags under the design ``arch-hook`` (kvmcore's: upstream RISC-V makes no
+    memory-fault exit). PRIVATE for a private access (kvmcore's private-memory extension) and,
+    with ``rwx-flags``, the access from scause: 20 (instruction guest-page fault) EXEC, 23
+    (store/AMO) WRITE, 21 (load) READ."""
+    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+    if vcpu.vm.exit_design.rwx:
+        flags |= _SCAUSE_ACCESS_FLAG[fault.scause]
+    vcpu.kvm_run.memory_fault.flags |= flags
+
+
+_SCAUSE_ACCESS_FLAG = {
+    EXC_INST_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_EXEC,
+    EXC_LOAD_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_READ,
+    EXC_STORE_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+}
 
 
 @hookimpl

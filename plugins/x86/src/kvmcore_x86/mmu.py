@@ -28,6 +28,7 @@ from kvmcore_x86.fault import (
     PG_LEVEL_4K,
     X86Fault,
 )
+from kvmcore_x86.pferr import PFERR_FETCH_MASK, PFERR_PRIVATE_ACCESS, PFERR_WRITE_MASK
 from kvmcore_x86.vmx import INTR_INFO_UNBLOCK_NMI
 
 #: Every outcome this path names (``docs/arch/x86.md`` lists each with its kernel counterpart).
@@ -385,6 +386,23 @@ def x86_emulate_instruction(vcpu: kvmcore.VCPU, fault: X86Fault, emulate: Emulat
     return Exit(0, _MMIO_OUTCOME[emulate.why], detail)
 
 
+def memory_fault_flags(vcpu: kvmcore.VCPU, fault: X86Fault) -> int:
+    """What x86's ``kvm_arch_prepare_memory_fault_exit()`` ORs into ``memory_fault.flags``
+    (the design ``arch-hook``): PRIVATE for ``PFERR_PRIVATE_ACCESS`` (Sean: "the x86 hook adds
+    PRIVATE") and, with ``rwx-flags``, the access from the PFERR word KVM built: WRITE for
+    ``PFERR_WRITE_MASK``, EXEC for ``PFERR_FETCH_MASK``, READ otherwise."""
+    error_code = fault.error_code
+    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if error_code & PFERR_PRIVATE_ACCESS else 0
+    if vcpu.vm.exit_design.rwx:
+        if error_code & PFERR_WRITE_MASK:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_WRITE
+        elif error_code & PFERR_FETCH_MASK:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_EXEC
+        else:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_READ
+    return flags
+
+
 def fill_syndrome(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     """kvmcore's syndrome extension for x86 (``docs/syndrome.md``), after the common helper ran.
 
@@ -414,6 +432,7 @@ __all__ = [
     "PROTECTED_STATE_VM_TYPES",
     "Emulate",
     "fill_syndrome",
+    "memory_fault_flags",
     "handle_mmio_page_fault",
     "kvm_handle_error_pfn",
     "kvm_handle_noslot_fault",

@@ -40,6 +40,7 @@ def arch_info() -> kvmcore.ArchInfo:
         description="x86: VMX EPT violations and SVM nested page faults, the TDP MMU fault path, SNP/TDX private memory",
         settings=SETTINGS,
         causes=("not_present", "read_only", "no_exec", "no_slot"),
+        designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
     )
 
 
@@ -65,9 +66,15 @@ def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
     """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size), when
     the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
-    if vcpu.vm.has_proposal("syndrome"):
+    if vcpu.vm.exit_design.syndrome:
         mmu.fill_syndrome(vcpu, fault)
     return common
+
+
+@kvmcore.hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
+    """x86's flags under the design ``arch-hook`` (:func:`kvmcore_x86.mmu.memory_fault_flags`)."""
+    vcpu.kvm_run.memory_fault.flags |= mmu.memory_fault_flags(vcpu, fault)
 
 
 @kvmcore.hookimpl

@@ -354,3 +354,18 @@ def test_upstream_exit_has_no_syndrome() -> None:
         else:
             assert words == expect_words
         assert vcpu.kvm_run.syndrome.flags == expect_flags
+
+
+# --- the conformance kit's layout on upstream VMs -------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("kernel", VERSIONS)
+def test_conformance_layout_in_upstream_mode(arch, kernel) -> None:
+    # Upstream: no KVM_MEM_USERFAULT anywhere; guest_memfd slots where the kernel has them on a
+    # default VM (x86-64 and arm64 from 6.18, mappable on arm64; none on RISC-V).
+    from kvmcore.testing._kit import setup_default_layout
+
+    vm = upstream(arch, kernel)
+    layout = setup_default_layout(vm)
+    has_gmem = arch != "riscv" and kernel != "6.12"
+    assert sorted(layout.missing) == (["userfault"] if has_gmem else ["gmem", "userfault"])
+    assert len(vm.memslots) == (3 if has_gmem else 2)

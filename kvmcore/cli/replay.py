@@ -8,14 +8,13 @@ syndrome (``TraceEvent.kind == "guest_fault"``) are decoded with ``decode_fault`
 
 Memory is flat whatever the file size: per-line work allocates nothing that outlives the line,
 counters are keyed by small bounded sets (arch, kind, fault kind, access), and the hottest gfns
-come from a Space-Saving sketch of ``capacity`` counters (Metwally et al., 2005): exact while
-the trace touches at most ``capacity`` distinct gfns, otherwise each count is an upper bound
-within the sketch's error.
+are counted exactly while the distinct gfns fit the memory budget (``memory``, 64 MiB by
+default), then by a Space-Saving sketch whose output lists only what it guarantees
+(:mod:`kvmcore.cli.hotgfns`).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import re
@@ -25,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kvmcore
+from kvmcore.cli.hotgfns import DEFAULT_BUDGET, HotGfns, SpaceSaving
 from kvmcore.cli.model import ModelChoice
 from kvmcore.cli.model import as_dict as model_dict
 from kvmcore.errors import strerror
+
+__all__ = ["ReplayError", "SpaceSaving", "Summary", "replay"]
 
 #: ``<timestamp>: [system:]event: `` as ftrace, trace-cmd and perf print it.
 _EVENT_RE = re.compile(r"\s(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
@@ -54,53 +56,6 @@ class ReplayError(kvmcore.KvmcoreError, ValueError):
     """The trace cannot be read at all (missing file, unknown arch, bad --memslots)."""
 
 
-class SpaceSaving:
-    """The Space-Saving heavy-hitter sketch: at most ``capacity`` counters.
-
-    ``counts[key]`` over-estimates the true count by at most ``errors[key]``; while no key was
-    ever evicted (``evictions == 0``) every count is exact.
-    """
-
-    __slots__ = ("capacity", "counts", "errors", "heap", "evictions")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.counts: dict[int, int] = {}
-        self.errors: dict[int, int] = {}
-        self.heap: list[tuple[int, int]] = []  # (count when pushed, key): refreshed lazily
-        self.evictions = 0
-
-    def add_new(self, key: int) -> None:
-        """Count ``key``, which is not in ``counts`` (the caller increments known keys inline)."""
-        counts = self.counts
-        if len(counts) < self.capacity:
-            counts[key] = 1
-            heapq.heappush(self.heap, (1, key))
-            return
-        heap = self.heap
-        while True:
-            c, victim = heap[0]
-            current = counts[victim]
-            if current == c:
-                break
-            heapq.heapreplace(heap, (current, victim))
-        heapq.heapreplace(heap, (c + 1, key))
-        del counts[victim]
-        self.errors.pop(victim, None)
-        counts[key] = c + 1
-        self.errors[key] = c
-        self.evictions += 1
-
-    @property
-    def exact(self) -> bool:
-        return self.evictions == 0
-
-    def top(self, n: int) -> list[tuple[int, int, int]]:
-        """``(key, count, error)`` of the ``n`` largest counts."""
-        best = heapq.nlargest(n, self.counts.items(), key=lambda kv: (kv[1], -kv[0]))
-        return [(k, c, self.errors.get(k, 0)) for k, c in best]
-
-
 @dataclass
 class Summary:
     source: str
@@ -118,7 +73,7 @@ class Summary:
     faults: dict[tuple[str, str, str, bool], int] = field(default_factory=dict)
     undecodable: int = 0
     userspace_exits: dict[str, int] = field(default_factory=dict)
-    hot: dict[str, SpaceSaving] = field(default_factory=dict)
+    hot: dict[str, HotGfns] = field(default_factory=dict)
     slots: dict[str, dict[str, int]] = field(default_factory=dict)
     page_shift: dict[str, int] = field(default_factory=dict)
     top: int = 10
@@ -126,6 +81,37 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     #: arch -> ``{"kernel": ..., "proposals": [...]}`` of the VM that decoded its events.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fault_hits(self, arch: str) -> int:
+        """Decoded guest faults of ``arch`` (every one counted in the hot-gfn counter)."""
+        return sum(n for (a, *_), n in self.faults.items() if a == arch)
+
+    def _render_hot(self, arch: str, counter: HotGfns) -> list[str]:
+        shift = self.page_shift.get(arch, 12)
+        rep = counter.report(self.top, self.fault_hits(arch))
+        out = [""]
+        mib = (f"{rep.budget / 2**20:g} MiB" if rep.budget >= 1 << 20 else
+               f"{rep.budget / 2**10:g} KiB" if rep.budget >= 1 << 10 else f"{rep.budget} bytes")
+        if rep.exact:
+            if not rep.rows:
+                return []
+            out.append(f"hottest gfns ({arch}, exact: {rep.distinct:,} distinct gfns counted within {mib}):")
+            for gfn, _, count in rep.rows:
+                out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {count:>12,}")
+            return out
+        out.append(f"hottest gfns ({arch}, approximate: more distinct gfns than {mib} holds; a Space-Saving "
+                   f"sketch of {rep.counters:,} counters over {rep.hits:,} faults):")
+        for gfn, low, high in rep.rows:
+            span = f"{high:,}" if low == high else f"{low:,}-{high:,}"
+            out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {span:>12}")
+        if rep.rows:
+            out.append(f"  these {len(rep.rows)} are the hottest for certain (count ranges shown); "
+                       f"every other gfn was hit at most {rep.others_at_most:,} times")
+        else:
+            out.append(f"  no gfn stands out: every gfn was hit at most {rep.others_at_most:,} times "
+                       f"(the sketch's bound; {rep.hits:,} faults / {rep.counters:,} counters = "
+                       f"{rep.hits / rep.counters:,.1f}); raise --memory for exact counts")
+        return out
 
     def skip(self, lineno: int, line: str, why: str, malformed: bool) -> None:
         self.skipped += 1
@@ -142,14 +128,18 @@ class Summary:
     # -- output --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         hot = {}
-        for arch, sketch in self.hot.items():
+        for arch, counter in self.hot.items():
             shift = self.page_shift.get(arch, 12)
+            rep = counter.report(self.top, self.fault_hits(arch))
             hot[arch] = {
-                "exact": sketch.exact,
-                "capacity": sketch.capacity,
-                "distinct_tracked": len(sketch.counts),
-                "top": [{"gfn": g, "gpa": g << shift, "count": c, "max_overcount": e}
-                        for g, c, e in sketch.top(self.top)],
+                "exact": rep.exact,
+                "memory_budget": rep.budget,
+                "counters": rep.counters,
+                "distinct": rep.distinct,
+                "hits": rep.hits,
+                "others_at_most": rep.others_at_most,
+                "top": [{"gfn": g, "gpa": g << shift, "count": hi, "max_overcount": hi - lo}
+                        for g, lo, hi in rep.rows],
             }
         return {
             "source": self.source,
@@ -208,21 +198,8 @@ class Summary:
             out.append("exits to userspace (kvm_userspace_exit):")
             for reason, n in sorted(self.userspace_exits.items(), key=lambda kv: -kv[1]):
                 out.append(f"  {reason:<34} {n:>12,}")
-        for arch, sketch in sorted(self.hot.items()):
-            shift = self.page_shift.get(arch, 12)
-            top = sketch.top(self.top)
-            if not top:
-                continue
-            out.append("")
-            if sketch.exact:
-                how = "exact"
-            else:
-                how = (f"approximate: Space-Saving sketch of {sketch.capacity} counters, more distinct gfns "
-                       "than counters; counts are upper bounds, over by at most the +N shown")
-            out.append(f"hottest gfns ({arch}, {how}):")
-            for gfn, count, err in top:
-                extra = f"  (+{err:,})" if err else ""
-                out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {count:>12,}{extra}")
+        for arch, counter in sorted(self.hot.items()):
+            out.extend(self._render_hot(arch, counter))
         for arch, slots in sorted(self.slots.items()):
             out.append("")
             out.append(f"guest faults by memslot ({arch}):")
@@ -423,12 +400,22 @@ def replay(
     memslots: str | None = None,
     settings: dict[str, Any] | None = None,
     top: int = 10,
-    capacity: int = 1024,
+    memory: int = DEFAULT_BUDGET,
     progress: bool | None = None,
+    events: str | None = None,
     choice: ModelChoice | None = None,
 ) -> Summary:
-    """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`; the VMs
-    that decode it model ``choice``'s kernel and proposals (over the ``memslots`` scenario's)."""
+    """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
+
+    ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
+    :func:`kvmcore.cli.replay_parallel.replay` runs it on every core. ``events``: also write one row per guest fault event to this Parquet file
+    (:mod:`kvmcore.cli.events`; serial). The VMs that decode it model ``choice``'s kernel and
+    proposals (over the ``memslots`` scenario's).
+    """
+    try:
+        HotGfns(memory)
+    except ValueError as exc:
+        raise ReplayError(f"--memory: {exc}") from None
     arches, vcpus, notes = _load(arch, settings or {}, memslots, choice)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
@@ -450,15 +437,35 @@ def replay(
         progress = sys.stderr.isatty()
     start = time.perf_counter()
     resolver = _Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
+    writer = None
     try:
+        if events is not None:
+            from kvmcore.cli.events import EventWriter
+
+            try:
+                writer = EventWriter(events, arches)
+            except ImportError as exc:
+                raise ReplayError(str(exc)) from None
+            except OSError as exc:
+                raise ReplayError(f"--events {events}: {exc.strerror or exc}") from None
         head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
-        _scan(itertools.chain(head, stream), summary, resolver, capacity, progress, total,
-              memslots is not None, getattr(stream, "buffer", None))
+        _scan(itertools.chain(head, stream), summary, resolver, memory, progress, total,
+              memslots is not None, getattr(stream, "buffer", None), writer)
+        if writer is not None:
+            summary.notes.append(f"wrote {writer.close():,} guest fault events to {events}")
     finally:
+        if writer is not None:
+            writer.close()
         if stream is not sys.stdin:
             stream.close()
     summary.seconds = time.perf_counter() - start
+    _finish(summary, arches, vcpus)
+    return summary
+
+
+def _finish(summary: Summary, arches: dict[str, Any], vcpus: dict[str, Any]) -> None:
+    """What the summary says once every line is counted: page shifts, the arch mode, notes."""
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
     if summary.mode == "auto":
@@ -468,11 +475,10 @@ def replay(
         owner = ARCH_OF_EVENT.get(event)
         if owner is not None and owner not in arches:
             summary.notes.append(f"{n:,} {event} events are {owner} events, but the {owner} plugin is not loaded")
-    return summary
 
 
-def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, progress: bool,
-          total: int, with_slots: bool, buffer: Any) -> None:
+def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progress: bool,
+          total: int, with_slots: bool, buffer: Any, sink: Any = None) -> None:
     search = _EVENT_RE.search
     cache = resolver.cache
     by_arch = summary.by_arch_kind
@@ -551,11 +557,15 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                     hit = memo[memo_key] = memo_old[memo_key]
             except TypeError:  # an unhashable register value: decode every time
                 memo_key, hit = None, None
+            if sink is not None:  # --events: every row's own decoded fields, so no memo
+                memo_key, hit = None, None
             if hit is None:
                 vcpu = entry[3]
                 try:
                     fault = entry[2](vcpu, raw)
                 except (DecodeError, ValueError, TypeError, KeyError) as exc:
+                    if sink is not None:
+                        sink.add(lineno, line, m, label, event, ev, None, str(exc))
                     summary.undecodable += 1
                     if len(summary.skipped_examples) < SHOW_SKIPPED:
                         summary.skipped_examples.append(
@@ -564,6 +574,8 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                 hit = ((label, getattr(fault, "fault_kind", "?"),
                         "exec" if fault.exec else "write" if fault.write else "read", bool(fault.is_private)),
                        fault.gfn)
+                if sink is not None:
+                    sink.add(lineno, line, m, label, event, ev, fault)
                 if memo_key is not None:
                     if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
                         memo_old = memo
@@ -571,14 +583,15 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, pro
                     memo[memo_key] = hit
             key, gfn = hit
             faults[key] = faults.get(key, 0) + 1
-            sketch = hot.get(label)
-            if sketch is None:
-                sketch = hot[label] = SpaceSaving(capacity)
-            c = sketch.counts.get(gfn)
+            counter = hot.get(label)
+            if counter is None:
+                counter = hot[label] = HotGfns(memory)
+            counts = counter.counts
+            c = counts.get(gfn)
             if c is None:
-                sketch.add_new(gfn)
+                counter.add_new(gfn)
             else:
-                sketch.counts[gfn] = c + 1
+                counts[gfn] = c + 1
             if with_slots:
                 slot = entry[3].vm.gfn_to_memslot(gfn)
                 name = f"slot {slot.id}" if slot is not None else "no slot"

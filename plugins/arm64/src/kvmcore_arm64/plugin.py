@@ -122,3 +122,11 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
             f"slot {new.id}: arm64 guest_memfd slots need a guest_memfd created with GUEST_MEMFD_FLAG_MMAP "
             "(no CoCo VM on arm64 has private-only memory; the arm64-private proposal is off)",
         )
+
+
+@hookimpl
+def decode_fault_batch(vcpu: kvmcore.VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Many faults at once, numpy columns in and out (kvmcore_arm64.batch)."""
+    from . import batch  # numpy only when used
+
+    return batch.decode_fault_batch(vcpu, columns)

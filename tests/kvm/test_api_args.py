@@ -29,7 +29,7 @@ def vm() -> kvmcore.VM:
     (lambda vm: vm.set_memory_attributes(0, "4K", 8), "size must be an int, got str"),
     (lambda vm: vm.create_guest_memfd(2.0 * MIB), "size must be an int, got float"),
     (lambda vm: vm.enable_cap(None), "cap must be an int, got NoneType"),
-    (lambda vm: vm.get_dirty_log(None), "get_dirty_log: slot must be an int"),
+    (lambda vm: vm.get_dirty_log(None), "slot must be an int, got NoneType"),
     (lambda vm: kvmcore.set_userfault_bits(bytearray(8), [1, 2.0]), "set_userfault_bits: index 2.0 is a float, expected an int"),
     (lambda vm: kvmcore.set_userfault_bits(b"\0" * 8, range(3)), "set_userfault_bits: buffer is read-only"),
     (lambda vm: kvmcore.set_userfault_bits([0] * 8, range(3)), "set_userfault_bits: buffer must be a writable buffer"),

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from kvmcore.cli import model
 from kvmcore.cli.format import fmt_value, print_json
 
 PROG = "kvmcore"
@@ -62,7 +63,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     rows = kvmcore.list_plugins()
     if args.json:
-        print_json([row.as_dict() for row in rows])
+        print_json([_with_versions(row.as_dict()) for row in rows])
         return 0
     if not rows:
         print("no kvmcore plugins installed (entry-point groups kvmcore.arch, kvmcore.plugins)")
@@ -78,9 +79,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if row.error:
                 print(f"  {'':<10} FAILED TO LOAD: {row.error}")
                 continue
+            if kind == "arch":
+                print(f"  {'':<10} kernels: {', '.join(kvmcore.KERNEL_VERSIONS)}; proposals: {', '.join(_proposals_of(row.name))}")
             print(f"  {'':<10} hooks: {', '.join(row.hooks) or '(none)'}")
             print(f"  {'':<10} wraps: {', '.join(row.wrappers) or '(none)'}")
     return 0
+
+
+def _proposals_of(arch: str) -> list[str]:
+    import kvmcore
+
+    return [p.name for p in kvmcore.PROPOSALS.values() if p.applies_to(arch)]
+
+
+def _with_versions(row: dict[str, Any]) -> dict[str, Any]:
+    """An arch row gains the kernels it models and the proposals that apply to it."""
+    import kvmcore
+
+    if row.get("kind") == "arch":
+        row = {**row, "kernels": list(kvmcore.KERNEL_VERSIONS), "default_kernel": kvmcore.KERNEL_VERSIONS[-1],
+               "proposals": _proposals_of(row["name"])}
+    return row
 
 
 # --- kvmcore decode ----------------------------------------------------------------------------
@@ -93,13 +112,20 @@ def _load_arch(name: str) -> Any:
         raise CliError(str(exc)) from None
 
 
-def _make_vm(arch: Any, settings: dict[str, Any]) -> Any:
+def _make_vm(arch: Any, settings: dict[str, Any], choice: model.ModelChoice) -> Any:
     import kvmcore
 
     try:
-        return kvmcore.VM(arch, **settings)
+        return kvmcore.VM(arch, **choice.vm_kwargs(arch.name), **settings)
     except (ValueError, TypeError) as exc:
         raise CliError(f"arch {arch.name!r}: bad VM setting: {exc}") from None
+
+
+def _choice(args: argparse.Namespace) -> model.ModelChoice:
+    try:
+        return model.from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -120,7 +146,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             )
     if not raw:
         raise CliError(f"no registers given; {arch.name} takes {', '.join(known) or 'NAME=VALUE pairs'}")
-    vm = _make_vm(arch, settings)
+    vm = _make_vm(arch, settings, _choice(args))
     vcpu = vm.create_vcpu()
 
     syndrome = None
@@ -166,6 +192,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             for name, value in syndrome.fields.items():
                 obj.setdefault(name, value)
         obj["guest_fault"] = fault is not None and error is None
+        obj.update(model.as_dict(vm))
         obj["raw"] = raw
         obj["page_shift"] = vm.page_shift
         if syndrome is not None:
@@ -175,6 +202,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print_json(obj)
     else:
         print(f"{arch.name} {_raw_text(raw)}" + (f"  (VM: {_raw_text(settings)})" if settings else ""))
+        print(f"  modelled: {model.describe(vm)}")
         rows: list[tuple[str, str, str]] = []
         if syndrome is not None:
             for name, value in syndrome.fields.items():
@@ -231,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = schema.load(args.scenario)
     except schema.ScenarioError as exc:
         raise CliError(str(exc)) from None
-    outcome = runner.run(scenario, arch=args.arch)
+    outcome = runner.run(scenario, arch=args.arch, choice=_choice(args))
     if args.json:
         print_json(outcome.as_dict())
     else:
@@ -275,6 +303,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             events=args.events,
             progress=None if args.progress is None else args.progress,
+            choice=_choice(args),
         )
     except replay.ReplayError as exc:
         raise CliError(str(exc)) from None
@@ -382,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
     p.add_argument("registers", metavar="REG=VALUE", nargs="*", help="raw register values")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
+    model.add_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_decode)
 
@@ -405,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the scenario's 'arch')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
+    model.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -455,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
+    model.add_arguments(p)
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
     p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
                    help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "

@@ -25,6 +25,8 @@ from typing import Any
 
 import kvmcore
 from kvmcore.cli.hotgfns import DEFAULT_BUDGET, HotGfns, SpaceSaving
+from kvmcore.cli.model import ModelChoice
+from kvmcore.cli.model import as_dict as model_dict
 from kvmcore.errors import strerror
 
 __all__ = ["ReplayError", "SpaceSaving", "Summary", "replay"]
@@ -77,6 +79,8 @@ class Summary:
     top: int = 10
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: arch -> ``{"kernel": ..., "proposals": [...]}`` of the VM that decoded its events.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def fault_hits(self, arch: str) -> int:
         """Decoded guest faults of ``arch`` (every one counted in the hot-gfn counter)."""
@@ -140,6 +144,7 @@ class Summary:
         return {
             "source": self.source,
             "arch_mode": self.mode,
+            "models": self.models,
             "lines": self.lines,
             "events": self.events,
             "header_lines": self.header_lines,
@@ -164,6 +169,8 @@ class Summary:
         rate = f", {self.lines / self.seconds:,.0f} lines/s" if self.seconds > 0 else ""
         out.append(f"{self.source}: {self.lines:,} lines, {self.events:,} KVM events ({self.seconds:.2f} s{rate})")
         out.append(f"arch: {self.mode}")
+        for arch, m in sorted(self.models.items()):
+            out.append(f"modelled on {arch}: kernel {m['kernel']}, proposals: {', '.join(m['proposals']) or 'none (upstream mode)'}")
         if self.lost_events:
             out.append(f"WARNING: the trace lost {self.lost_events:,} events (ring buffer overrun): counts are low")
         out.append("")
@@ -334,7 +341,9 @@ def _exit_label(text: str) -> str | None:
     return f"{reason} ({value})"
 
 
-def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+def _load(
+    arch_opt: str, settings: dict[str, Any], memslots: str | None, choice: ModelChoice | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     notes: list[str] = []
     if arch_opt == "auto":
         names = kvmcore.installed_arches()
@@ -352,6 +361,7 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             layout = schema.load(memslots)
         except kvmcore.ScenarioError as exc:
             raise ReplayError(f"--memslots: {exc}") from None
+    choice = (choice or ModelChoice()).over(ModelChoice(layout.kernel, layout.proposals) if layout is not None else ModelChoice())
     for name in names:
         try:
             arch = kvmcore.load_arch(name)
@@ -365,7 +375,7 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             declared = arch.info.settings
             arch_settings.update({k: v for k, v in settings.items() if k in declared or arch_opt != "auto"})
         try:
-            vm = kvmcore.VM(arch, **arch_settings)
+            vm = kvmcore.VM(arch, **choice.vm_kwargs(name), **arch_settings)
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"arch {name!r}: bad VM setting: {exc}") from None
         if layout is not None:
@@ -393,20 +403,23 @@ def replay(
     memory: int = DEFAULT_BUDGET,
     progress: bool | None = None,
     events: str | None = None,
+    choice: ModelChoice | None = None,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
 
     ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
     :func:`kvmcore.cli.replay_parallel.replay` runs it on every core. ``events``: also write one row per guest fault event to this Parquet file
-    (:mod:`kvmcore.cli.events`; serial).
+    (:mod:`kvmcore.cli.events`; serial). The VMs that decode it model ``choice``'s kernel and
+    proposals (over the ``memslots`` scenario's).
     """
     try:
         HotGfns(memory)
     except ValueError as exc:
         raise ReplayError(f"--memory: {exc}") from None
-    arches, vcpus, notes = _load(arch, settings or {}, memslots)
+    arches, vcpus, notes = _load(arch, settings or {}, memslots, choice)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
+    summary.models = {name: model_dict(vcpu.vm) for name, vcpu in vcpus.items()}
     summary.top = top
     if source == "-":
         stream = sys.stdin

@@ -352,33 +352,4 @@ def cmd_check_host(args: Any) -> int:
     return 1 if report["unexpected"] else 0
 
 
-def add_parser(sub: Any, formatter: Any) -> None:
-    """Register ``kvmcore check-host`` (called by ``kvmcore.cli.main.build_parser``)."""
-    p = sub.add_parser(
-        "check-host",
-        help="compare the model with this host's /dev/kvm",
-        formatter_class=formatter,
-        description="Drive this host's /dev/kvm and the model with the same calls and report every "
-        "disagreement: (a) memslot and guest_memfd calls (fixed edge cases, then --count random calls "
-        "from --seed), compared on 0 or the errno; (b) one guest access (read, write, fetch) per slot "
-        "configuration, compared on KVM_RUN's result, exit reason, MMIO and memory_fault fields. "
-        "The model is x86 in upstream mode for the host's kernel version. See docs/check-host.md.",
-        epilog=(
-            "examples:\n"
-            "  kvmcore check-host\n"
-            "  kvmcore check-host --count 5000 --seed 7 --json\n"
-            "  kvmcore check-host --only accesses --cpl 0\n"
-            "\nexit status 1 when a disagreement is not one of the documented expected differences, "
-            "or /dev/kvm cannot be used"
-        ),
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random call sequences (default 0)")
-    p.add_argument("--count", type=int, default=1000, help="number of random calls (default 1000)")
-    p.add_argument("--cpl", choices=("auto", "0", "3"), default="auto",
-                   help="privilege level of the access guest (default: 3 on PVM, where only CPL 3 reaches the MMU; else 0)")
-    p.add_argument("--only", choices=("calls", "accesses"), help="run one part only")
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=cmd_check_host)
-
-
-__all__ = ["EXPECTED", "Expected", "add_parser", "check_host", "choose_model", "render"]
+__all__ = ["EXPECTED", "Expected", "check_host", "choose_model", "render"]

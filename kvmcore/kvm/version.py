@@ -52,6 +52,15 @@ class KernelVersion:
         return hash((self.major, self.minor))
 
     def _key(self, other: Any) -> tuple[int, int] | None:
+        # the common forms first (``vm.kernel >= (6, 18)`` runs on fault paths): a version, or a
+        # tuple of two non-negative plain ints, exactly what _coerce() accepts for them
+        cls = other.__class__
+        if cls is KernelVersion:
+            return (other.major, other.minor)
+        if cls is tuple and len(other) == 2:
+            major, minor = other
+            if major.__class__ is int and minor.__class__ is int and major >= 0 and minor >= 0:
+                return other
         version = _coerce(other)
         return None if version is None else (version.major, version.minor)
 

@@ -168,15 +168,32 @@ def _installed(group: str) -> list[EntryPointInfo]:
         for g in {group, ARCH_GROUP, EXTENSION_GROUP} - groups.keys():
             infos = groups[g] = []
             for ep in every.select(group=g):
-                dist = getattr(ep, "dist", None)
-                infos.append(EntryPointInfo(
-                    g,
-                    ep.name,
-                    ep.value,
-                    dist.metadata["Name"] if dist is not None else None,
-                    dist.version if dist is not None else None,
-                ))  # fmt: skip
+                name, version = _name_version(getattr(ep, "dist", None))
+                infos.append(EntryPointInfo(g, ep.name, ep.value, name, version))
     return groups[group]
+
+
+def _name_version(dist: importlib.metadata.Distribution | None) -> tuple[str | None, str | None]:
+    """A distribution's ``Name`` and ``Version`` from the header of its core metadata.
+
+    Both are single-line fields of the header (the lines before the first blank line, core
+    metadata spec), so a scan of those lines finds them; ``dist.metadata`` would import the
+    ``email`` parser and parse every field, a noticeable part of ``kvmcore decode``'s start-up.
+    Falls back to ``dist.metadata`` for anything unusual (no METADATA/PKG-INFO file, a field missing).
+    """
+    if dist is None:
+        return None, None
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    fields: dict[str, str] = {}
+    for line in text.split("\n", 64)[:64]:
+        if not line.strip():
+            break
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version") and key not in fields:
+            fields[key] = value.strip()
+    if len(fields) == 2:
+        return fields["Name"], fields["Version"]
+    return dist.metadata["Name"], dist.version
 
 
 def _import_entry_point(ep: EntryPointInfo) -> Any:

@@ -37,6 +37,7 @@ REQUIRED = ("scause", "htval", "stval")
 #: kvmcore's modelling inputs that are not registers.
 MODEL_KEYS = ("private", "data", "insn")
 _KEYS = frozenset(REGISTERS + MODEL_KEYS)
+_REQUIRED_KEYS = frozenset(REQUIRED)
 #: ``fault_kind`` by the trap's access.
 FAULT_KINDS = {access: "guest_page_fault_" + access for access in ("fetch", "load", "store")}
 _U64_MAX = (1 << 64) - 1
@@ -88,7 +89,7 @@ def check_raw(raw: Mapping[str, Any], required: tuple[str, ...] = REQUIRED) -> N
     otherwise :func:`kvmcore.check_raw_keys` names what is wrong.
     """
     keys = raw.keys()
-    if keys <= _KEYS and keys >= frozenset(required):
+    if keys <= _KEYS and keys >= (_REQUIRED_KEYS if required is REQUIRED else frozenset(required)):
         return
     kvmcore.check_raw_keys(
         raw, arch="RISC-V", registers=REGISTERS, extra_keys=MODEL_KEYS, required=required,

@@ -188,7 +188,7 @@ def _exit_key(vm: kvmcore.VM, raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
             if name != "vendor" or value.__class__ is not str:
                 return None
     return (
-        settings["vm_type"], settings["vendor"], pferr_form(vm.kernel), settings["mbec"],
+        settings["vm_type"], settings["vendor"], vm.kernel, settings["mbec"],
         raw.get("vendor"), raw.get("exit_qualification"), raw.get("exit_reason"), raw.get("error_code"),
         raw.get("private", 0), "gpa" in raw, "gla" in raw,
     )  # fmt: skip

@@ -41,6 +41,7 @@ HOOK_NAMES = (
     "encode_fault",
     "describe_syndrome",
     "parse_trace_event",
+    "parse_log_text",
 )
 
 
@@ -223,6 +224,11 @@ class Arch:
 
     def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
         return self._parse_trace_event(event, text)
+
+    def parse_log_text(self, text: str) -> list[dict[str, Any]]:
+        """The register sets the arch finds in one log line (``[]`` for none, or no hook)."""
+        found = self.pm.hook.parse_log_text(text=text)
+        return list(found) if found else []
 
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:

@@ -116,6 +116,14 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
 
 
 @hookimpl
+def parse_log_text(text: str) -> list[dict[str, Any]] | None:
+    """The riscv registers in one pasted log line (:mod:`kvmcore_riscv.logtext`)."""
+    from kvmcore_riscv.logtext import parse_log_text as find  # imported on first use
+
+    return find(text)
+
+
+@hookimpl
 def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
     """Mirrors riscv ``kvm_arch_prepare_memory_region()``: the slot must lie below the G-stage
     GPA size (``(base_gfn + npages) >= (kvm_riscv_gstage_gpa_size >> PAGE_SHIFT)`` -> ``-EFAULT``;

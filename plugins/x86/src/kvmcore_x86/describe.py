@@ -23,7 +23,7 @@ from kvmcore_x86.pferr import (
     pferr_names,
 )
 from kvmcore_x86.svm import decode_npf, npf_to_pferr
-from kvmcore_x86.trace import parse_event, vendor_hint
+from kvmcore_x86.trace import SVM_NPF_NAMES, VMX_EPT_VIOLATION_NAMES, parse_event, vendor_hint
 from kvmcore_x86.vmx import decode_ept_violation, ept_violation_to_pferr, tdx_exit_qualification
 
 _COMMON_MEANINGS = {
@@ -244,6 +244,8 @@ TRACE_KINDS = {
     "kvm_userspace_exit": "exit",
     "fast_page_fault": "fast_page_fault",
     "kvm_mmu_spte_requested": "spte_requested",
+    "kvm_exit": "exit",
+    "kvm_nested_vmexit": "nested_exit",
 }
 
 
@@ -254,19 +256,35 @@ def trace_event(event: str, text: str) -> TraceEvent | None:
     vendor: VMX ``{"vendor": "vmx", "exit_qualification": error_code, "gpa": fault_address}``,
     SVM ``{"vendor": "svm", "error_code": error_code & ~PFERR_PRIVATE_ACCESS, "gpa": ...}``
     (EXITINFO1: the PRIVATE bit was added by ``npf_interception()`` from ENC and is re-derived on
-    decode). Otherwise ``"guest_fault_unknown_vendor"`` with raw None: decode it with
-    ``describe_syndrome`` and an explicit vendor. Malformed text raises ValueError.
+    decode). Otherwise ``"guest_fault_ambiguous"`` with raw ``{"error_code", "gpa", "traced": 1}``:
+    the VM's ``vendor`` setting (``--set vendor=``) decides how ``decode_fault`` reads it, or the
+    ``kvm_exit`` of the same vCPU that the replay pairs it with.
+
+    ``kvm_exit`` / ``kvm_nested_vmexit`` with reason EPT_VIOLATION or npf are
+    ``"guest_fault_exit"``: VMX raw ``{"vendor": "vmx", "exit_qualification": info1}`` (VMX's
+    info2 is the IDT-vectoring info, not the GPA: ``vmx_get_exit_info()``), SVM raw
+    ``{"vendor": "svm", "error_code": info1, "gpa": info2}`` (EXITINFO1/EXITINFO2,
+    ``svm_get_exit_info()``, full 64 bits). Other exits are ``"exit"`` / ``"nested_exit"``.
+    Malformed text raises ValueError.
     """
     fields = parse_event(event, text)
     if fields is None:
         return None
     name = fields["event"]
+    if name in ("kvm_exit", "kvm_nested_vmexit"):
+        reason = fields["exit_reason"]
+        if reason in VMX_EPT_VIOLATION_NAMES:
+            return TraceEvent("guest_fault_exit", fields, {"vendor": "vmx", "exit_qualification": fields["info1"]})
+        if reason in SVM_NPF_NAMES:
+            raw = {"vendor": "svm", "error_code": fields["info1"], "gpa": fields["info2"]}
+            return TraceEvent("guest_fault_exit", fields, raw)
+        return TraceEvent(TRACE_KINDS[name], fields)
     if name != "kvm_page_fault":
         return TraceEvent(TRACE_KINDS[name], fields)
     ec = fields["error_code"]
     vendor = vendor_hint(ec)
     if vendor is None:
-        return TraceEvent("guest_fault_unknown_vendor", fields)
+        return TraceEvent("guest_fault_ambiguous", fields, {"error_code": ec, "gpa": fields["fault_address"], "traced": 1})
     raw: dict[str, Any] = {"vendor": vendor, "gpa": fields["fault_address"]}
     if vendor == "vmx":
         raw["exit_qualification"] = ec

@@ -1,0 +1,172 @@
+"""Trace text as people paste it: line handling for ``kvmcore replay`` (the plugins parse the
+event text, this module only finds it).
+
+A line reaches the replay as ``(lineno, line, match)``: ``match`` finds ``[system:]event:`` and
+where its text starts, or is None for a line with no event. Accepted shapes:
+
+* the ftrace ``trace`` file and ``trace-cmd report``: ``comm-pid [cpu] flags timestamp: event: text``;
+* ``perf script``: ``comm pid [cpu] timestamp: system:event: text``;
+* a timestamp alone (``1234.5678: kvm_exit: ...``) or a bare ``event: text`` for event names
+  that look like tracepoints (lower case with an underscore: ``kvm_exit``, ``fast_page_fault``);
+* tabs and repeated spaces anywhere.
+
+Mail text is undone first: quoting (``> ``, ``>> ``, ``> > ``) is stripped, and a line a mail
+client wrapped is rejoined with the line before it when the continuation cannot stand alone
+(no event, not a header, not blank, not a kernel log line) *and* the joined text is an event
+some parser accepts (``accepts``). ``TraceLines.unwrapped`` counts the joins; ``unwrap=False``
+turns them off (``--no-unwrap``).
+
+Everything echoed back to a terminal goes through :func:`echo`: control characters become
+``\\xNN`` escapes and the text is cut to a readable length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+#: ``<timestamp>: [system:]event: `` as ftrace, trace-cmd and perf print it (the fast path).
+EVENT_RE = re.compile(r"\s(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
+#: A line that starts with the timestamp, or with the event itself (no prefix at all).
+_TS_START_RE = re.compile(r"\s*()(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
+_BARE_RE = re.compile(r"\s*()()(?:(\w+):)?([a-z][a-z0-9]*_[a-z0-9_]+):(?:\s+|$)")
+#: Mail quoting: any run of ``>`` with optional spaces, at the start of the line.
+_QUOTE_RE = re.compile(r"[ \t]*>[> \t]*")
+#: Kernel log line prefixes (dmesg): ``[  123.456789] `` or ``<4>[ 12.3] ``.
+_DMESG_RE = re.compile(r"\s*(?:<\d+>)?\[\s*\d+\.\d+\]")
+HEADER_PREFIXES = ("#", "cpus=", "version =", "version=", "CPU ", "CPU:")
+#: Lines shorter than this were not wrapped by a mail client (they wrap at 72-80 columns).
+MIN_WRAPPED = 60
+#: Echoed input is cut to this many characters.
+ECHO_LIMIT = 160
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class Match:
+    """Where the event is in a line: ``event`` (the name), ``system`` (``kvm``, or None),
+    ``timestamp`` (text, or None) and ``end`` (where the event's text starts)."""
+
+    __slots__ = ("event", "system", "timestamp", "start", "_end")
+
+    def __init__(self, m: re.Match[str]) -> None:
+        self.timestamp = m[1] or None
+        self.system = m[2]
+        self.event = m[3]
+        self.start = m.start()
+        self._end = m.end()
+
+    def end(self) -> int:
+        return self._end
+
+    def __getitem__(self, i: int) -> str | None:
+        return (None, self.timestamp, self.system, self.event)[i]
+
+
+def find_event(line: str) -> re.Match[str] | Match | None:
+    """The event in ``line``: the fast ``EVENT_RE`` first, then a leading timestamp, then a bare
+    tracepoint-looking name. Both results answer ``m[3]`` (event) and ``m.end()``."""
+    m = EVENT_RE.search(line)
+    if m is not None:
+        return m
+    m = _TS_START_RE.match(line) or _BARE_RE.match(line)
+    return Match(m) if m is not None else None
+
+
+def strip_quote(line: str) -> tuple[str, bool]:
+    """``line`` without mail quoting, and whether it had some."""
+    if ">" not in line[:16]:
+        return line, False
+    m = _QUOTE_RE.match(line)
+    if m is None:
+        return line, False
+    return line[m.end():], True
+
+
+def is_header(stripped: str) -> bool:
+    return stripped.startswith(HEADER_PREFIXES)
+
+
+def is_log_line(line: str) -> bool:
+    """A kernel log line (``[  12.345678] ...``): stands alone, never a wrapped tail."""
+    return _DMESG_RE.match(line) is not None
+
+
+def thread_of(line: str, m: re.Match[str] | Match) -> str | None:
+    """The tracing thread (``comm-pid`` or perf's ``comm pid``) before ``[cpu]``, or None."""
+    head = line[: m.start()] if isinstance(m, Match) else line[: m.start()]
+    cut = head.find("[")
+    if cut <= 0:
+        return None
+    thread = " ".join(head[:cut].split())
+    return thread or None
+
+
+def echo(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` safe to print: control characters escaped (``\\x1b`` not an escape sequence),
+    cut to ``limit`` characters with ``...``."""
+    text = text.rstrip("\r\n")
+    if len(text) > limit * 4:
+        text = text[: limit * 4]
+    text = _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", text.replace("\t", " "))
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+class TraceLines:
+    """Iterate ``(lineno, line, match)`` over ``stream`` with quoting stripped and wrapped lines
+    rejoined (see the module docstring). ``lineno`` is the physical line the record starts on.
+
+    ``accepts(event, text)`` says whether some parser reads ``text`` as ``event``; it is only
+    asked for a candidate join (an event line followed by a line that cannot stand alone).
+    """
+
+    def __init__(self, stream: Iterable[str], *, unwrap: bool = True,
+                 accepts: Callable[[str, str], bool] | None = None) -> None:
+        self.stream = stream
+        self.unwrap = unwrap and accepts is not None
+        self.accepts = accepts
+        self.unwrapped = 0
+        self.quoted = 0
+
+    def __iter__(self) -> Iterator[tuple[int, str, re.Match[str] | Match | None]]:
+        search = EVENT_RE.search
+        quoted = 0
+        pending: tuple[int, str, re.Match[str] | Match | None] | None = None
+        lineno = 0
+        for lineno, line in enumerate(self.stream, 1):  # noqa: B007 - pending keeps it
+            if ">" in line[:16]:
+                line, q = strip_quote(line)
+                quoted += q
+            m = search(line)
+            if m is None:
+                m = find_event(line)
+                if m is None and pending is not None and self.unwrap and pending[2] is not None:
+                    joined = self._join(pending, line)
+                    if joined is not None:
+                        pending = joined
+                        continue
+            if pending is not None:
+                yield pending
+            pending = (lineno, line, m)
+        if pending is not None:
+            yield pending
+        self.quoted = quoted
+
+    def _join(self, pending: tuple[int, str, re.Match[str] | Match | None], line: str) -> tuple[int, str, re.Match[str] | Match | None] | None:
+        """``pending`` with ``line`` appended, when ``line`` is the tail a mail client cut off."""
+        first = pending[1].rstrip("\r\n")
+        tail = line.strip()
+        if not tail or is_header(tail) or is_log_line(line) or len(first) < MIN_WRAPPED:
+            return None
+        m = pending[2]
+        assert m is not None and self.accepts is not None
+        joined = first.rstrip() + " " + tail
+        if not self.accepts(m[3] or "", joined[m.end():].rstrip()):
+            return None
+        self.unwrapped += 1
+        return (pending[0], joined + "\n", m)
+
+
+__all__ = ["ECHO_LIMIT", "EVENT_RE", "HEADER_PREFIXES", "Match", "TraceLines", "echo", "find_event",
+           "is_header", "is_log_line", "strip_quote", "thread_of"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,10 +239,10 @@ def table(result: Result, arch: str, settings_text: str, paint: Paint) -> list[s
                 continue
             rows.append((f"  {name}", fmt_value(value), COMMON_MEANINGS.get(name, "")))
     elif result.partial is not None:
-        shown = {n for n, v in (syndrome.fields.items() if syndrome is not None else ()) if v is not None}
+        known = {n for n, v in (syndrome.fields.items() if syndrome is not None else ()) if v is not None}
         rows.append(("", "", ""))
         for name in ("gpa", "gfn"):
-            if name not in shown:
+            if name not in known:
                 rows.append((name, "unknown", "needs the registers not given"))
         rows.append(("fault", "unknown", f"decode_fault: {echo(result.partial, 120)}"))
     width = max((len(r[0]) for r in rows), default=0)

@@ -1,10 +1,13 @@
 """``kvmcore replay``: stream kernel trace text and summarise the guest faults in it.
 
-Reads the ftrace ``trace`` file, ``trace-cmd report`` output or ``perf script`` output. Each
-of these prints ``<comm>-<pid> [cpu] [flags] <timestamp>: [system:]<event>: <text>`` (perf puts
-the pid after a space and prefixes the system); one regular expression finds the timestamp and
-the event, and the text goes to the arch's ``parse_trace_event`` hook. Events that carry a
-syndrome (``TraceEvent.kind == "guest_fault"``) are decoded with ``decode_fault``.
+Reads the ftrace ``trace`` file, ``trace-cmd report`` output or ``perf script`` output, and the
+same text as people paste it (mail quoting, wrapped lines, no prefix): :mod:`kvmcore.cli.trace_input`
+finds the event and its text in each line, and the text goes to the arch's ``parse_trace_event``
+hook. Events that carry a syndrome (``TraceEvent.kind == "guest_fault"``) are decoded with
+``decode_fault``; an exit that carries one (``"guest_fault_exit"``, x86 ``kvm_exit`` for an EPT
+violation or NPF) is paired with the fault event that follows on the same thread (one fault,
+the exit's full registers where the fault event printed them cut to 32 bits). Lines with no
+event go to the arches' ``parse_log_text`` hook (kernel log lines with an ESR, KVM's error prints).
 
 Memory is flat whatever the file size: per-line work allocates nothing that outlives the line,
 counters are keyed by small bounded sets (arch, kind, fault kind, access), and the hottest gfns
@@ -25,12 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kvmcore
+from kvmcore.cli import trace_input
+from kvmcore.cli.trace_input import echo
 from kvmcore.errors import strerror
 
 #: ``<timestamp>: [system:]event: `` as ftrace, trace-cmd and perf print it.
-_EVENT_RE = re.compile(r"\s(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
+_EVENT_RE = trace_input.EVENT_RE
 _LOST_RE = re.compile(r"CPU:?\s*(\d+)\s*\[LOST (\d+) EVENTS\]")
-_HEADER_PREFIXES = ("#", "cpus=", "version =", "version=", "CPU ", "CPU:")
+_HEADER_PREFIXES = trace_input.HEADER_PREFIXES
 #: Events that only one arch emits (a hint for messages when that arch is not installed).
 ARCH_OF_EVENT = {"kvm_guest_fault": "arm64", "kvm_mmio_nisv": "arm64", "kvm_access_fault": "arm64",
                  "kvm_mmio_emulate": "arm64", "kvm_page_fault": "x86", "fast_page_fault": "x86"}
@@ -45,6 +50,13 @@ _USERSPACE_EXIT_RE = re.compile(r"reason (\S+) \((-?\d+)\)")
 _MMIO_RE = re.compile(r"mmio (unsatisfied-read|read|write|0x[0-9a-f]+) len (\d+) gpa 0x([0-9a-f]+) val 0x([0-9a-f]+)")
 MAX_NAMES = 256  # distinct event names / reasons counted before lumping into "(other)"
 SHOW_SKIPPED = 5
+#: The same fault (registers, gfn and pc) this many times in a row on one vCPU is a fault loop.
+LOOP_MIN = 3
+MAX_LOOPS = 64  # distinct loops remembered (the longest are kept)
+SHOW_LOOPS = 5
+MAX_LOG_SYNDROMES = 64
+#: What a guest-fault event's ``page_walk`` says, as an index: final translation, page walk, unknown.
+_WALK_INDEX = {False: 0, True: 1, None: 2}
 _MISSING = object()
 
 
@@ -122,6 +134,25 @@ class Summary:
     top: int = 10
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # -- pasted input (trace_input) --
+    unwrap: bool = True
+    unwrapped: int = 0
+    quoted_lines: int = 0
+    arch_decided_by: list[tuple[int, str, str, str]] = field(default_factory=list)
+    # -- what a person reading a bug report wants --
+    vcpus: dict[str, dict[str, int]] = field(default_factory=dict)
+    rips: dict[str, SpaceSaving] = field(default_factory=dict)
+    walks: dict[str, list[int]] = field(default_factory=dict)
+    loops: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    mmio: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    log_lines: int = 0
+    log_syndromes: list[dict[str, Any]] = field(default_factory=list)
+    paired_exits: int = 0
+    widened: int = 0
+    exit_only: dict[str, int] = field(default_factory=dict)
+    exit_only_examples: list[tuple[int, str, str]] = field(default_factory=list)
+    ambiguous: int = 0
+    ambiguous_examples: list[tuple[int, str]] = field(default_factory=list)
 
     def skip(self, lineno: int, line: str, why: str, malformed: bool) -> None:
         self.skipped += 1
@@ -130,10 +161,7 @@ class Summary:
             if self.first_malformed_line is None:
                 self.first_malformed_line = lineno
         if len(self.skipped_examples) < SHOW_SKIPPED:
-            text = line.rstrip("\n")
-            if len(text) > 160:
-                text = text[:157] + "..."
-            self.skipped_examples.append((lineno, why, text))
+            self.skipped_examples.append((lineno, echo(why, 240), echo(line)))
 
     # -- output --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
@@ -167,13 +195,45 @@ class Summary:
             "skipped_examples": [{"line": n, "why": w, "text": t} for n, w, t in self.skipped_examples],
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
+            "unwrap": self.unwrap,
+            "unwrapped_lines": self.unwrapped,
+            "quoted_lines": self.quoted_lines,
+            "arch_decided_by": [{"line": n, "arch": a, "event": e, "text": t} for n, a, e, t in self.arch_decided_by],
+            "faults_by_vcpu": self.vcpus,
+            "hot_pcs": {arch: [{"pc": pc, "count": c, "max_overcount": e} for pc, c, e in sk.top(self.top)]
+                        for arch, sk in self.rips.items()},
+            "page_walk": {arch: {"final_translation": w[0], "guest_page_walk": w[1], "unknown": w[2]}
+                          for arch, w in self.walks.items()},
+            "fault_loops": self.top_loops(),
+            "mmio": [{"direction": d, "gpa": g, "len": n, "count": c}
+                     for (d, g, n), c in sorted(self.mmio.items(), key=lambda kv: -kv[1])],
+            "log_lines": self.log_lines,
+            "log_syndromes": self.log_syndromes,
+            "paired_exits": self.paired_exits,
+            "widened_error_codes": self.widened,
+            "exits_without_fault_event": self.exit_only,
+            "ambiguous_faults": self.ambiguous,
         }
+
+    def top_loops(self, n: int | None = None) -> list[dict[str, Any]]:
+        """The longest fault loops first (JSON-ready; ``raw`` the loop's registers)."""
+        ranked = sorted(self.loops.values(), key=lambda lp: (-lp["longest"], lp["first_line"]))
+        if n is not None:
+            ranked = ranked[:n]
+        return [{k: v for k, v in lp.items() if k != "sig"} for lp in ranked]
 
     def render(self) -> str:
         out = []
         rate = f", {self.lines / self.seconds:,.0f} lines/s" if self.seconds > 0 else ""
         out.append(f"{self.source}: {self.lines:,} lines, {self.events:,} KVM events ({self.seconds:.2f} s{rate})")
         out.append(f"arch: {self.mode}")
+        for lineno, arch, event, text in self.arch_decided_by:
+            out.append(f"  decided by line {lineno}: {event}: {text}  (only {arch} prints this event so)")
+        if self.quoted_lines or self.unwrapped:
+            out.append(f"input: {self.quoted_lines:,} mail-quoted lines unquoted, {self.unwrapped:,} wrapped lines rejoined"
+                       + ("" if self.unwrapped == 0 else " (--no-unwrap keeps them apart)"))
+        elif not self.unwrap:
+            out.append("input: wrapped lines not rejoined (--no-unwrap)")
         if self.lost_events:
             out.append(f"WARNING: the trace lost {self.lost_events:,} events (ring buffer overrun): counts are low")
         out.append("")
@@ -196,6 +256,61 @@ class Summary:
             out.append(f"  {arch:<8} {kind:<24} {access + (' private' if private else ''):<14} {n:>12,}")
         if self.undecodable:
             out.append(f"  not guest memory faults (decode_fault refused): {self.undecodable:,}")
+        if self.paired_exits:
+            out.append(f"  exits paired with the fault event after them (one fault each): {self.paired_exits:,}"
+                       + (f"; {self.widened:,} error codes printed cut to 32 bits, widened from the exit's EXITINFO1"
+                          if self.widened else ""))
+        for why, n in self.exit_only.items():
+            out.append(f"  fault exits with no fault event after them: {n:,} ({why})")
+        for lineno, _why, text in self.exit_only_examples:
+            out.append(f"    line {lineno}: {text}")
+        if self.ambiguous:
+            out.append(f"  not decoded, the trace cannot tell how to read them: {self.ambiguous:,}")
+            for lineno, why in self.ambiguous_examples:
+                out.append(f"    line {lineno}: {why}")
+        for arch, walk in sorted(self.walks.items()):
+            if walk[0] or walk[1]:
+                out.append(f"  {arch:<8} final translation {walk[0]:,}, guest page-table walk {walk[1]:,}"
+                           + (f", not said {walk[2]:,}" if walk[2] else ""))
+        loops = self.top_loops(SHOW_LOOPS)
+        if loops:
+            out.append("")
+            out.append(f"fault loops (the same fault {LOOP_MIN}+ times in a row on one vCPU):")
+            for lp in loops:
+                pc = f" pc {lp['pc']:#x}" if lp["pc"] is not None else ""
+                out.append(f"  {lp['arch']} {lp['vcpu']}: gfn {lp['gfn']:#x}{pc} {lp['fault_kind']} {lp['access']}: "
+                           f"{lp['longest']:,} in a row (first at line {lp['first_line']}, {lp['faults']:,} faults in loops)")
+                out.append(f"    registers: {' '.join(f'{k}={v:#x}' if isinstance(v, int) else f'{k}={v}' for k, v in lp['raw'].items())}")
+                if lp.get("kvm"):
+                    out.append(f"    what KVM does with it: {lp['kvm']}")
+            if len(self.loops) > len(loops):
+                out.append(f"  ... and {len(self.loops) - len(loops):,} more")
+        if self.vcpus:
+            out.append("")
+            out.append("guest faults by vCPU:")
+            for arch, per in sorted(self.vcpus.items()):
+                for name, n in sorted(per.items(), key=lambda kv: -kv[1])[:16]:
+                    out.append(f"  {arch:<8} {name:<28} {n:>12,}")
+        for arch, sketch in sorted(self.rips.items()):
+            top = sketch.top(self.top)
+            if not top:
+                continue
+            out.append("")
+            out.append(f"hottest guest PCs ({arch}{', exact' if sketch.exact else ', approximate: counts are upper bounds'}):")
+            for pc_value, count, err in top:
+                out.append(f"  pc {pc_value:>#18x}  {count:>12,}" + (f"  (+{err:,})" if err else ""))
+        if self.mmio:
+            out.append("")
+            out.append("MMIO accesses (kvm_mmio):")
+            for (direction, gpa, length), n in sorted(self.mmio.items(), key=lambda kv: -kv[1])[:self.top]:
+                out.append(f"  {direction:<16} gpa {gpa:>#14x} len {length:<2} {n:>12,}")
+            if len(self.mmio) > self.top:
+                out.append(f"  ... and {len(self.mmio) - self.top:,} more addresses")
+        if self.log_syndromes:
+            out.append("")
+            out.append(f"registers found in log lines: {self.log_lines:,}")
+            for item in self.log_syndromes[:SHOW_SKIPPED * 2]:
+                out.append(f"  line {item['line']}: {item['arch']} {item['registers']}: {item['decoded']}")
         if self.userspace_exits:
             out.append("")
             out.append("exits to userspace (kvm_userspace_exit):")
@@ -246,6 +361,7 @@ class _Resolver:
         self.established: str | None = fixed
         self.parse = {name: _direct_parse(arch) for name, arch in arches.items()}
         self.cache: dict[str, Any] = {}
+        self.lineno = 0  # the line being resolved (for arch_decided_by)
 
     def order(self) -> list[str]:
         if self.established in self.arches:
@@ -257,7 +373,16 @@ class _Resolver:
 
         ``entry`` is ``(label, parse, decode, vcpu)`` for an event some arch (or the generic
         parser) knows, ``None`` for an event no arch decodes, ``False`` for a malformed line.
+        The generic events (``kvm_mmio``, ``kvm_userspace_exit``: include/trace/events/kvm.h, the
+        same text on every arch) always go to the generic parser and never decide the arch: an
+        arm64 ``KVM_EXIT_ARM_NISV`` exit is not an x86 event because x86 can parse it too.
         """
+        generic = _GENERIC.get(event)
+        if generic is not None:
+            entry = (self.established or "generic", generic, None, None)
+            if self.established is not None or len(self.arches) == 1:
+                self.cache[event] = entry
+            return entry, None, None
         errors = []
         unknown = 0
         for name in self.order():
@@ -270,18 +395,14 @@ class _Resolver:
             if ev is None:
                 unknown += 1
                 continue
-            if self.established is None and event not in GENERIC_EVENTS:
+            if self.established is None:
                 others = [o for o in self.arches if o != name and _knows(self.parse[o], event, text)]
                 if not others:
                     self.establish(name)
+                    self.summary.arch_decided_by.append((self.lineno, name, event, echo(text, 100)))
             entry = (name, parse, _direct_decode(self.arches[name]), self.vms[name])
             self.cache[event] = entry
             return entry, ev, None
-        generic = _GENERIC.get(event)
-        if generic is not None:
-            entry = (self.established or "generic", generic, None, None)
-            self.cache[event] = entry
-            return entry, None, None
         if errors and not (event in SHARED_EVENTS and unknown):
             return False, None, "; ".join(errors)
         if not errors:
@@ -293,14 +414,12 @@ class _Resolver:
         self.established = name
         self.cache.clear()
 
-    def probe(self, lines: list[str]) -> None:
+    def probe(self, lines: list[tuple[int, str, Any]]) -> None:
         """Find the trace's arch from its first lines before counting anything."""
-        search = _EVENT_RE.search
         seen: set[str] = set()
-        for line in lines:
+        for lineno, line, m in lines:
             if self.established is not None:
                 break
-            m = search(line)
             if m is None or m[3] in GENERIC_EVENTS:
                 continue
             key = m[3] if m[3] not in SHARED_EVENTS else None
@@ -308,8 +427,28 @@ class _Resolver:
                 continue
             if key is not None:
                 seen.add(key)
+            self.lineno = lineno
             self.resolve(m[3], line[m.end():].rstrip())
         self.cache.clear()
+
+    def accepts(self, event: str, text: str) -> bool:
+        """Some arch (or the generic parser) reads ``text`` as ``event`` (for rejoining lines)."""
+        generic = _GENERIC.get(event)
+        if generic is not None:
+            try:
+                generic(event, text)
+            except ValueError:
+                return False
+            return True
+        return any(_knows(self.parse[name], event, text) for name in self.order())
+
+    def log_registers(self, text: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """The first arch whose ``parse_log_text`` finds registers in ``text``, with them."""
+        for name in self.order():
+            found = self.arches[name].parse_log_text(text)
+            if found:
+                return name, found
+        return None
 
 
 def _knows(parse: Any, event: str, text: str) -> bool:
@@ -415,12 +554,14 @@ def replay(
     top: int = 10,
     capacity: int = 1024,
     progress: bool | None = None,
+    unwrap: bool = True,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`."""
     arches, vcpus, notes = _load(arch, settings or {}, memslots)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
     summary.top = top
+    summary.unwrap = unwrap
     if source == "-":
         stream = sys.stdin
         total = 0
@@ -437,17 +578,22 @@ def replay(
         progress = sys.stderr.isatty()
     start = time.perf_counter()
     resolver = _Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
+    lines = trace_input.TraceLines(stream, unwrap=unwrap, accepts=resolver.accepts)
     try:
-        head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
+        records = iter(lines)
+        head = list(itertools.islice(records, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
-        _scan(itertools.chain(head, stream), summary, resolver, capacity, progress, total,
-              memslots is not None, getattr(stream, "buffer", None))
+        scan = _Scan(summary, resolver, capacity, memslots is not None, bool(settings))
+        scan.run(itertools.chain(head, records), progress, total, getattr(stream, "buffer", None))
     finally:
         if stream is not sys.stdin:
             stream.close()
+    summary.unwrapped = lines.unwrapped
+    summary.quoted_lines = lines.quoted
     summary.seconds = time.perf_counter() - start
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
+    _what_kvm_does(summary, arches, settings or {}, memslots)
     if summary.mode == "auto":
         seen = sorted(a for a in summary.by_arch_kind if a in arches)
         summary.mode = "auto (" + (", ".join(seen) if seen else "no arch-specific events seen") + ")"
@@ -458,136 +604,352 @@ def replay(
     return summary
 
 
-def _scan(stream: Any, summary: Summary, resolver: _Resolver, capacity: int, progress: bool,
-          total: int, with_slots: bool, buffer: Any) -> None:
-    search = _EVENT_RE.search
-    cache = resolver.cache
-    by_arch = summary.by_arch_kind
-    faults = summary.faults
-    other = summary.other_events
-    exits = summary.userspace_exits
-    hot = summary.hot
-    slots = summary.slots
-    DecodeError = kvmcore.DecodeError
-    # decode_fault is a pure function of the registers for a fixed VM: remember recent ones
-    memo: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int]] = {}
-    memo_old: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int]] = {}
-    events = 0
-    lineno = 0
-    next_report = 1 << 16
-    last_time = time.perf_counter()
-    for lineno, line in enumerate(stream, 1):  # noqa: B007 - lineno is used after the loop
-        m = search(line)
-        if m is None:
-            stripped = line.strip()
-            if not stripped or stripped.startswith(_HEADER_PREFIXES):
-                lost = _LOST_RE.search(stripped) if "LOST" in stripped else None
-                if lost is not None:
-                    summary.lost_events += int(lost[2])
-                else:
-                    summary.header_lines += 1
-            else:
-                summary.skip(lineno, line, "not a trace event line (no 'timestamp: event:' found)", False)
+def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None) -> None:
+    """For the loops shown: run the loop's registers through a fresh VM of the same layout
+    (``vcpu.handle_fault``) and say how the fault ends."""
+    for lp in summary.top_loops(SHOW_LOOPS):
+        name = lp["arch"]
+        if name not in arches:
             continue
-        event = m[3]
-        text = line[m.end():].rstrip()
-        entry = cache.get(event, _MISSING)
-        ev = None
-        if entry is not None and entry is not _MISSING:
-            try:
-                ev = entry[1](event, text)
-            except ValueError as exc:
-                # the cached arch refused: another installed arch may know this format
-                entry, ev, error = resolver.resolve(event, text)
-                if not entry:
-                    summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
-                    continue
-        elif entry is _MISSING:
-            entry, ev, error = resolver.resolve(event, text)
-            if entry is False:
-                summary.skip(lineno, line, f"malformed {event} event: {error}", True)
+        try:
+            _, vcpus, _ = _load(name, settings, memslots)
+            res = vcpus[name].handle_fault(lp["raw"])
+        except (kvmcore.KvmcoreError, ValueError, TypeError, KeyError) as exc:
+            text = f"not modelled: {echo(str(exc), 120)}"
+        else:
+            if res.exit_reason is not None:
+                ends = f"exits to userspace with {res.exit_reason_name}"
+            elif res.ret:
+                ends = f"KVM_RUN returns {res.ret}"
+            else:
+                ends = "the guest resumes"
+            where = "the --memslots layout" if memslots else "no memslots (give --memslots for the VM's layout)"
+            text = f"{res.outcome}: {ends} (model with {where})"
+        summary.loops[lp["sig"]]["kvm"] = text
+
+
+class _Scan:
+    """One pass over the lines: parse, pair, decode, count (state kept across lines)."""
+
+    def __init__(self, summary: Summary, resolver: _Resolver, capacity: int, with_slots: bool, has_settings: bool) -> None:
+        self.summary = summary
+        self.resolver = resolver
+        self.capacity = capacity
+        self.with_slots = with_slots
+        self.has_settings = has_settings
+        # decode_fault is a pure function of the registers for a fixed VM: remember recent ones
+        self.memo: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int, int]] = {}
+        self.memo_old: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int, int]] = {}
+        #: thread -> the guest_fault_exit waiting for its fault event
+        self.pending: dict[Any, tuple[int, str, Any, dict[str, Any], Any]] = {}
+        #: vCPU -> [signature, run length, first line, raw, label, gfn, pc, key]
+        self.runs: dict[Any, list[Any]] = {}
+
+    def run(self, records: Any, progress: bool, total: int, buffer: Any) -> None:
+        summary = self.summary
+        resolver = self.resolver
+        cache = resolver.cache
+        by_arch = summary.by_arch_kind
+        other = summary.other_events
+        exits = summary.userspace_exits
+        fault = self.fault
+        events = 0
+        lineno = 0
+        next_report = 1 << 16
+        last_time = time.perf_counter()
+        for lineno, line, m in records:  # noqa: B007 - lineno is used after the loop
+            if m is None:
+                self.no_event(lineno, line)
                 continue
-        if entry is None:
-            if event in other or len(other) < MAX_NAMES:
-                other[event] = other.get(event, 0) + 1
-            else:
-                other["(other)"] = other.get("(other)", 0) + 1
-            continue
-        if ev is None:
-            try:
-                ev = entry[1](event, text)
-            except ValueError as exc:
-                summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
+            event = m[3]
+            text = line[m.end():].rstrip()
+            entry = cache.get(event, _MISSING)
+            ev = None
+            if entry is not None and entry is not _MISSING:
+                try:
+                    ev = entry[1](event, text)
+                except ValueError as exc:
+                    # the cached arch refused: another installed arch may know this format
+                    resolver.lineno = lineno
+                    entry, ev, error = resolver.resolve(event, text)
+                    if not entry:
+                        summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
+                        continue
+            elif entry is _MISSING:
+                resolver.lineno = lineno
+                entry, ev, error = resolver.resolve(event, text)
+                if entry is False:
+                    summary.skip(lineno, line, f"malformed {event} event: {error}", True)
+                    continue
+            if entry is None:
+                if event in other or len(other) < MAX_NAMES:
+                    other[event] = other.get(event, 0) + 1
+                else:
+                    other["(other)"] = other.get("(other)", 0) + 1
                 continue
             if ev is None:
-                other[event] = other.get(event, 0) + 1
-                continue
-        events += 1
-        label = entry[0]
-        kind = ev.kind
-        kinds = by_arch.get(label)
-        if kinds is None:
-            kinds = by_arch[label] = {}
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if kind == "guest_fault" and ev.raw is not None and entry[2] is not None:
-            raw = ev.raw
-            try:
-                memo_key = (label, *raw.items())
-                hit = memo.get(memo_key)
-                if hit is None and memo_key in memo_old:
-                    hit = memo[memo_key] = memo_old[memo_key]
-            except TypeError:  # an unhashable register value: decode every time
-                memo_key, hit = None, None
-            if hit is None:
-                vcpu = entry[3]
                 try:
-                    fault = entry[2](vcpu, raw)
-                except (DecodeError, ValueError, TypeError, KeyError) as exc:
-                    summary.undecodable += 1
-                    if len(summary.skipped_examples) < SHOW_SKIPPED:
-                        summary.skipped_examples.append(
-                            (lineno, f"{event} is not a guest memory fault: {exc}", line.rstrip()[:160]))
+                    ev = entry[1](event, text)
+                except ValueError as exc:
+                    summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
                     continue
-                hit = ((label, getattr(fault, "fault_kind", "?"),
-                        "exec" if fault.exec else "write" if fault.write else "read", bool(fault.is_private)),
-                       fault.gfn)
-                if memo_key is not None:
-                    if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
-                        memo_old = memo
-                        memo = {}
-                    memo[memo_key] = hit
-            key, gfn = hit
-            faults[key] = faults.get(key, 0) + 1
-            sketch = hot.get(label)
-            if sketch is None:
-                sketch = hot[label] = SpaceSaving(capacity)
-            c = sketch.counts.get(gfn)
+                if ev is None:
+                    other[event] = other.get(event, 0) + 1
+                    continue
+            events += 1
+            label = entry[0]
+            kind = ev.kind
+            kinds = by_arch.get(label)
+            if kinds is None:
+                kinds = by_arch[label] = {}
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if kind == "guest_fault" and ev.raw is not None and entry[2] is not None:
+                raw = ev.raw
+                if self.pending:
+                    raw = self.paired(lineno, line, m, label, raw)
+                fault(lineno, line, m, event, label, entry, raw, ev.fields)
+            elif kind == "guest_fault_exit" and ev.raw is not None and entry[2] is not None:
+                self.exit_with_fault(lineno, line, m, label, entry, ev)
+            elif kind == "guest_fault_ambiguous" and ev.raw is not None and entry[2] is not None:
+                raw = self.paired(lineno, line, m, label, ev.raw) if self.pending else ev.raw
+                if raw is ev.raw and not self.has_settings:
+                    summary.ambiguous += 1
+                    if len(summary.ambiguous_examples) < SHOW_SKIPPED:
+                        summary.ambiguous_examples.append(
+                            (lineno, f"{event} {echo(text, 100)}: give the VM setting that decides it (x86: --set vendor=vmx|svm)"))
+                    continue
+                fault(lineno, line, m, event, label, entry, raw, ev.fields)
+            elif kind == "mmio":
+                f = ev.fields
+                mmio = summary.mmio
+                key = (f.get("type_name") or f.get("type") or "?", f.get("gpa", 0), f.get("len", 0))
+                if key in mmio or len(mmio) < MAX_NAMES:
+                    mmio[key] = mmio.get(key, 0) + 1
+            elif event == "kvm_userspace_exit":
+                reason = _exit_label(text)
+                if reason is not None:
+                    exits[reason] = exits.get(reason, 0) + 1
+            if progress and lineno >= next_report:
+                next_report = lineno + (1 << 16)
+                now = time.perf_counter()
+                if now - last_time > 0.2:
+                    last_time = now
+                    _progress(lineno, buffer, total)
+        for key in list(self.pending):
+            self.flush_exit(key)
+        for vkey, run in self.runs.items():
+            self.close_run(vkey, run)
+        summary.lines = lineno
+        summary.events = events
+        if progress:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    # -- one guest fault -------------------------------------------------------------------------
+    def fault(self, lineno: int, line: str, m: Any, event: str, label: str, entry: Any, raw: Any,
+              fields: Any) -> None:
+        summary = self.summary
+        try:
+            memo_key: tuple[Any, ...] | None = (label, *raw.items())
+            hit = self.memo.get(memo_key)  # type: ignore[arg-type]
+            if hit is None and memo_key in self.memo_old:
+                hit = self.memo[memo_key] = self.memo_old[memo_key]
+        except TypeError:  # an unhashable register value: decode every time
+            memo_key, hit = None, None
+        if hit is None:
+            vcpu = entry[3]
+            try:
+                decoded = entry[2](vcpu, raw)
+            except (kvmcore.DecodeError, ValueError, TypeError, KeyError) as exc:
+                summary.undecodable += 1
+                if len(summary.skipped_examples) < SHOW_SKIPPED:
+                    summary.skipped_examples.append(
+                        (lineno, echo(f"{event} is not a guest memory fault: {exc}", 240), echo(line)))
+                return
+            hit = ((label, getattr(decoded, "fault_kind", "?"),
+                    "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private)),
+                   decoded.gfn, _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2))
+            if memo_key is not None:
+                if len(self.memo) >= MEMO_SIZE:  # two generations: recently used entries survive
+                    self.memo_old = self.memo
+                    self.memo = {}
+                self.memo[memo_key] = hit
+        key, gfn, walk = hit
+        faults = summary.faults
+        faults[key] = faults.get(key, 0) + 1
+        walks = summary.walks.get(label)
+        if walks is None:
+            walks = summary.walks[label] = [0, 0, 0]
+        walks[walk] += 1
+        hot = summary.hot
+        sketch = hot.get(label)
+        if sketch is None:
+            sketch = hot[label] = SpaceSaving(self.capacity)
+        c = sketch.counts.get(gfn)
+        if c is None:
+            sketch.add_new(gfn)
+        else:
+            sketch.counts[gfn] = c + 1
+        pc = fields.get("pc")
+        if pc is not None:
+            rips = summary.rips.get(label)
+            if rips is None:
+                rips = summary.rips[label] = SpaceSaving(self.capacity)
+            c = rips.counts.get(pc)
             if c is None:
-                sketch.add_new(gfn)
+                rips.add_new(pc)
             else:
-                sketch.counts[gfn] = c + 1
-            if with_slots:
-                slot = entry[3].vm.gfn_to_memslot(gfn)
-                name = f"slot {slot.id}" if slot is not None else "no slot"
-                per = slots.get(label)
-                if per is None:
-                    per = slots[label] = {}
-                per[name] = per.get(name, 0) + 1
-        elif event == "kvm_userspace_exit":
-            reason = _exit_label(text)
-            if reason is not None:
-                exits[reason] = exits.get(reason, 0) + 1
-        if progress and lineno >= next_report:
-            next_report = lineno + (1 << 16)
-            now = time.perf_counter()
-            if now - last_time > 0.2:
-                last_time = now
-                _progress(lineno, buffer, total)
-    summary.lines = lineno
-    summary.events = events
-    if progress:
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+                rips.counts[pc] = c + 1
+        vcpu_id = fields.get("vcpu")
+        vkey = f"vcpu {vcpu_id}" if vcpu_id is not None else (trace_input.thread_of(line, m) or "(unknown vCPU)")
+        per = summary.vcpus.get(label)
+        if per is None:
+            per = summary.vcpus[label] = {}
+        if vkey in per or len(per) < MAX_NAMES:
+            per[vkey] = per.get(vkey, 0) + 1
+        if memo_key is not None:
+            sig = (memo_key, pc)
+            run = self.runs.get(vkey)
+            if run is not None and run[0] == sig:
+                run[1] += 1
+            else:
+                if run is not None:
+                    self.close_run(vkey, run)
+                elif len(self.runs) >= MAX_NAMES:
+                    self.runs.clear()
+                self.runs[vkey] = [sig, 1, lineno, raw, label, gfn, pc, key]
+        if self.with_slots:
+            slot = entry[3].vm.gfn_to_memslot(gfn)
+            name = f"slot {slot.id}" if slot is not None else "no slot"
+            per = summary.slots.get(label)
+            if per is None:
+                per = summary.slots[label] = {}
+            per[name] = per.get(name, 0) + 1
+
+    def close_run(self, vkey: Any, run: list[Any]) -> None:
+        """A run of identical faults ended: remember it as a loop if it was long enough."""
+        sig, count, first, raw, label, gfn, pc, key = run
+        if count < LOOP_MIN:
+            return
+        loops = self.summary.loops
+        loop_key = (vkey, sig)
+        lp = loops.get(loop_key)
+        if lp is None:
+            if len(loops) >= MAX_LOOPS:
+                shortest = min(loops, key=lambda k: loops[k]["longest"])
+                if loops[shortest]["longest"] >= count:
+                    return
+                del loops[shortest]
+            lp = loops[loop_key] = {
+                "sig": loop_key, "arch": label, "vcpu": vkey, "gfn": gfn, "pc": pc, "fault_kind": key[1],
+                "access": key[2], "private": key[3], "raw": dict(raw), "longest": 0, "faults": 0, "runs": 0,
+                "first_line": first,
+            }
+        lp["longest"] = max(lp["longest"], count)
+        lp["faults"] += count
+        lp["runs"] += 1
+
+    # -- exits that carry a fault, and the fault event after them -------------------------------
+    def exit_with_fault(self, lineno: int, line: str, m: Any, label: str, entry: Any, ev: Any) -> None:
+        thread = trace_input.thread_of(line, m) or ev.fields.get("vcpu")
+        if thread in self.pending:
+            self.flush_exit(thread)
+        self.pending[thread] = (lineno, line, m, dict(ev.raw), (label, entry, ev))
+
+    def paired(self, lineno: int, line: str, m: Any, label: str, raw: Any) -> Any:
+        """``raw`` completed by the exit pending on this line's thread, if it is the same fault.
+
+        The exit's registers are the base; the fault event's values win, except where the
+        fault event printed the exit's value cut to its low 32 bits (a kernel whose
+        ``kvm_page_fault`` stored ``error_code`` as u32): then the exit's full value stays.
+        A gpa in both that differs (other page) means another fault: no pairing.
+        """
+        thread = trace_input.thread_of(line, m)
+        pend = self.pending.get(thread)
+        if pend is None or pend[4][0] != label:
+            return raw
+        base = pend[3]
+        if "gpa" in base and "gpa" in raw and base["gpa"] >> 12 != raw["gpa"] >> 12:
+            return raw
+        del self.pending[thread]
+        merged = dict(base)
+        widened = False
+        for name, value in raw.items():
+            old = merged.get(name)
+            if (isinstance(old, int) and isinstance(value, int) and old != value and old >> 32
+                    and old & 0xFFFF_FFFF == value):
+                widened = True
+                continue
+            merged[name] = value
+        self.summary.paired_exits += 1
+        self.summary.widened += widened
+        return merged
+
+    def flush_exit(self, thread: Any) -> None:
+        """An exit that carried a fault and was followed by no fault event: decode it alone."""
+        lineno, line, m, raw, (label, entry, ev) = self.pending.pop(thread)
+        summary = self.summary
+        try:
+            entry[2](entry[3], raw)
+        except (kvmcore.DecodeError, ValueError, TypeError, KeyError) as exc:
+            why = f"{ev.fields.get('event', 'exit')}: {echo(str(exc), 100)}"
+            summary.exit_only[why] = summary.exit_only.get(why, 0) + 1
+            if len(summary.exit_only_examples) < SHOW_SKIPPED:
+                summary.exit_only_examples.append((lineno, why, echo(line)))
+            return
+        self.fault(lineno, line, m, ev.fields.get("event", "exit"), label, entry, raw, ev.fields)
+
+    # -- lines with no event ---------------------------------------------------------------------
+    def no_event(self, lineno: int, line: str) -> None:
+        summary = self.summary
+        stripped = line.strip()
+        if not stripped or stripped.startswith(_HEADER_PREFIXES):
+            lost = _LOST_RE.search(stripped) if "LOST" in stripped else None
+            if lost is not None:
+                summary.lost_events += int(lost[2])
+            else:
+                summary.header_lines += 1
+            return
+        found = self.resolver.log_registers(stripped)
+        if found is None:
+            summary.skip(lineno, line, "not a trace event line (no 'timestamp: event:' found)", False)
+            return
+        name, sets = found
+        summary.log_lines += 1
+        arch = self.resolver.arches[name]
+        vcpu = self.resolver.vms[name]
+        for raw in sets:
+            if len(summary.log_syndromes) >= MAX_LOG_SYNDROMES:
+                break
+            summary.log_syndromes.append({"line": lineno, "arch": name, "text": echo(stripped),
+                                          "registers": " ".join(f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}"
+                                                                for k, v in raw.items()),
+                                          **_log_decode(arch, vcpu, raw)})
+
+
+def _log_decode(arch: Any, vcpu: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """What a log line's registers are: the fault decode_fault makes of them, or what the
+    syndrome alone says (``describe_syndrome``) with why the fault path cannot run."""
+    try:
+        fault = arch.decode_fault(vcpu, raw)
+    except (kvmcore.DecodeError, ValueError, TypeError, KeyError) as exc:
+        error = str(exc)
+    else:
+        access = "exec" if fault.exec else "write" if fault.write else "read"
+        return {"guest_fault": True, "gfn": fault.gfn, "fault_kind": getattr(fault, "fault_kind", "?"),
+                "access": access, "decoded": f"{getattr(fault, 'fault_kind', 'fault')} {access}, gfn {fault.gfn:#x}"}
+    try:
+        syn = arch.describe_syndrome(vcpu.vm, raw)
+    except (NotImplementedError, kvmcore.DecodeError, ValueError, TypeError, KeyError):
+        return {"guest_fault": False, "decoded": f"not decoded: {echo(error, 160)}"}
+    f = syn.fields
+    kind = f.get("fault_kind") or f.get("access") or f.get("ec_name") or "?"
+    access = "exec" if f.get("exec") else "write" if f.get("write") else "read"
+    if not syn.guest_fault:
+        return {"guest_fault": False, "fault_kind": kind, "access": access,
+                "decoded": f"{kind}: not a guest memory fault ({echo(syn.error or error, 160)})"}
+    return {"guest_fault": True, "gfn": f.get("gfn"), "fault_kind": kind, "access": access,
+            "decoded": f"{kind} {access}, gpa unknown ({echo(error, 120)})"}
 
 
 def _progress(lineno: int, buffer: Any, total: int) -> None:

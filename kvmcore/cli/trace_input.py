@@ -46,14 +46,17 @@ class Match:
     """Where the event is in a line: ``event`` (the name), ``system`` (``kvm``, or None),
     ``timestamp`` (text, or None) and ``end`` (where the event's text starts)."""
 
-    __slots__ = ("event", "system", "timestamp", "start", "_end")
+    __slots__ = ("event", "system", "timestamp", "_start", "_end")
 
     def __init__(self, m: re.Match[str]) -> None:
         self.timestamp = m[1] or None
         self.system = m[2]
         self.event = m[3]
-        self.start = m.start()
+        self._start = m.start()
         self._end = m.end()
+
+    def start(self) -> int:
+        return self._start
 
     def end(self) -> int:
         return self._end
@@ -93,7 +96,7 @@ def is_log_line(line: str) -> bool:
 
 def thread_of(line: str, m: re.Match[str] | Match) -> str | None:
     """The tracing thread (``comm-pid`` or perf's ``comm pid``) before ``[cpu]``, or None."""
-    head = line[: m.start()] if isinstance(m, Match) else line[: m.start()]
+    head = line[: m.start()]
     cut = head.find("[")
     if cut <= 0:
         return None
@@ -138,7 +141,7 @@ class TraceLines:
             if ">" in line[:16]:
                 line, q = strip_quote(line)
                 quoted += q
-            m = search(line)
+            m: re.Match[str] | Match | None = search(line)
             if m is None:
                 m = find_event(line)
                 if m is None and pending is not None and self.unwrap and pending[2] is not None:

@@ -139,7 +139,7 @@ def test_kvm_mmu_spte_requested(text, access):
     }
 
 
-@pytest.mark.parametrize("event", ["kvm_guest_fault", "kvm_exit", "kvm_mmio_nisv", "arm64:kvm_access_fault", ""])
+@pytest.mark.parametrize("event", ["kvm_guest_fault", "kvm_mmio_nisv", "arm64:kvm_access_fault", ""])
 def test_unknown_events(event):
     assert parse_event(event, "anything at all") is None
 
@@ -163,7 +163,8 @@ def test_malformed_names_event_and_text(event, text):
 
 
 def test_events_listed():
-    assert set(EVENTS) == {"kvm_page_fault", "kvm_mmio", "kvm_userspace_exit", "fast_page_fault", "kvm_mmu_spte_requested"}
+    assert set(EVENTS) == {"kvm_page_fault", "kvm_mmio", "kvm_userspace_exit", "fast_page_fault", "kvm_mmu_spte_requested",
+                           "kvm_exit", "kvm_nested_vmexit"}
 
 
 @pytest.mark.parametrize(

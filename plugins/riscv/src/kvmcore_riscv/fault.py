@@ -29,7 +29,7 @@ from typing import Any
 import kvmcore
 from kvmcore import DecodeError
 
-from .trap import GUEST_PAGE_FAULT_ACCESS, decode_guest_page_fault, scause_name
+from .trap import decode_guest_page_fault, scause_name
 
 #: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
 REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
@@ -162,6 +162,7 @@ MEANINGS: dict[str, str] = {
     "gfn": "guest frame number: gpa >> 12",
     "write": "a store/AMO guest-page fault (the is_write gstage_page_fault() passes to kvm_riscv_mmu_map())",
     "exec": "an instruction guest-page fault",
+    "page_walk": "htinst says: 1 an implicit access of the VS-stage walk (pseudoinstruction), 0 an explicit one, - not said",
     "is_private": "the raw key private (kvmcore's modelling input; upstream RISC-V has no private memory)",
 }
 
@@ -195,6 +196,7 @@ def describe(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
         return kvmcore.Syndrome("riscv", fields, meanings, guest_fault=False, error=str(err))
     fields = trap.to_dict()
     fields.update(gfn=trap.gfn, write=trap.write, exec=trap.exec, is_private=is_private)
+    fields["page_walk"] = {"pseudo": True, "transformed": False}.get(trap.htinst_kind)
     # A lone scause (or one without htval/stval) still names the access; what needs the
     # missing registers is unknown (None), not computed from a stand-in 0.
     unknown = (("gpa", "kernel_gpa", "gfn") if "htval" not in raw else ()) + (

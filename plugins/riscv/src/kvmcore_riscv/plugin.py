@@ -111,7 +111,7 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if event == "kvm_entry":
         return kvmcore.TraceEvent("entry", fields)
     if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
-        return kvmcore.TraceEvent("guest_fault", fields, raw=dict(fields))
+        return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
 
 

@@ -35,6 +35,7 @@ _COMMON_MEANINGS = {
     "write": "the access was a write (PFERR_WRITE)",
     "exec": "the access was an instruction fetch (PFERR_FETCH)",
     "is_private": "the access was to private memory (PFERR_PRIVATE_ACCESS)",
+    "page_walk": "1: the fault hit the guest's page-table walk, 0: the final translation, -: not said",
 }
 
 VMX_MEANINGS = {
@@ -79,6 +80,7 @@ SVM_MEANINGS = {
     "gpa": _COMMON_MEANINGS["gpa"],
     "exec": _COMMON_MEANINGS["exec"],
     "is_private": _COMMON_MEANINGS["is_private"],
+    "page_walk": _COMMON_MEANINGS["page_walk"],
 }
 
 _VMX_BITS = (
@@ -195,6 +197,8 @@ def _describe_vmx(vm: kvmcore.VM | None, settings: dict[str, Any], eq: int, gpa:
     bits = ept.to_dict()
     fields: dict[str, Any] = {"vendor": "vmx", **{name: bits[name] for name in _VMX_BITS}}
     fields.update(_tail(vm, error_code, gpa, is_private))
+    # SDM Table 28-7: bit 8 (translated address vs paging structure) is defined only with bit 7
+    fields["page_walk"] = None if not eq & 0x80 else not eq & 0x100
     return Syndrome("x86", fields, VMX_MEANINGS, True)
 
 
@@ -222,6 +226,8 @@ def _describe_svm(
     tail = _tail(vm, error_code, gpa, is_private)
     del tail["write"]  # the NPF RW bit above is the same bit
     fields.update(tail)
+    # APM #NPF EXITINFO1 bit 33 GUEST_PAGE, bit 32 GUEST_FINAL; a 32-bit truncated value lost both
+    fields["page_walk"] = True if ec & (1 << 33) else False if ec & (1 << 32) else None
     return Syndrome("x86", fields, SVM_MEANINGS, True)
 
 
@@ -271,13 +277,18 @@ def trace_event(event: str, text: str) -> TraceEvent | None:
     if fields is None:
         return None
     name = fields["event"]
+    if "guest_rip" in fields:  # the names kvmcore replay reads for per-vCPU and per-pc counts
+        fields["vcpu"] = fields["vcpu_id"]
+        fields["pc"] = fields["guest_rip"]
     if name in ("kvm_exit", "kvm_nested_vmexit"):
         reason = fields["exit_reason"]
+        exit_raw: dict[str, Any]
         if reason in VMX_EPT_VIOLATION_NAMES:
-            return TraceEvent("guest_fault_exit", fields, {"vendor": "vmx", "exit_qualification": fields["info1"]})
+            exit_raw = {"vendor": "vmx", "exit_qualification": fields["info1"]}
+            return TraceEvent("guest_fault_exit", fields, exit_raw)
         if reason in SVM_NPF_NAMES:
-            raw = {"vendor": "svm", "error_code": fields["info1"], "gpa": fields["info2"]}
-            return TraceEvent("guest_fault_exit", fields, raw)
+            exit_raw = {"vendor": "svm", "error_code": fields["info1"], "gpa": fields["info2"]}
+            return TraceEvent("guest_fault_exit", fields, exit_raw)
         return TraceEvent(TRACE_KINDS[name], fields)
     if name != "kvm_page_fault":
         return TraceEvent(TRACE_KINDS[name], fields)

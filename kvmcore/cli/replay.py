@@ -55,6 +55,8 @@ LOOP_MIN = 3
 MAX_LOOPS = 64  # distinct loops remembered (the longest are kept)
 SHOW_LOOPS = 5
 MAX_LOG_SYNDROMES = 64
+#: Distinct guest PCs counted per arch (later new ones are not: a trace rarely has more).
+MAX_PCS = 1 << 14
 #: What a guest-fault event's ``page_walk`` says, as an index: final translation, page walk, unknown.
 _WALK_INDEX = {False: 0, True: 1, None: 2}
 _MISSING = object()
@@ -141,7 +143,7 @@ class Summary:
     arch_decided_by: list[tuple[int, str, str, str]] = field(default_factory=list)
     # -- what a person reading a bug report wants --
     vcpus: dict[str, dict[str, int]] = field(default_factory=dict)
-    rips: dict[str, SpaceSaving] = field(default_factory=dict)
+    rips: dict[str, dict[int, int]] = field(default_factory=dict)
     walks: dict[str, list[int]] = field(default_factory=dict)
     loops: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     mmio: dict[tuple[str, int, int], int] = field(default_factory=dict)
@@ -200,8 +202,8 @@ class Summary:
             "quoted_lines": self.quoted_lines,
             "arch_decided_by": [{"line": n, "arch": a, "event": e, "text": t} for n, a, e, t in self.arch_decided_by],
             "faults_by_vcpu": self.vcpus,
-            "hot_pcs": {arch: [{"pc": pc, "count": c, "max_overcount": e} for pc, c, e in sk.top(self.top)]
-                        for arch, sk in self.rips.items()},
+            "hot_pcs": {arch: [{"pc": pc, "count": c} for pc, c in _top(pcs, self.top)]
+                        for arch, pcs in self.rips.items()},
             "page_walk": {arch: {"final_translation": w[0], "guest_page_walk": w[1], "unknown": w[2]}
                           for arch, w in self.walks.items()},
             "fault_loops": self.top_loops(),
@@ -291,14 +293,14 @@ class Summary:
             for arch, per in sorted(self.vcpus.items()):
                 for name, n in sorted(per.items(), key=lambda kv: -kv[1])[:16]:
                     out.append(f"  {arch:<8} {name:<28} {n:>12,}")
-        for arch, sketch in sorted(self.rips.items()):
-            top = sketch.top(self.top)
-            if not top:
+        for arch, pcs in sorted(self.rips.items()):
+            if not pcs:
                 continue
             out.append("")
-            out.append(f"hottest guest PCs ({arch}{', exact' if sketch.exact else ', approximate: counts are upper bounds'}):")
-            for pc_value, count, err in top:
-                out.append(f"  pc {pc_value:>#18x}  {count:>12,}" + (f"  (+{err:,})" if err else ""))
+            full = len(pcs) >= MAX_PCS
+            out.append(f"hottest guest PCs ({arch}{f', the first {MAX_PCS:,} distinct PCs only' if full else ''}):")
+            for pc_value, count in _top(pcs, self.top):
+                out.append(f"  pc {pc_value:>#18x}  {count:>12,}")
         if self.mmio:
             out.append("")
             out.append("MMIO accesses (kvm_mmio):")
@@ -348,6 +350,10 @@ class Summary:
         for note in self.notes:
             out.append(f"note: {note}")
         return "\n".join(out) + "\n"
+
+
+def _top(counts: dict[int, int], n: int) -> list[tuple[int, int]]:
+    return heapq.nlargest(n, counts.items(), key=lambda kv: (kv[1], -kv[0]))
 
 
 class _Resolver:
@@ -414,12 +420,16 @@ class _Resolver:
         self.established = name
         self.cache.clear()
 
-    def probe(self, lines: list[tuple[int, str, Any]]) -> None:
+    def probe(self, lines: list[str]) -> None:
         """Find the trace's arch from its first lines before counting anything."""
         seen: set[str] = set()
-        for lineno, line, m in lines:
+        for lineno, line in enumerate(lines, 1):
             if self.established is not None:
                 break
+            m: Any = _EVENT_RE.search(line)
+            if m is None:
+                line = trace_input.strip_quote(line)[0]
+                m = trace_input.find_event(line)
             if m is None or m[3] in GENERIC_EVENTS:
                 continue
             key = m[3] if m[3] not in SHARED_EVENTS else None
@@ -578,18 +588,14 @@ def replay(
         progress = sys.stderr.isatty()
     start = time.perf_counter()
     resolver = _Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
-    lines = trace_input.TraceLines(stream, unwrap=unwrap, accepts=resolver.accepts)
     try:
-        records = iter(lines)
-        head = list(itertools.islice(records, PROBE_LINES)) if arch == "auto" else []
+        head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
-        scan = _Scan(summary, resolver, capacity, memslots is not None, bool(settings))
-        scan.run(itertools.chain(head, records), progress, total, getattr(stream, "buffer", None))
+        scan = _Scan(summary, resolver, capacity, memslots is not None, bool(settings), unwrap)
+        scan.run(enumerate(itertools.chain(head, stream), 1), progress, total, getattr(stream, "buffer", None))
     finally:
         if stream is not sys.stdin:
             stream.close()
-    summary.unwrapped = lines.unwrapped
-    summary.quoted_lines = lines.quoted
     summary.seconds = time.perf_counter() - start
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
@@ -631,7 +637,9 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
 class _Scan:
     """One pass over the lines: parse, pair, decode, count (state kept across lines)."""
 
-    def __init__(self, summary: Summary, resolver: _Resolver, capacity: int, with_slots: bool, has_settings: bool) -> None:
+    def __init__(self, summary: Summary, resolver: _Resolver, capacity: int, with_slots: bool, has_settings: bool,
+                 unwrap: bool = True) -> None:
+        self.unwrap = unwrap
         self.summary = summary
         self.resolver = resolver
         self.capacity = capacity
@@ -642,8 +650,14 @@ class _Scan:
         self.memo_old: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int, int]] = {}
         #: thread -> the guest_fault_exit waiting for its fault event
         self.pending: dict[Any, tuple[int, str, Any, dict[str, Any], Any]] = {}
-        #: vCPU -> [signature, run length, first line, raw, label, gfn, pc, key]
+        #: vCPU -> [decoded hit, run length, first line, raw, label, pc]: the current run
+        #: of identical faults (the same memo entry: the same registers; the same pc)
         self.runs: dict[Any, list[Any]] = {}
+        self.labels: dict[str, list[Any]] = {}
+        #: the last log line's registers (arch, registers, index in log_syndromes), to merge a
+        #: register dump printed over consecutive lines; reset by any other line but blank ones
+        self.last_log: tuple[str, dict[str, Any], int] | None = None
+        self.log_tail = -1  # the line number the last log line (or a blank line after it) was on
 
     def run(self, records: Any, progress: bool, total: int, buffer: Any) -> None:
         summary = self.summary
@@ -653,14 +667,62 @@ class _Scan:
         other = summary.other_events
         exits = summary.userspace_exits
         fault = self.fault
+        memo = self.memo
+        faults = summary.faults
+        labels = self.labels
+        runs = self.runs
+        pending = self.pending
+        with_slots = self.with_slots
         events = 0
         lineno = 0
         next_report = 1 << 16
         last_time = time.perf_counter()
-        for lineno, line, m in records:  # noqa: B007 - lineno is used after the loop
-            if m is None:
-                self.no_event(lineno, line)
-                continue
+        search = _EVENT_RE.search
+        unwrap = self.unwrap
+        quoted = 0
+        #: a malformed event line the next lines may complete (a mail client wrapped it):
+        #: (first line number, text so far, why it is malformed, lines joined, the lines)
+        held: tuple[int, str, str, int, list[tuple[int, str]]] | None = None
+        prev_line, prev_m = "", None
+        m: Any
+        for lineno, line in records:  # noqa: B007 - lineno is used after the loop
+            m = search(line)
+            if m is None:  # the slow path: quoting, prefix-less events, wrapped tails, log lines
+                if ">" in line[:16]:
+                    line, q = trace_input.strip_quote(line)
+                    quoted += q
+                    m = search(line)
+                if m is None:
+                    m = trace_input.find_event(line)
+                if m is None and unwrap and prev_m is not None:
+                    base = held[1] if held is not None else prev_line
+                    joined = trace_input.continuation(base, prev_m, line)
+                    if joined is not None:
+                        if resolver.accepts(prev_m[3], joined[prev_m.end():].rstrip()):
+                            if held is None:  # the line before parsed alone: the tail held optional fields
+                                summary.unwrapped += 1
+                                prev_line = joined
+                                continue
+                            summary.unwrapped += held[3]
+                            lineno, line, m = held[0], joined, prev_m
+                            held = None
+                        elif held is not None and held[3] < trace_input.MAX_PARTS:
+                            held[4].append((lineno, line))
+                            held = (held[0], joined, held[2], held[3] + 1, held[4])
+                            continue
+                if m is None:
+                    if held is not None:
+                        self.drop_held(held)
+                        held = None
+                    prev_m = None
+                    self.no_event(lineno, line)
+                    continue
+            elif line[:1] == ">":
+                quoted += 1
+            if held is not None:
+                self.drop_held(held)
+                held = None
+            prev_line, prev_m = line, m
             event = m[3]
             text = line[m.end():].rstrip()
             entry = cache.get(event, _MISSING)
@@ -670,16 +732,23 @@ class _Scan:
                     ev = entry[1](event, text)
                 except ValueError as exc:
                     # the cached arch refused: another installed arch may know this format
-                    resolver.lineno = lineno
-                    entry, ev, error = resolver.resolve(event, text)
+                    entry, ev, text, error = self.retry(lineno, event, text, str(exc))
                     if not entry:
-                        summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
+                        held = (lineno, line, f"malformed {event} event: {error}", 1, [(lineno, line)])
+                        if not unwrap:
+                            summary.skip(lineno, line, held[2], True)
+                            held = None
                         continue
             elif entry is _MISSING:
                 resolver.lineno = lineno
                 entry, ev, error = resolver.resolve(event, text)
                 if entry is False:
-                    summary.skip(lineno, line, f"malformed {event} event: {error}", True)
+                    entry, ev, text, error = self.retry(lineno, event, text, error)
+                if entry is False:
+                    held = (lineno, line, f"malformed {event} event: {error}", 1, [(lineno, line)])
+                    if not unwrap:
+                        summary.skip(lineno, line, held[2], True)
+                        held = None
                     continue
             if entry is None:
                 if event in other or len(other) < MAX_NAMES:
@@ -691,7 +760,10 @@ class _Scan:
                 try:
                     ev = entry[1](event, text)
                 except ValueError as exc:
-                    summary.skip(lineno, line, f"malformed {event} event: {exc}", True)
+                    held = (lineno, line, f"malformed {event} event: {exc}", 1, [(lineno, line)])
+                    if not unwrap:
+                        summary.skip(lineno, line, held[2], True)
+                        held = None
                     continue
                 if ev is None:
                     other[event] = other.get(event, 0) + 1
@@ -705,9 +777,56 @@ class _Scan:
             kinds[kind] = kinds.get(kind, 0) + 1
             if kind == "guest_fault" and ev.raw is not None and entry[2] is not None:
                 raw = ev.raw
-                if self.pending:
+                if pending:
                     raw = self.paired(lineno, line, m, label, raw)
-                fault(lineno, line, m, event, label, entry, raw, ev.fields)
+                # The common case, inline (a method call per fault costs ~10% of the replay):
+                # registers seen recently, so the memo has the decode. Otherwise self.fault().
+                try:
+                    memo_key: tuple[Any, ...] | None = (label, *raw.items())
+                    hit = memo.get(memo_key)  # type: ignore[arg-type]
+                except TypeError:  # an unhashable register value: decoded every time
+                    memo_key, hit = None, None
+                if hit is None:
+                    fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key)
+                    continue
+                key, gfn, walk = hit
+                faults[key] = faults.get(key, 0) + 1
+                state = labels.get(label) or self._per_label(label)
+                state[0][walk] += 1
+                sketch = state[1]
+                c = sketch.counts.get(gfn)
+                if c is None:
+                    sketch.add_new(gfn)
+                else:
+                    sketch.counts[gfn] = c + 1
+                fields = ev.fields
+                pc = fields.get("pc")
+                if pc is not None:
+                    pcs = state[2]
+                    c = pcs.get(pc)
+                    if c is not None:
+                        pcs[pc] = c + 1
+                    elif len(pcs) < MAX_PCS:
+                        pcs[pc] = 1
+                vkey = fields.get("vcpu")
+                if vkey is None:
+                    cut = line.find("[", 0, m.start())  # the tracing thread, tidied when reported
+                    vkey = line[:cut] if cut > 0 else "(unknown vCPU)"
+                per = state[3]
+                c = per.get(vkey)
+                if c is not None:
+                    per[vkey] = c + 1
+                elif len(per) < MAX_NAMES:
+                    per[vkey] = 1
+                run = runs.get(vkey)
+                if run is not None and run[0] is hit and run[5] == pc:
+                    run[1] += 1
+                elif run is not None and run[1] < LOOP_MIN:  # too short to be a loop: reuse it
+                    run[0], run[1], run[2], run[3], run[4], run[5] = hit, 1, lineno, raw, label, pc
+                else:
+                    self.new_run(vkey, run, hit, lineno, raw, label, pc)
+                if with_slots:
+                    self.count_slot(label, entry, gfn)
             elif kind == "guest_fault_exit" and ev.raw is not None and entry[2] is not None:
                 self.exit_with_fault(lineno, line, m, label, entry, ev)
             elif kind == "guest_fault_ambiguous" and ev.raw is not None and entry[2] is not None:
@@ -722,9 +841,9 @@ class _Scan:
             elif kind == "mmio":
                 f = ev.fields
                 mmio = summary.mmio
-                key = (f.get("type_name") or f.get("type") or "?", f.get("gpa", 0), f.get("len", 0))
-                if key in mmio or len(mmio) < MAX_NAMES:
-                    mmio[key] = mmio.get(key, 0) + 1
+                where = (str(f.get("type_name") or f.get("type") or "?"), f.get("gpa", 0), f.get("len", 0))
+                if where in mmio or len(mmio) < MAX_NAMES:
+                    mmio[where] = mmio.get(where, 0) + 1
             elif event == "kvm_userspace_exit":
                 reason = _exit_label(text)
                 if reason is not None:
@@ -735,10 +854,22 @@ class _Scan:
                 if now - last_time > 0.2:
                     last_time = now
                     _progress(lineno, buffer, total)
+        if held is not None:
+            self.drop_held(held)
+        summary.quoted_lines = quoted
         for key in list(self.pending):
             self.flush_exit(key)
         for vkey, run in self.runs.items():
             self.close_run(vkey, run)
+        for per in summary.vcpus.values():  # thread names as printed (padded): tidied once here
+            tidy: dict[str, int] = {}
+            for name, n in per.items():
+                tidied = " ".join(str(name).lstrip("> \t").split())
+                tidy[tidied] = tidy.get(tidied, 0) + n
+            per.clear()
+            per.update(tidy)
+        for label in [k for k, pcs in summary.rips.items() if not pcs]:
+            del summary.rips[label]
         summary.lines = lineno
         summary.events = events
         if progress:
@@ -746,20 +877,34 @@ class _Scan:
             sys.stderr.flush()
 
     # -- one guest fault -------------------------------------------------------------------------
-    def fault(self, lineno: int, line: str, m: Any, event: str, label: str, entry: Any, raw: Any,
-              fields: Any) -> None:
+    def _per_label(self, label: str) -> list[Any]:
+        """The counters of one arch label, made once: [walks, gfn sketch, pc sketch, per-vCPU]."""
         summary = self.summary
-        try:
-            memo_key: tuple[Any, ...] | None = (label, *raw.items())
-            hit = self.memo.get(memo_key)  # type: ignore[arg-type]
-            if hit is None and memo_key in self.memo_old:
-                hit = self.memo[memo_key] = self.memo_old[memo_key]
-        except TypeError:  # an unhashable register value: decode every time
-            memo_key, hit = None, None
-        if hit is None:
-            vcpu = entry[3]
+        state = [summary.walks.setdefault(label, [0, 0, 0]),
+                 summary.hot.setdefault(label, SpaceSaving(self.capacity)),
+                 summary.rips.setdefault(label, {}),
+                 summary.vcpus.setdefault(label, {})]
+        self.labels[label] = state
+        return state
+
+    def fault(self, lineno: int, line: str, m: Any, event: str, label: str, entry: Any, raw: Any,
+              fields: Any, memo_key: Any = _MISSING) -> None:
+        """Count one guest fault (the scan loop inlines the memo-hit case of this; keep the two
+        in step). ``memo_key`` when the caller already built it and missed the memo."""
+        memo = self.memo
+        hit = None
+        if memo_key is _MISSING:
             try:
-                decoded = entry[2](vcpu, raw)
+                memo_key = (label, *raw.items())
+                hit = memo.get(memo_key)
+            except TypeError:  # an unhashable register value: decode every time
+                memo_key = None
+        if hit is None and memo_key is not None and memo_key in self.memo_old:
+            hit = memo[memo_key] = self.memo_old[memo_key]
+        if hit is None:  # decode_fault once for these registers (then remembered)
+            summary = self.summary
+            try:
+                decoded = entry[2](entry[3], raw)
             except (kvmcore.DecodeError, ValueError, TypeError, KeyError) as exc:
                 summary.undecodable += 1
                 if len(summary.skipped_examples) < SHOW_SKIPPED:
@@ -770,21 +915,16 @@ class _Scan:
                     "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private)),
                    decoded.gfn, _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2))
             if memo_key is not None:
-                if len(self.memo) >= MEMO_SIZE:  # two generations: recently used entries survive
-                    self.memo_old = self.memo
-                    self.memo = {}
-                self.memo[memo_key] = hit
+                if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
+                    self.memo_old = dict(memo)
+                    memo.clear()  # in place: the scan loop holds this dict
+                memo[memo_key] = hit
         key, gfn, walk = hit
-        faults = summary.faults
+        faults = self.summary.faults
         faults[key] = faults.get(key, 0) + 1
-        walks = summary.walks.get(label)
-        if walks is None:
-            walks = summary.walks[label] = [0, 0, 0]
-        walks[walk] += 1
-        hot = summary.hot
-        sketch = hot.get(label)
-        if sketch is None:
-            sketch = hot[label] = SpaceSaving(self.capacity)
+        state = self.labels.get(label) or self._per_label(label)
+        state[0][walk] += 1
+        sketch = state[1]
         c = sketch.counts.get(gfn)
         if c is None:
             sketch.add_new(gfn)
@@ -792,47 +932,63 @@ class _Scan:
             sketch.counts[gfn] = c + 1
         pc = fields.get("pc")
         if pc is not None:
-            rips = summary.rips.get(label)
-            if rips is None:
-                rips = summary.rips[label] = SpaceSaving(self.capacity)
-            c = rips.counts.get(pc)
-            if c is None:
-                rips.add_new(pc)
-            else:
-                rips.counts[pc] = c + 1
-        vcpu_id = fields.get("vcpu")
-        vkey = f"vcpu {vcpu_id}" if vcpu_id is not None else (trace_input.thread_of(line, m) or "(unknown vCPU)")
-        per = summary.vcpus.get(label)
-        if per is None:
-            per = summary.vcpus[label] = {}
-        if vkey in per or len(per) < MAX_NAMES:
-            per[vkey] = per.get(vkey, 0) + 1
-        if memo_key is not None:
-            sig = (memo_key, pc)
-            run = self.runs.get(vkey)
-            if run is not None and run[0] == sig:
-                run[1] += 1
-            else:
-                if run is not None:
-                    self.close_run(vkey, run)
-                elif len(self.runs) >= MAX_NAMES:
-                    self.runs.clear()
-                self.runs[vkey] = [sig, 1, lineno, raw, label, gfn, pc, key]
+            pcs = state[2]
+            c = pcs.get(pc)
+            if c is not None:
+                pcs[pc] = c + 1
+            elif len(pcs) < MAX_PCS:
+                pcs[pc] = 1
+        vkey = fields.get("vcpu")
+        if vkey is None:
+            # the tracing thread (comm-pid) as printed before "[cpu]"; tidied when reported
+            cut = line.find("[", 0, m.start())
+            vkey = line[:cut] if cut > 0 else "(unknown vCPU)"
+        per = state[3]
+        n = per.get(vkey)
+        if n is not None:
+            per[vkey] = n + 1
+        elif len(per) < MAX_NAMES:
+            per[vkey] = 1
+        run = self.runs.get(vkey)
+        if run is not None and run[0] is hit and run[5] == pc:
+            run[1] += 1
+        elif memo_key is None:
+            pass
+        elif run is not None and run[1] < LOOP_MIN:  # too short to be a loop: reuse it
+            run[0], run[1], run[2], run[3], run[4], run[5] = hit, 1, lineno, raw, label, pc
+        else:
+            self.new_run(vkey, run, hit, lineno, raw, label, pc)
         if self.with_slots:
-            slot = entry[3].vm.gfn_to_memslot(gfn)
-            name = f"slot {slot.id}" if slot is not None else "no slot"
-            per = summary.slots.get(label)
-            if per is None:
-                per = summary.slots[label] = {}
-            per[name] = per.get(name, 0) + 1
+            self.count_slot(label, entry, gfn)
+
+    def new_run(self, vkey: Any, run: list[Any] | None, hit: Any, lineno: int, raw: Any, label: str, pc: Any) -> None:
+        """A fault unlike the last one on this vCPU: close the old run, start a new one."""
+        runs = self.runs
+        if run is not None:
+            self.close_run(vkey, run)
+        elif len(runs) >= MAX_NAMES:
+            runs.clear()
+        runs[vkey] = [hit, 1, lineno, raw, label, pc]
+
+    def count_slot(self, label: str, entry: Any, gfn: int) -> None:
+        slot = entry[3].vm.gfn_to_memslot(gfn)
+        name = f"slot {slot.id}" if slot is not None else "no slot"
+        per = self.summary.slots.setdefault(label, {})
+        per[name] = per.get(name, 0) + 1
 
     def close_run(self, vkey: Any, run: list[Any]) -> None:
         """A run of identical faults ended: remember it as a loop if it was long enough."""
-        sig, count, first, raw, label, gfn, pc, key = run
+        hit, count, first, raw, label, pc = run
         if count < LOOP_MIN:
             return
+        key, gfn, _ = hit
         loops = self.summary.loops
-        loop_key = (vkey, sig)
+        vkey = " ".join(str(vkey).lstrip("> \t").split())
+        try:
+            loop_key: tuple[Any, ...] = (vkey, label, tuple(raw.items()), pc)
+            hash(loop_key)
+        except TypeError:
+            return
         lp = loops.get(loop_key)
         if lp is None:
             if len(loops) >= MAX_LOOPS:
@@ -849,10 +1005,37 @@ class _Scan:
         lp["faults"] += count
         lp["runs"] += 1
 
+    def drop_held(self, held: tuple[int, str, str, int, list[tuple[int, str]]]) -> None:
+        """A malformed event line no following line completed: count it, and the lines tried as
+        its continuation go back to being lines of their own."""
+        (first, line), *rest = held[4]
+        self.summary.skip(first, line, held[2], True)
+        for lineno, other in rest:
+            self.no_event(lineno, other)
+
+    def retry(self, lineno: int, event: str, text: str, error: str | None) -> tuple[Any, Any, str, str | None]:
+        """A line some parser refused: ask every arch again (the cached one may be the wrong
+        one), then once more without trace-cmd's ``CAN'T FIND FIELD`` noise. ``(entry or False,
+        event, text used, error)``."""
+        resolver = self.resolver
+        resolver.lineno = lineno
+        entry, ev, err = resolver.resolve(event, text)
+        if not entry and "FIND FIELD" in text:
+            cleaned = trace_input.clean_artifacts(text)
+            entry, ev, err2 = resolver.resolve(event, cleaned)
+            if entry:
+                return entry, ev, cleaned, None
+        if not entry:
+            return False, None, text, err or error
+        return entry, ev, text, None
+
     # -- exits that carry a fault, and the fault event after them -------------------------------
     def exit_with_fault(self, lineno: int, line: str, m: Any, label: str, entry: Any, ev: Any) -> None:
         thread = trace_input.thread_of(line, m) or ev.fields.get("vcpu")
-        if thread in self.pending:
+        pend = self.pending.get(thread)
+        if pend is not None and pend[3] == dict(ev.raw):
+            return  # the same exit traced twice (x86: kvm_exit, then kvm_nested_vmexit for L2)
+        if pend is not None:
             self.flush_exit(thread)
         self.pending[thread] = (lineno, line, m, dict(ev.raw), (label, entry, ev))
 
@@ -903,6 +1086,8 @@ class _Scan:
     def no_event(self, lineno: int, line: str) -> None:
         summary = self.summary
         stripped = line.strip()
+        if not stripped and self.log_tail == lineno - 1:
+            self.log_tail = lineno  # a blank line inside a register dump (mail quoting leaves them)
         if not stripped or stripped.startswith(_HEADER_PREFIXES):
             lost = _LOST_RE.search(stripped) if "LOST" in stripped else None
             if lost is not None:
@@ -918,13 +1103,26 @@ class _Scan:
         summary.log_lines += 1
         arch = self.resolver.arches[name]
         vcpu = self.resolver.vms[name]
+        last = self.last_log if self.log_tail == lineno - 1 else None
+        self.log_tail = lineno
+        if last is not None and last[0] == name and len(sets) == 1 and not sets[0].keys() & last[1].keys():
+            # a register dump printed over several lines (scause/stval, then htval/htinst)
+            merged = {**last[1], **sets[0]}
+            item = summary.log_syndromes[last[2]]
+            item.update(registers=_registers_text(merged), **_log_decode(arch, vcpu, merged))
+            item["text"] = echo(item["text"] + " / " + stripped)
+            self.last_log = (name, merged, last[2])
+            return
         for raw in sets:
             if len(summary.log_syndromes) >= MAX_LOG_SYNDROMES:
                 break
             summary.log_syndromes.append({"line": lineno, "arch": name, "text": echo(stripped),
-                                          "registers": " ".join(f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}"
-                                                                for k, v in raw.items()),
-                                          **_log_decode(arch, vcpu, raw)})
+                                          "registers": _registers_text(raw), **_log_decode(arch, vcpu, raw)})
+            self.last_log = (name, dict(raw), len(summary.log_syndromes) - 1)
+
+
+def _registers_text(raw: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in raw.items())
 
 
 def _log_decode(arch: Any, vcpu: Any, raw: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,11 @@ where its text starts, or is None for a line with no event. Accepted shapes:
   that look like tracepoints (lower case with an underscore: ``kvm_exit``, ``fast_page_fault``);
 * tabs and repeated spaces anywhere.
 
-Mail text is undone first: quoting (``> ``, ``>> ``, ``> > ``) is stripped, and a line a mail
-client wrapped is rejoined with the line before it when the continuation cannot stand alone
-(no event, not a header, not blank, not a kernel log line) *and* the joined text is an event
-some parser accepts (``accepts``). ``TraceLines.unwrapped`` counts the joins; ``unwrap=False``
-turns them off (``--no-unwrap``).
+Mail text is undone too: quoting (``> ``, ``>> ``, ``> > ``) is stripped (:func:`strip_quote`),
+and a line a mail client wrapped is rejoined with the event line before it when the continuation
+cannot stand alone (no event, not a header, not blank, not a kernel log line: :func:`continuation`)
+*and* a parser accepts the joined text. The replay's scan loop does this on its slow path only
+(lines with no event in them), so a clean trace pays nothing for it; ``--no-unwrap`` turns it off.
 
 Everything echoed back to a terminal goes through :func:`echo`: control characters become
 ``\\xNN`` escapes and the text is cut to a readable length.
@@ -23,7 +23,6 @@ Everything echoed back to a terminal goes through :func:`echo`: control characte
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
 
 #: ``<timestamp>: [system:]event: `` as ftrace, trace-cmd and perf print it (the fast path).
 EVENT_RE = re.compile(r"\s(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
@@ -37,6 +36,10 @@ _DMESG_RE = re.compile(r"\s*(?:<\d+>)?\[\s*\d+\.\d+\]")
 HEADER_PREFIXES = ("#", "cpus=", "version =", "version=", "CPU ", "CPU:")
 #: Lines shorter than this were not wrapped by a mail client (they wrap at 72-80 columns).
 MIN_WRAPPED = 60
+#: A rejoined line longer than this is not a wrapped event line (memory stays bounded).
+MAX_JOINED = 4096
+#: At most this many lines are joined into one event line.
+MAX_PARTS = 5
 #: Echoed input is cut to this many characters.
 ECHO_LIMIT = 160
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -116,60 +119,29 @@ def echo(text: str, limit: int = ECHO_LIMIT) -> str:
     return text
 
 
-class TraceLines:
-    """Iterate ``(lineno, line, match)`` over ``stream`` with quoting stripped and wrapped lines
-    rejoined (see the module docstring). ``lineno`` is the physical line the record starts on.
-
-    ``accepts(event, text)`` says whether some parser reads ``text`` as ``event``; it is only
-    asked for a candidate join (an event line followed by a line that cannot stand alone).
-    """
-
-    def __init__(self, stream: Iterable[str], *, unwrap: bool = True,
-                 accepts: Callable[[str, str], bool] | None = None) -> None:
-        self.stream = stream
-        self.unwrap = unwrap and accepts is not None
-        self.accepts = accepts
-        self.unwrapped = 0
-        self.quoted = 0
-
-    def __iter__(self) -> Iterator[tuple[int, str, re.Match[str] | Match | None]]:
-        search = EVENT_RE.search
-        quoted = 0
-        pending: tuple[int, str, re.Match[str] | Match | None] | None = None
-        lineno = 0
-        for lineno, line in enumerate(self.stream, 1):  # noqa: B007 - pending keeps it
-            if ">" in line[:16]:
-                line, q = strip_quote(line)
-                quoted += q
-            m: re.Match[str] | Match | None = search(line)
-            if m is None:
-                m = find_event(line)
-                if m is None and pending is not None and self.unwrap and pending[2] is not None:
-                    joined = self._join(pending, line)
-                    if joined is not None:
-                        pending = joined
-                        continue
-            if pending is not None:
-                yield pending
-            pending = (lineno, line, m)
-        if pending is not None:
-            yield pending
-        self.quoted = quoted
-
-    def _join(self, pending: tuple[int, str, re.Match[str] | Match | None], line: str) -> tuple[int, str, re.Match[str] | Match | None] | None:
-        """``pending`` with ``line`` appended, when ``line`` is the tail a mail client cut off."""
-        first = pending[1].rstrip("\r\n")
-        tail = line.strip()
-        if not tail or is_header(tail) or is_log_line(line) or len(first) < MIN_WRAPPED:
-            return None
-        m = pending[2]
-        assert m is not None and self.accepts is not None
-        joined = first.rstrip() + " " + tail
-        if not self.accepts(m[3] or "", joined[m.end():].rstrip()):
-            return None
-        self.unwrapped += 1
-        return (pending[0], joined + "\n", m)
+def continuation(prev_line: str, prev_m: re.Match[str] | Match, line: str) -> str | None:
+    """``prev_line`` with ``line`` appended, when ``line`` could be the tail a mail client cut
+    off ``prev_line`` (an event line of wrapping length, or one ending in a quoted-printable soft
+    line break ``=``; ``line`` not blank, not a header, not a kernel log line), else None. The
+    caller still checks that a parser accepts the result."""
+    tail = line.strip()
+    first = prev_line.rstrip()
+    soft = first.endswith("=")  # quoted-printable: "=" ends a line the mailer broke, no space
+    if not tail or is_header(tail) or is_log_line(line) or (len(first) < MIN_WRAPPED and not soft):
+        return None
+    if len(first) + len(tail) > MAX_JOINED:
+        return None
+    return first[:-1] + tail if soft else first + " " + tail
 
 
-__all__ = ["ECHO_LIMIT", "EVENT_RE", "HEADER_PREFIXES", "Match", "TraceLines", "echo", "find_event",
+#: What an old trace-cmd prints for a format it cannot read (libtraceevent), before the text.
+_ARTIFACT_RE = re.compile(r"""CAN'T FIND FIELD "[^"]*"|<CANT FIND FIELD [^>]*>""")
+
+
+def clean_artifacts(text: str) -> str:
+    """``text`` without trace-cmd's ``CAN'T FIND FIELD "rip"<CANT FIND FIELD exit_code>`` noise."""
+    return _ARTIFACT_RE.sub("", text).strip()
+
+
+__all__ = ["ECHO_LIMIT", "EVENT_RE", "HEADER_PREFIXES", "Match", "clean_artifacts", "continuation", "echo", "find_event",
            "is_header", "is_log_line", "strip_quote", "thread_of"]

@@ -21,9 +21,7 @@ from typing import Any
 from .convert import trace_event
 
 _HEX = r"(?:0x)?([0-9a-fA-F]{1,16})\b"
-_REG = re.compile(
-    rf"\b(ESR_EL2|ESR_EL1|ESR|HSR|HPFAR_EL2|HPFAR|FAR_EL2|FAR_EL1|FAR|hpfar|esr|far|hsr)\s*[=:]\s*{_HEX}"
-)
+_REG = re.compile(rf"\b(esr_el2|esr_el1|esr|hsr|hpfar_el2|hpfar|far_el2|far_el1|far)\s*[=:]\s*{_HEX}", re.IGNORECASE)
 _OOPS = re.compile(r"\bOops: ([0-9a-fA-F]{8,16}) \[#\d+\]")
 _TRACE = re.compile(r"\b(kvm_guest_fault|kvm_mmio_nisv):\s*(.*)")
 _TRACE_BARE = re.compile(r"\bipa (?:0x)?[0-9a-fA-F]+, (?:hsr|esr) ")

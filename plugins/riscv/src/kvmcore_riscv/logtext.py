@@ -4,7 +4,9 @@
 * KVM's own error print (``kvm_riscv_vcpu_exit()``): ``SCAUSE=0x15 STVAL=0x.. HTVAL=0x.. HTINST=0x..``
   and ``SEPC=0x..``; any ``NAME=VALUE`` / ``NAME: VALUE`` spelling, any case;
 * QEMU's ``riscv_cpu_do_interrupt: hart:0, async:0, cause:0000000000000014, epc:0x.., tval:0x..,
-  desc=guest_exec_page_fault`` (``cause`` is scause, ``tval`` stval, ``epc`` sepc; no htval).
+  desc=guest_exec_page_fault`` (``cause`` is scause, ``tval`` stval, ``epc`` sepc; no htval);
+* a register dump over several lines (``scause=0x17 stval=0x..`` then ``htval=0x.. htinst=0x..``):
+  each line gives what it has, and ``kvmcore replay`` joins consecutive lines' registers.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ def parse_log_text(text: str) -> list[dict[str, Any]] | None:
         if key in raw:
             break
         raw[key] = int(value, 16)
-    if "scause" not in raw:
+    if not raw:
         return None
-    return [raw]
+    return [raw]  # possibly without scause: a register dump's next line (the replay joins them)
 
 
 __all__ = ["parse_log_text"]

@@ -90,7 +90,8 @@ def parse_log_text(text: str) -> list[dict[str, Any]] | None:
         found.setdefault("vendor", "vmx")
         found.pop("error_code", None)
     elif "error_code" not in found:
-        return None
+        # a GPA alone: one line of a multi-line dump (kvmcore replay joins consecutive lines)
+        return [found] if "gpa" in found else None
     elif "vendor" not in found:
         found["traced"] = 1
     return [found]

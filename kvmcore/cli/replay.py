@@ -127,7 +127,7 @@ class Summary:
     skipped_examples: list[tuple[int, str, str]] = field(default_factory=list)
     by_arch_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     other_events: dict[str, int] = field(default_factory=dict)
-    faults: dict[tuple[str, str, str, bool], int] = field(default_factory=dict)
+    faults: dict[tuple[Any, ...], int] = field(default_factory=dict)
     undecodable: int = 0
     userspace_exits: dict[str, int] = field(default_factory=dict)
     hot: dict[str, SpaceSaving] = field(default_factory=dict)
@@ -592,7 +592,8 @@ def replay(
         head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
         scan = _Scan(summary, resolver, capacity, memslots is not None, bool(settings), unwrap)
-        scan.run(enumerate(itertools.chain(head, stream), 1), progress, total, getattr(stream, "buffer", None))
+        lines = itertools.chain(head, stream) if head else stream
+        scan.run(enumerate(lines, 1), progress, total, getattr(stream, "buffer", None))
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -646,11 +647,13 @@ class _Scan:
         self.with_slots = with_slots
         self.has_settings = has_settings
         # decode_fault is a pure function of the registers for a fixed VM: remember recent ones
-        self.memo: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int, int]] = {}
-        self.memo_old: dict[tuple[Any, ...], tuple[tuple[str, str, str, bool], int, int]] = {}
+        # as ((label, fault kind, access, private, page-walk index), gfn)
+        self.memo: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+        self.memo_old: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         #: thread -> the guest_fault_exit waiting for its fault event
         self.pending: dict[Any, tuple[int, str, Any, dict[str, Any], Any]] = {}
-        #: vCPU -> [decoded hit, run length, first line, raw, label, pc]: the current run
+        #: (label, vCPU) -> [decoded hit, run length, first line, raw (from the 2nd fault on), pc,
+        #: the vCPU's faults so far]: the current run of identical faults
         #: of identical faults (the same memo entry: the same registers; the same pc)
         self.runs: dict[Any, list[Any]] = {}
         self.labels: dict[str, list[Any]] = {}
@@ -673,6 +676,8 @@ class _Scan:
         runs = self.runs
         pending = self.pending
         with_slots = self.with_slots
+        last_label: str | None = None
+        state: list[Any] = []
         events = 0
         lineno = 0
         next_report = 1 << 16
@@ -717,8 +722,6 @@ class _Scan:
                     prev_m = None
                     self.no_event(lineno, line)
                     continue
-            elif line[:1] == ">":
-                quoted += 1
             if held is not None:
                 self.drop_held(held)
                 held = None
@@ -787,12 +790,16 @@ class _Scan:
                 except TypeError:  # an unhashable register value: decoded every time
                     memo_key, hit = None, None
                 if hit is None:
-                    fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key)
-                    continue
-                key, gfn, walk = hit
+                    hit = self.memo_old.get(memo_key) if memo_key is not None else None
+                    if hit is None:  # decode these registers (the rest of the counting too)
+                        fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key)
+                        continue
+                    memo[memo_key] = hit  # type: ignore[index]
+                key, gfn = hit
                 faults[key] = faults.get(key, 0) + 1
-                state = labels.get(label) or self._per_label(label)
-                state[0][walk] += 1
+                if label is not last_label:
+                    state = labels.get(label) or self._per_label(label)
+                    last_label = label
                 sketch = state[1]
                 c = sketch.counts.get(gfn)
                 if c is None:
@@ -810,21 +817,20 @@ class _Scan:
                         pcs[pc] = 1
                 vkey = fields.get("vcpu")
                 if vkey is None:
-                    cut = line.find("[", 0, m.start())  # the tracing thread, tidied when reported
-                    vkey = line[:cut] if cut > 0 else "(unknown vCPU)"
-                per = state[3]
-                c = per.get(vkey)
-                if c is not None:
-                    per[vkey] = c + 1
-                elif len(per) < MAX_NAMES:
-                    per[vkey] = 1
-                run = runs.get(vkey)
-                if run is not None and run[0] is hit and run[5] == pc:
+                    cut = line.find("[")  # the tracing thread before "[cpu]", tidied when reported
+                    vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
+                # the vCPU's run of identical faults (a fault loop) and its fault count (run[5])
+                run = runs.get((label, vkey))
+                if run is not None and run[0] is hit and run[4] == pc:
                     run[1] += 1
+                    run[5] += 1
+                    if run[1] == 2:
+                        run[3] = raw
                 elif run is not None and run[1] < LOOP_MIN:  # too short to be a loop: reuse it
-                    run[0], run[1], run[2], run[3], run[4], run[5] = hit, 1, lineno, raw, label, pc
+                    run[0], run[1], run[2], run[4] = hit, 1, lineno, pc
+                    run[5] += 1
                 else:
-                    self.new_run(vkey, run, hit, lineno, raw, label, pc)
+                    self.new_run((label, vkey), run, hit, lineno, raw, pc)
                 if with_slots:
                     self.count_slot(label, entry, gfn)
             elif kind == "guest_fault_exit" and ev.raw is not None and entry[2] is not None:
@@ -857,17 +863,12 @@ class _Scan:
         if held is not None:
             self.drop_held(held)
         summary.quoted_lines = quoted
+        self.fold_walks()
         for key in list(self.pending):
             self.flush_exit(key)
         for vkey, run in self.runs.items():
             self.close_run(vkey, run)
-        for per in summary.vcpus.values():  # thread names as printed (padded): tidied once here
-            tidy: dict[str, int] = {}
-            for name, n in per.items():
-                tidied = " ".join(str(name).lstrip("> \t").split())
-                tidy[tidied] = tidy.get(tidied, 0) + n
-            per.clear()
-            per.update(tidy)
+        self.count_vcpus()
         for label in [k for k, pcs in summary.rips.items() if not pcs]:
             del summary.rips[label]
         summary.lines = lineno
@@ -878,12 +879,9 @@ class _Scan:
 
     # -- one guest fault -------------------------------------------------------------------------
     def _per_label(self, label: str) -> list[Any]:
-        """The counters of one arch label, made once: [walks, gfn sketch, pc sketch, per-vCPU]."""
+        """The counters of one arch label, made once: [unused, gfn sketch, pc counts]."""
         summary = self.summary
-        state = [summary.walks.setdefault(label, [0, 0, 0]),
-                 summary.hot.setdefault(label, SpaceSaving(self.capacity)),
-                 summary.rips.setdefault(label, {}),
-                 summary.vcpus.setdefault(label, {})]
+        state = [None, summary.hot.setdefault(label, SpaceSaving(self.capacity)), summary.rips.setdefault(label, {})]
         self.labels[label] = state
         return state
 
@@ -912,18 +910,18 @@ class _Scan:
                         (lineno, echo(f"{event} is not a guest memory fault: {exc}", 240), echo(line)))
                 return
             hit = ((label, getattr(decoded, "fault_kind", "?"),
-                    "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private)),
-                   decoded.gfn, _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2))
+                    "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
+                    _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
+                   decoded.gfn)
             if memo_key is not None:
                 if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
                     self.memo_old = dict(memo)
                     memo.clear()  # in place: the scan loop holds this dict
                 memo[memo_key] = hit
-        key, gfn, walk = hit
+        key, gfn = hit
         faults = self.summary.faults
         faults[key] = faults.get(key, 0) + 1
         state = self.labels.get(label) or self._per_label(label)
-        state[0][walk] += 1
         sketch = state[1]
         c = sketch.counts.get(gfn)
         if c is None:
@@ -941,34 +939,44 @@ class _Scan:
         vkey = fields.get("vcpu")
         if vkey is None:
             # the tracing thread (comm-pid) as printed before "[cpu]"; tidied when reported
-            cut = line.find("[", 0, m.start())
-            vkey = line[:cut] if cut > 0 else "(unknown vCPU)"
-        per = state[3]
-        n = per.get(vkey)
-        if n is not None:
-            per[vkey] = n + 1
-        elif len(per) < MAX_NAMES:
-            per[vkey] = 1
-        run = self.runs.get(vkey)
-        if run is not None and run[0] is hit and run[5] == pc:
+            cut = line.find("[")
+            vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
+        run = self.runs.get((label, vkey))
+        if run is not None and run[0] is hit and run[4] == pc:
             run[1] += 1
-        elif memo_key is None:
-            pass
-        elif run is not None and run[1] < LOOP_MIN:  # too short to be a loop: reuse it
-            run[0], run[1], run[2], run[3], run[4], run[5] = hit, 1, lineno, raw, label, pc
+            run[5] += 1
+            if run[1] == 2:
+                run[3] = raw
+        elif run is not None and (memo_key is None or run[1] < LOOP_MIN):  # reuse it
+            run[0], run[1], run[2], run[3], run[4] = hit, 1, lineno, raw, pc
+            run[5] += 1
         else:
-            self.new_run(vkey, run, hit, lineno, raw, label, pc)
+            self.new_run((label, vkey), run, hit, lineno, raw, pc)
         if self.with_slots:
             self.count_slot(label, entry, gfn)
 
-    def new_run(self, vkey: Any, run: list[Any] | None, hit: Any, lineno: int, raw: Any, label: str, pc: Any) -> None:
-        """A fault unlike the last one on this vCPU: close the old run, start a new one."""
+    def new_run(self, vkey: Any, run: list[Any] | None, hit: Any, lineno: int, raw: Any, pc: Any) -> None:
+        """A fault unlike the last one on this vCPU (``vkey``: (label, vCPU)): close the old run,
+        start a new one that keeps the vCPU's fault count."""
         runs = self.runs
+        total = 0
         if run is not None:
             self.close_run(vkey, run)
+            total = run[5]
         elif len(runs) >= MAX_NAMES:
+            self.count_vcpus()
             runs.clear()
-        runs[vkey] = [hit, 1, lineno, raw, label, pc]
+        runs[vkey] = [hit, 1, lineno, raw, pc, total + 1]
+
+    def count_vcpus(self) -> None:
+        """Move the runs' per-vCPU fault counts into the summary (names tidied)."""
+        vcpus = self.summary.vcpus
+        for (label, name), run in self.runs.items():
+            per = vcpus.setdefault(label, {})
+            tidied = " ".join(str(name).lstrip("> \t").split())
+            if tidied in per or len(per) < MAX_NAMES:
+                per[tidied] = per.get(tidied, 0) + run[5]
+            run[5] = 0
 
     def count_slot(self, label: str, entry: Any, gfn: int) -> None:
         slot = entry[3].vm.gfn_to_memslot(gfn)
@@ -978,12 +986,13 @@ class _Scan:
 
     def close_run(self, vkey: Any, run: list[Any]) -> None:
         """A run of identical faults ended: remember it as a loop if it was long enough."""
-        hit, count, first, raw, label, pc = run
+        hit, count, first, raw, pc, _ = run
         if count < LOOP_MIN:
             return
-        key, gfn, _ = hit
+        key, gfn = hit
+        label = key[0]
         loops = self.summary.loops
-        vkey = " ".join(str(vkey).lstrip("> \t").split())
+        vkey = " ".join(str(vkey[1]).lstrip("> \t").split())
         try:
             loop_key: tuple[Any, ...] = (vkey, label, tuple(raw.items()), pc)
             hash(loop_key)
@@ -1004,6 +1013,18 @@ class _Scan:
         lp["longest"] = max(lp["longest"], count)
         lp["faults"] += count
         lp["runs"] += 1
+
+    def fold_walks(self) -> None:
+        """Faults were counted with their page-walk index in the key (free on the hot path):
+        fold it out into ``summary.walks``."""
+        summary = self.summary
+        folded: dict[tuple[str, str, str, bool], int] = {}
+        for key, n in summary.faults.items():
+            if len(key) == 5:
+                summary.walks.setdefault(key[0], [0, 0, 0])[key[4]] += n
+                key = key[:4]
+            folded[key] = folded.get(key, 0) + n
+        summary.faults = folded
 
     def drop_held(self, held: tuple[int, str, str, int, list[tuple[int, str]]]) -> None:
         """A malformed event line no following line completed: count it, and the lines tried as

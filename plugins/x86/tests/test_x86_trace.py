@@ -24,6 +24,8 @@ def test_kvm_page_fault_vmx_example():
         "guest_rip": 0xFFFFFFFF81A3C2D0,
         "fault_address": 0xFD000000,
         "error_code": 0x182,
+        "vcpu": 0,  # the replay's names for the vCPU and the pc
+        "pc": 0xFFFFFFFF81A3C2D0,
     }
 
 
@@ -35,6 +37,8 @@ def test_kvm_page_fault_svm_example():
         "guest_rip": 0xFFFFFFFF8100ABCD,
         "fault_address": 0xC0000000,
         "error_code": 0x100000006,
+        "vcpu": 1,
+        "pc": 0xFFFFFFFF8100ABCD,
     }
 
 

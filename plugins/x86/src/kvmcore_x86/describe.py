@@ -277,9 +277,17 @@ def trace_event(event: str, text: str) -> TraceEvent | None:
     if fields is None:
         return None
     name = fields["event"]
-    if "guest_rip" in fields:  # the names kvmcore replay reads for per-vCPU and per-pc counts
-        fields["vcpu"] = fields["vcpu_id"]
-        fields["pc"] = fields["guest_rip"]
+    if name == "kvm_page_fault":  # the common case first
+        ec = fields["error_code"]
+        vendor = vendor_hint(ec)
+        if vendor is None:
+            return TraceEvent("guest_fault_ambiguous", fields, {"error_code": ec, "gpa": fields["fault_address"], "traced": 1})
+        raw: dict[str, Any] = {"vendor": vendor, "gpa": fields["fault_address"]}
+        if vendor == "vmx":
+            raw["exit_qualification"] = ec
+        else:
+            raw["error_code"] = ec & ~PFERR_PRIVATE_ACCESS
+        return TraceEvent("guest_fault", fields, raw)
     if name in ("kvm_exit", "kvm_nested_vmexit"):
         reason = fields["exit_reason"]
         exit_raw: dict[str, Any]
@@ -289,19 +297,7 @@ def trace_event(event: str, text: str) -> TraceEvent | None:
         if reason in SVM_NPF_NAMES:
             exit_raw = {"vendor": "svm", "error_code": fields["info1"], "gpa": fields["info2"]}
             return TraceEvent("guest_fault_exit", fields, exit_raw)
-        return TraceEvent(TRACE_KINDS[name], fields)
-    if name != "kvm_page_fault":
-        return TraceEvent(TRACE_KINDS[name], fields)
-    ec = fields["error_code"]
-    vendor = vendor_hint(ec)
-    if vendor is None:
-        return TraceEvent("guest_fault_ambiguous", fields, {"error_code": ec, "gpa": fields["fault_address"], "traced": 1})
-    raw: dict[str, Any] = {"vendor": vendor, "gpa": fields["fault_address"]}
-    if vendor == "vmx":
-        raw["exit_qualification"] = ec
-    else:
-        raw["error_code"] = ec & ~PFERR_PRIVATE_ACCESS
-    return TraceEvent("guest_fault", fields, raw)
+    return TraceEvent(TRACE_KINDS[name], fields)
 
 
 __all__ = ["SVM_MEANINGS", "TRACE_KINDS", "VMX_MEANINGS", "describe_syndrome", "trace_event"]

@@ -78,12 +78,16 @@ SVM_NPF_NAMES = frozenset({"npf", "NPF", "EXIT_NPF", "0x400"})
 
 
 def _kvm_page_fault(m: re.Match[str]) -> dict:
+    vcpu, rip = int(m[1]), int(m[2], 16)
+    # "vcpu"/"pc": the names kvmcore replay reads for per-vCPU and per-pc counts (docs/hooks.md)
     return {
         "event": "kvm_page_fault",
-        "vcpu_id": int(m[1]),
-        "guest_rip": int(m[2], 16),
+        "vcpu_id": vcpu,
+        "guest_rip": rip,
         "fault_address": int(m[3], 16),
         "error_code": int(m[4], 16),
+        "vcpu": vcpu,
+        "pc": rip,
     }
 
 
@@ -160,6 +164,8 @@ def _kvm_exit(m: re.Match[str]) -> dict:
         "info2": int(m[6] if new else m[11], 16),
         "intr_info": int(m[7], 16) if m[7] is not None else None,
         "error_code": int(m[8], 16) if m[8] is not None else None,
+        "vcpu": int(m[1]) if m[1] is not None else None,
+        "pc": int(m[4], 16),
     }
 
 
@@ -174,6 +180,8 @@ def _kvm_nested_vmexit_old(m: re.Match[str]) -> dict:
         "info2": int(m[5], 16),
         "intr_info": int(m[6], 16),
         "error_code": int(m[7], 16),
+        "vcpu": None,
+        "pc": int(m[1], 16),
     }
 
 

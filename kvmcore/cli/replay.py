@@ -603,7 +603,13 @@ def replay(
     _what_kvm_does(summary, arches, settings or {}, memslots)
     if summary.mode == "auto":
         seen = sorted(a for a in summary.by_arch_kind if a in arches)
-        summary.mode = "auto (" + (", ".join(seen) if seen else "no arch-specific events seen") + ")"
+        logged = sorted({item["arch"] for item in summary.log_syndromes})
+        if seen:
+            summary.mode = "auto (" + ", ".join(seen) + ")"
+        elif logged:
+            summary.mode = "auto (no trace events; " + ", ".join(logged) + " registers in log lines)"
+        else:
+            summary.mode = "auto (no arch-specific events seen)"
     for event, n in summary.other_events.items():
         owner = ARCH_OF_EVENT.get(event)
         if owner is not None and owner not in arches:
@@ -614,7 +620,8 @@ def replay(
 def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None) -> None:
     """For the loops shown: run the loop's registers through a fresh VM of the same layout
     (``vcpu.handle_fault``) and say how the fault ends."""
-    for lp in summary.top_loops(SHOW_LOOPS):
+    ranked = sorted(summary.loops.values(), key=lambda lp: (-lp["longest"], lp["first_line"]))
+    for lp in ranked[:SHOW_LOOPS]:
         name = lp["arch"]
         if name not in arches:
             continue
@@ -632,7 +639,7 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
                 ends = "the guest resumes"
             where = "the --memslots layout" if memslots else "no memslots (give --memslots for the VM's layout)"
             text = f"{res.outcome}: {ends} (model with {where})"
-        summary.loops[lp["sig"]]["kvm"] = text
+        lp["kvm"] = text
 
 
 class _Scan:
@@ -863,12 +870,12 @@ class _Scan:
         if held is not None:
             self.drop_held(held)
         summary.quoted_lines = quoted
-        self.fold_walks()
         for key in list(self.pending):
             self.flush_exit(key)
         for vkey, run in self.runs.items():
             self.close_run(vkey, run)
         self.count_vcpus()
+        self.fold_walks()
         for label in [k for k, pcs in summary.rips.items() if not pcs]:
             del summary.rips[label]
         summary.lines = lineno
@@ -1052,9 +1059,9 @@ class _Scan:
 
     # -- exits that carry a fault, and the fault event after them -------------------------------
     def exit_with_fault(self, lineno: int, line: str, m: Any, label: str, entry: Any, ev: Any) -> None:
-        thread = trace_input.thread_of(line, m) or ev.fields.get("vcpu")
+        thread = trace_input.thread_of(line, m) or "(no thread)"  # pasted without prefixes: one
         pend = self.pending.get(thread)
-        if pend is not None and pend[3] == dict(ev.raw):
+        if pend is not None and pend[3] == dict(ev.raw) and pend[4][2].fields.get("event") != ev.fields.get("event"):
             return  # the same exit traced twice (x86: kvm_exit, then kvm_nested_vmexit for L2)
         if pend is not None:
             self.flush_exit(thread)
@@ -1068,7 +1075,7 @@ class _Scan:
         ``kvm_page_fault`` stored ``error_code`` as u32): then the exit's full value stays.
         A gpa in both that differs (other page) means another fault: no pairing.
         """
-        thread = trace_input.thread_of(line, m)
+        thread = trace_input.thread_of(line, m) or "(no thread)"
         pend = self.pending.get(thread)
         if pend is None or pend[4][0] != label:
             return raw
@@ -1155,8 +1162,11 @@ def _log_decode(arch: Any, vcpu: Any, raw: dict[str, Any]) -> dict[str, Any]:
         error = str(exc)
     else:
         access = "exec" if fault.exec else "write" if fault.write else "read"
+        walk = getattr(fault, "page_walk", None)
+        where = "" if walk is None else ", guest page-table walk" if walk else ", final translation"
         return {"guest_fault": True, "gfn": fault.gfn, "fault_kind": getattr(fault, "fault_kind", "?"),
-                "access": access, "decoded": f"{getattr(fault, 'fault_kind', 'fault')} {access}, gfn {fault.gfn:#x}"}
+                "access": access, "page_walk": walk,
+                "decoded": f"{getattr(fault, 'fault_kind', 'fault')} {access}, gfn {fault.gfn:#x}{where}"}
     try:
         syn = arch.describe_syndrome(vcpu.vm, raw)
     except (NotImplementedError, kvmcore.DecodeError, ValueError, TypeError, KeyError):

@@ -7,7 +7,8 @@ where its text starts, or is None for a line with no event. Accepted shapes:
 * the ftrace ``trace`` file and ``trace-cmd report``: ``comm-pid [cpu] flags timestamp: event: text``;
 * ``perf script``: ``comm pid [cpu] timestamp: system:event: text``;
 * a timestamp alone (``1234.5678: kvm_exit: ...``) or a bare ``event: text`` for event names
-  that look like tracepoints (lower case with an underscore: ``kvm_exit``, ``fast_page_fault``);
+  that are KVM tracepoints (``kvm...``, ``..._fault``: ``kvm_exit``, ``fast_page_fault``; not
+  any ``word_word:``, which is too often a log field such as ``esr_el1:``);
 * tabs and repeated spaces anywhere.
 
 Mail text is undone too: quoting (``> ``, ``>> ``, ``> > ``) is stripped (:func:`strip_quote`),
@@ -27,8 +28,8 @@ import re
 #: ``<timestamp>: [system:]event: `` as ftrace, trace-cmd and perf print it (the fast path).
 EVENT_RE = re.compile(r"\s(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
 #: A line that starts with the timestamp, or with the event itself (no prefix at all).
-_TS_START_RE = re.compile(r"\s*()(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
-_BARE_RE = re.compile(r"\s*()()(?:(\w+):)?([a-z][a-z0-9]*_[a-z0-9_]+):(?:\s+|$)")
+_TS_START_RE = re.compile(r"\s*(\d+(?:\.\d+)?):\s+(?:(\w+):)?(\w+):\s*")
+_BARE_RE = re.compile(r"\s*(?P<ts>)(?:(\w+):)?(kvm[a-z0-9_]*|[a-z0-9_]*_fault):(?:\s+|$)")
 #: Mail quoting: any run of ``>`` with optional spaces, at the start of the line.
 _QUOTE_RE = re.compile(r"[ \t]*>[> \t]*")
 #: Kernel log line prefixes (dmesg): ``[  123.456789] `` or ``<4>[ 12.3] ``.

@@ -194,6 +194,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             top=args.top,
             capacity=args.capacity,
             progress=None if args.progress is None else args.progress,
+            unwrap=args.unwrap,
         )
     except replay.ReplayError as exc:
         raise CliError(str(exc)) from None
@@ -287,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
             "  kvmcore run                                  built-in example, every installed arch\n"
             "  kvmcore run examples/postcopy-userfault.toml --arch arm64\n"
             "  kvmcore run examples/hwpoison.toml --arch all --json\n"
+            "  generate-scenario | kvmcore run - --arch x86\n"
             "\nexit status 1 when an expectation fails (each failure named on stderr)"
         ),
     )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: built-in example)")
+    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
+                   help="scenario file, - for standard input (default: built-in example)")
     p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
                    "(default: the scenario's 'arch')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -302,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="summarise the guest faults in a kernel trace",
         formatter_class=_Formatter,
         description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
-        "'-' for stdin), decode each guest fault event through the arch's parse_trace_event and "
+        "'-' for stdin; also as pasted into mail: quoted, wrapped, without prefixes, with kernel log lines), "
+        "decode each guest fault event through the arch's parse_trace_event and "
         "decode_fault hooks, and print a summary. Streams in constant memory: the hottest gfns come "
         "from a bounded Space-Saving sketch and the output says whether they are exact.",
         epilog=(
@@ -318,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
+    p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
+                   help="do not rejoin lines a mail client wrapped (they are then malformed)")
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")

@@ -980,7 +980,7 @@ class _Scan:
         vcpus = self.summary.vcpus
         for (label, name), run in self.runs.items():
             per = vcpus.setdefault(label, {})
-            tidied = " ".join(str(name).lstrip("> \t").split())
+            tidied = _vcpu_name(name)
             if tidied in per or len(per) < MAX_NAMES:
                 per[tidied] = per.get(tidied, 0) + run[5]
             run[5] = 0
@@ -999,7 +999,7 @@ class _Scan:
         key, gfn = hit
         label = key[0]
         loops = self.summary.loops
-        vkey = " ".join(str(vkey[1]).lstrip("> \t").split())
+        vkey = _vcpu_name(vkey[1])
         try:
             loop_key: tuple[Any, ...] = (vkey, label, tuple(raw.items()), pc)
             hash(loop_key)
@@ -1147,6 +1147,13 @@ class _Scan:
             summary.log_syndromes.append({"line": lineno, "arch": name, "text": echo(stripped),
                                           "registers": _registers_text(raw), **_log_decode(arch, vcpu, raw)})
             self.last_log = (name, dict(raw), len(summary.log_syndromes) - 1)
+
+
+def _vcpu_name(name: Any) -> str:
+    """``vcpu N`` for a vCPU id the event gave, else the tracing thread as printed, tidied."""
+    if isinstance(name, int):
+        return f"vcpu {name}"
+    return " ".join(str(name).lstrip("> \t").split())
 
 
 def _registers_text(raw: dict[str, Any]) -> str:

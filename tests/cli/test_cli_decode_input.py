@@ -180,3 +180,15 @@ def test_decode_colour_only_on_a_terminal_and_never_with_no_color() -> None:
 def test_decode_control_characters_are_escaped() -> None:
     proc = cli("decode", "arm64", "\x1b[31mgarbage\x07")
     assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\\x1b" in proc.stderr
+
+
+# --- kvmcore run - -----------------------------------------------------------------------------
+def test_run_reads_a_scenario_from_stdin() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "mmio.toml").read_text()
+    proc = cli("run", "-", "--arch", "arm64", "--json", stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    assert "<stdin>" in cli("run", "-", "--arch", "arm64", stdin=text).stdout
+    bad = cli("run", "-", stdin="bad = [\n")
+    assert bad.returncode == 1 and "<stdin>" in bad.stderr and "TOML syntax error" in bad.stderr

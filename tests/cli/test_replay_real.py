@@ -79,7 +79,7 @@ def test_osdev_trace_cmd_report() -> None:
     # 0x181: read (bit 0); 0x182: write (bit 1); both with bits 7+8: final translation
     assert faults(obj) == {("not_present", "read", False): 2, ("not_present", "write", False): 1}
     assert gfns(obj) == {0x3F7369: 1, 0x3F9CE5: 1, 0x3F7208: 1}  # 0x3f7369712 >> 12 ...
-    assert obj["faults_by_vcpu"]["x86"] == {"3": 3}
+    assert obj["faults_by_vcpu"]["x86"] == {"vcpu 3": 3}
     assert obj["malformed"] == 0 and obj["skipped"] >= 4  # the shell prompt and <snip...> lines
 
 
@@ -88,7 +88,7 @@ def test_kvm_page_fault_format_mail() -> None:
     # three 0x181 (read) and four 0x182 (write), every one GLA valid + translated
     assert faults(obj) == {("not_present", "read", False): 3, ("not_present", "write", False): 4}
     assert gfns(obj)[0xFEE00] == 2  # 0xfee000b0 >> 12: the local APIC page, twice
-    assert obj["faults_by_vcpu"]["x86"] == {"5": 4, "7": 1, "1": 1, "6": 1}
+    assert obj["faults_by_vcpu"]["x86"] == {"vcpu 5": 4, "vcpu 7": 1, "vcpu 1": 1, "vcpu 6": 1}
 
 
 def test_nested_hlt_loop() -> None:
@@ -110,7 +110,7 @@ def test_spurious_ept_loop_wrapped_by_mail() -> None:
     assert gfns(obj) == {0x20FE: 7}  # 0x20fe612 >> 12
     assert obj["unwrapped_lines"] > 0 and obj["malformed"] == 0
     loops = {lp["vcpu"]: lp["longest"] for lp in obj["fault_loops"]}
-    assert loops == {"4": 4, "7": 3}  # vcpu 4 faults 4 times in a row, vcpu 7 3 times
+    assert loops == {"vcpu 4": 4, "vcpu 7": 3}  # vcpu 4 faults 4 times in a row, vcpu 7 3 times
     assert all(lp["pc"] == 0xFFFFFFFF820FE612 and lp["kvm"] for lp in obj["fault_loops"])
     unwrapped = R.replay(str(REAL / "x86-vmx-spurious-ept-loop-wrapped.txt"), progress=False, unwrap=False).as_dict()
     assert unwrapped["unwrapped_lines"] == 0 and unwrapped["malformed"] > 0
@@ -188,7 +188,7 @@ def test_snp_accept_memory_private_faults() -> None:
     # access is private (npf_interception() -> PFERR_PRIVATE_ACCESS)
     assert faults(obj) == {("not_present", "read", True): 4}
     assert gfns(obj) == {0x18CBC00: 1, 0x18CBDFF: 1, 0x18CBE00: 1, 0x18CBFFF: 1}
-    assert obj["faults_by_vcpu"]["x86"] == {"219": 4}
+    assert obj["faults_by_vcpu"]["x86"] == {"vcpu 219": 4}
 
 
 # --- arm64 -------------------------------------------------------------------------------------

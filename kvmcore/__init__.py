@@ -62,10 +62,12 @@ from kvmcore.kvm.faultin import (
     send_sig_mceerr,
 )
 from kvmcore.kvm.guest_memfd import GuestMemfd
-from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory
+from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
 from kvmcore.kvm.kvm_main import VCPU, VM
+from kvmcore.kvm.proposals import PROPOSALS, Proposal
 from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore.kvm.userfault import set_bits as set_userfault_bits
+from kvmcore.kvm.version import KERNEL_VERSIONS, KernelVersion
 from kvmcore.plugin import loader as _loader
 from kvmcore.plugin.contract import COMMON_FIELDS, check_fault, check_fault_type
 from kvmcore.plugin.loader import (
@@ -98,11 +100,13 @@ __all__ = [
     "COMMON_FIELDS",
     "EXTENSION_GROUP",
     "HOOK_NAMES",
+    "KERNEL_VERSIONS",
     "KVM_PFN_ERR_FAULT",
     "KVM_PFN_ERR_HWPOISON",
     "KVM_PFN_ERR_RO_FAULT",
     "KVM_PFN_ERR_SIGPENDING",
     "KVM_PFN_NOSLOT",
+    "PROPOSALS",
     "PROT_EXEC",
     "PROT_NONE",
     "PROT_READ",
@@ -122,6 +126,7 @@ __all__ = [
     "FaultinResult",
     "GuestMemfd",
     "HostMemory",
+    "KernelVersion",
     "KvmError",
     "KvmcoreError",
     "Mapped",
@@ -129,6 +134,7 @@ __all__ = [
     "Memslot",
     "PluginLoadError",
     "PluginStatus",
+    "Proposal",
     "Retry",
     "ScenarioError",
     "Signal",
@@ -136,6 +142,7 @@ __all__ = [
     "Stage2Entry",
     "Syndrome",
     "TraceEvent",
+    "Vma",
     "abi",
     "check_fault",
     "check_fault_type",

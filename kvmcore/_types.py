@@ -44,6 +44,10 @@ class ArchInfo:
     extra_keys: tuple[str, ...] = ()
     #: Stage-2 causes ``encode_fault`` can express on this arch.
     causes: tuple[str, ...] = STAGE2_CAUSES
+    #: The memory-fault exit designs (``docs/designs.md``) the plugin implements; a VM asking
+    #: for another is refused, and the conformance kit checks each one listed. The default is
+    #: what common code does alone; ``arch-hook`` needs ``kvm_arch_prepare_memory_fault_exit``.
+    designs: tuple[str, ...] = ("v3-helper", "rwx-flags", "annotate-efault")
 
 
 @dataclass(frozen=True, slots=True)

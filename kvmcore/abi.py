@@ -39,6 +39,10 @@ KVM_EXIT_NOTIFY = 37
 KVM_EXIT_LOONGARCH_IOCSR = 38
 KVM_EXIT_MEMORY_FAULT = 39
 KVM_EXIT_TDX = 40
+#: arm64, 6.19+: a synchronous external abort handed to userspace (KVM_CAP_ARM_SEA_TO_USER).
+KVM_EXIT_ARM_SEA = 41
+#: arm64, 7.0+: an LD64B/ST64B* outside memslots, for userspace to emulate (``arm_nisv`` layout).
+KVM_EXIT_ARM_LDST64B = 42
 
 EXIT_REASON_NAMES: dict[int, str] = {
     value: name
@@ -58,6 +62,12 @@ KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
 KVM_MEMORY_EXIT_FLAG_USERFAULT = 1 << 4
 #: Bits 0-2 are reserved for R/W/X; the common helper leaves them 0 ("not (yet) defined").
 KVM_MEMORY_EXIT_FLAG_RWX_MASK = 0x7
+#: The design ``rwx-flags`` (not upstream): the access was a read, a write, an instruction fetch.
+#: Bit values from Sean Christopherson's review of KVM_CAP_MEMORY_FAULT_INFO (14 Jun 2023), the
+#: KVM_MEMORY_FAULT_FLAG_READ/WRITE/EXEC of Anish Moorthy's v5 (8 Sep 2023).
+KVM_MEMORY_EXIT_FLAG_READ = 1 << 0
+KVM_MEMORY_EXIT_FLAG_WRITE = 1 << 1
+KVM_MEMORY_EXIT_FLAG_EXEC = 1 << 2
 
 # --- Memslot flags (kvm_userspace_memory_region2.flags) --------------------------------------
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
@@ -82,15 +92,23 @@ GUEST_MEMFD_FLAG_MMAP = 1 << 0
 GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1
 
 # --- Capabilities ----------------------------------------------------------------------------
+KVM_CAP_NR_MEMSLOTS = 10
 KVM_CAP_READONLY_MEM = 81
+KVM_CAP_MULTI_ADDRESS_SPACE = 118
+KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168
 KVM_CAP_ARM_NISV_TO_USER = 177
+KVM_CAP_HALT_POLL = 182
 KVM_CAP_USER_MEMORY2 = 231
 KVM_CAP_MEMORY_FAULT_INFO = 232
 KVM_CAP_MEMORY_ATTRIBUTES = 233
 KVM_CAP_GUEST_MEMFD = 234
 KVM_CAP_VM_TYPES = 235
+#: 6.18+ (6.18-rc: KVM_CAP_GUEST_MEMFD_MMAP, renamed before the release).
+KVM_CAP_GUEST_MEMFD_FLAGS = 244
 #: KVM Userfault v3's number; mainline later gave 243 to KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED.
 KVM_CAP_USERFAULT = 243
+#: arm64, 6.19+: unclaimed SEAs exit with KVM_EXIT_ARM_SEA (7.3 ``include/uapi/linux/kvm.h``).
+KVM_CAP_ARM_SEA_TO_USER = 245
 
 # --- ioctl numbers ---------------------------------------------------------------------------
 KVM_RUN = 0xAE80
@@ -158,6 +176,21 @@ class kvm_run_arm_nisv(ctypes.Structure):
     _fields_ = [("esr_iss", ctypes.c_uint64), ("fault_ipa", ctypes.c_uint64)]
 
 
+#: ``arm_sea.flags``: ``arm_sea.gpa`` is valid.
+KVM_EXIT_ARM_SEA_FLAG_GPA_VALID = 1 << 0
+
+
+class kvm_run_arm_sea(ctypes.Structure):
+    """``struct { __u64 flags; __u64 esr; __u64 gva; __u64 gpa; } arm_sea`` (6.19+)."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("esr", ctypes.c_uint64),
+        ("gva", ctypes.c_uint64),
+        ("gpa", ctypes.c_uint64),
+    ]
+
+
 class kvm_run_memory_fault(ctypes.Structure):
     """``struct { __u64 flags; __u64 gpa; __u64 size; } memory_fault``."""
 
@@ -184,6 +217,13 @@ class kvm_run_memory_fault_ext(ctypes.Structure):
     _fields_ = [("memory_fault", kvm_run_memory_fault), ("syndrome", kvmcore_fault_syndrome)]
 
 
+class kvm_run_memory_fault_esr(ctypes.Structure):
+    """The design ``arm64-esr`` (not upstream): ``memory_fault`` followed by a u64 ``esr``
+    (kvm_run offset 56), the sanitised ESR_EL2 of the abort, as ``arm_sea.esr`` carries one."""
+
+    _fields_ = [("memory_fault", kvm_run_memory_fault), ("esr", ctypes.c_uint64)]
+
+
 class kvm_run_exit(ctypes.Union):
     """The exit union of ``struct kvm_run`` (256 bytes at offset 32)."""
 
@@ -193,6 +233,8 @@ class kvm_run_exit(ctypes.Union):
         ("arm_nisv", kvm_run_arm_nisv),
         ("memory_fault", kvm_run_memory_fault),
         ("kvmcore", kvm_run_memory_fault_ext),
+        ("arm64_esr", kvm_run_memory_fault_esr),
+        ("arm_sea", kvm_run_arm_sea),
         ("padding", ctypes.c_char * 256),
     ]
 
@@ -235,6 +277,15 @@ class kvm_run(ctypes.Structure):
         return self.exit.arm_nisv
 
     @property
+    def memory_fault_esr(self) -> kvm_run_memory_fault_esr:
+        """``memory_fault`` with the ``arm64-esr`` design's ``esr`` word (offset 56)."""
+        return self.exit.arm64_esr
+
+    @property
+    def arm_sea(self) -> kvm_run_arm_sea:
+        return self.exit.arm_sea
+
+    @property
     def internal(self) -> kvm_run_internal:
         return self.exit.internal
 
@@ -264,7 +315,12 @@ KVM_RUN_OFFSETS: dict[str, int] = {
     "memory_fault.size": kvm_run.exit.offset + kvm_run_memory_fault.size.offset,
     "arm_nisv.esr_iss": kvm_run.exit.offset + kvm_run_arm_nisv.esr_iss.offset,
     "arm_nisv.fault_ipa": kvm_run.exit.offset + kvm_run_arm_nisv.fault_ipa.offset,
+    "arm_sea.flags": kvm_run.exit.offset + kvm_run_arm_sea.flags.offset,
+    "arm_sea.esr": kvm_run.exit.offset + kvm_run_arm_sea.esr.offset,
+    "arm_sea.gva": kvm_run.exit.offset + kvm_run_arm_sea.gva.offset,
+    "arm_sea.gpa": kvm_run.exit.offset + kvm_run_arm_sea.gpa.offset,
     "kvmcore_syndrome": kvm_run.exit.offset + kvm_run_memory_fault_ext.syndrome.offset,
+    "memory_fault.esr": kvm_run.exit.offset + kvm_run_memory_fault_esr.esr.offset,
     "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
 }
 

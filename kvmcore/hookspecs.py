@@ -151,6 +151,23 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     """
 
 
+@hookspec
+def kvm_arch_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> None:
+    """Compute every ``memory_fault.flags`` bit of an exit (the design ``arch-hook``).
+
+    Sean Christopherson's compromise in the v3 review: common code fills ``exit_reason``,
+    ``gpa`` and ``size``, zeroes ``flags`` and calls this hook, which ORs in the flags the arch
+    derives from its own fault: PRIVATE for a private access (x86's; arm64's may leave flags
+    empty) and, with the design ``rwx-flags``, one of READ/WRITE/EXEC from the arch's syndrome.
+    Called only when the VM's design is ``arch-hook``; not ``firstresult``, every
+    implementation runs (the kernel's would be one ``void`` function per arch).
+
+    :return: nothing; write ``vcpu.kvm_run.memory_fault.flags |= ...``. Setting a bit other than
+        PRIVATE (and RWX under ``rwx-flags``), or touching ``gpa``, ``size`` or
+        ``exit_reason``, is a ``FaultContractError`` naming the design's ownership rule.
+    """
+
+
 @hookspec(firstresult=True)
 def encode_fault(vcpu: VCPU, access: Access) -> Mapping[str, int]:
     """Build the raw registers a real CPU of this arch reports for a logical access.

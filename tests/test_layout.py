@@ -21,7 +21,9 @@ ALLOWED = {
     "top": {"top"},
     "plugin": {"top", "plugin"},
     "kvm": {"top", "plugin", "kvm"},
-    "cli": {"top", "plugin", "kvm", "cli", "root"},
+    "cli": {"top", "plugin", "kvm", "cli", "realkvm", "root"},
+    # the real-KVM backend: /dev/kvm through the top-level uAPI modules only, never the model
+    "realkvm": {"top", "realkvm"},
     "testing": {"top", "plugin", "kvm", "cli", "testing", "root"},
 }
 
@@ -37,7 +39,7 @@ def wing(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "root"
-    if parts[1] in ("kvm", "plugin", "cli", "testing"):
+    if parts[1] in ("kvm", "plugin", "cli", "testing", "realkvm"):
         return parts[1]
     return "top"
 
@@ -119,3 +121,23 @@ def test_wings_depend_in_one_direction(module: str) -> None:
         return  # kvmcore/__init__.py: the composition root
     bad = sorted(dep for dep in graph()[module] if dep != module and wing(dep) not in ALLOWED[source])
     assert not bad, f"{module} ({source}) imports {bad}; allowed: {sorted(ALLOWED[source])}"
+
+
+def test_realkvm_imports_only_abi_errors_types_and_uapi() -> None:
+    top = {"kvmcore.abi", "kvmcore.errors", "kvmcore._types", "kvmcore.uapi"}
+    for module, deps in graph().items():
+        if wing(module) == "realkvm":
+            bad = sorted(d for d in deps if wing(d) != "realkvm" and d not in top)
+            assert not bad, f"{module} imports {bad}; the backend may import only {sorted(top)}"
+
+
+def test_the_model_and_the_plugins_never_import_realkvm() -> None:
+    g = graph()
+    assert any(wing(m) == "realkvm" for m in g)  # the check below sees the wing
+    for module, deps in g.items():
+        if wing(module) in ("kvm", "plugin", "top", "root", "testing"):
+            assert not [d for d in deps if wing(d) == "realkvm"], f"{module} imports the real-KVM backend"
+    plugins = PACKAGE.parent / "plugins"
+    for path in plugins.glob("*/src/**/*.py"):
+        text = path.read_text()
+        assert "kvmcore.realkvm" not in text and "kvmcore import realkvm" not in text, f"{path} imports the real-KVM backend"

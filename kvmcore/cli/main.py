@@ -180,6 +180,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+# --- kvmcore compare ---------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from kvmcore.cli import compare
+    from kvmcore.cli.scenario import schema
+
+    try:
+        result = compare.main(args.scenario, args.arch, args.designs, args.access, args.kernel)
+    except (compare.CompareError, schema.ScenarioError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print_json(result)
+    else:
+        print(compare.render(result), end="")
+    return 0
+
+
 # --- kvmcore replay ----------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
     from kvmcore.cli import replay
@@ -301,6 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
+        "compare",
+        help="one scenario or access under each memory-fault exit design",
+        formatter_class=_Formatter,
+        description="Run a scenario (default: the built-in tour), or one access in its memory layout, "
+        "under the memory-fault exit designs of the KVM Userfault v3 review (docs/designs.md) and show "
+        "per arch what userspace sees under each: KVM_RUN's return value, the exit reason, "
+        "memory_fault flags/gpa/size and the syndrome words. '*' marks a value that differs from "
+        "what most designs give.",
+        epilog=(
+            "examples:\n"
+            "  kvmcore compare                                   the tour, every design, every arch\n"
+            "  kvmcore compare --access write@0x40401000 --arch arm64\n"
+            "  kvmcore compare --designs upstream,v3,compromise --json\n"
+            "\ndesigns: upstream, v3, kvmcore, compromise, arm64-esr, rwx, annotate-efault (or all)"
+        ),
+    )
+    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: the built-in tour)")
+    p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
+    p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
+    p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
+    p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
         "replay",
         help="summarise the guest faults in a kernel trace",
         formatter_class=_Formatter,
@@ -334,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="progress bar on stderr (default: when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_replay)
+
+    from kvmcore.cli import check_host  # its heavy imports happen only when it runs
+
+    check_host.add_parser(sub, _Formatter)
     return parser
 
 

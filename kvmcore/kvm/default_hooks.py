@@ -21,7 +21,8 @@ from kvmcore._types import (
     MemoryFault,
     is_error_noslot_pfn,
 )
-from kvmcore.errors import KvmError
+from kvmcore.errors import FaultContractError, KvmError
+from kvmcore.kvm.designs import ARCH_HOOK_FLAGS, HELPER_ARCH_HOOK, ExitDesign, access_flags
 from kvmcore.kvm.faultin import (
     kvm_do_userfault,
     kvm_faultin_pfn,
@@ -42,20 +43,76 @@ GENERIC_BLOCK_SIZES = (1 << 30, 1 << 21)
 
 @hookimpl(trylast=True)
 def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
-    """The common helper of KVM Userfault v3's ``kvm_prepare_memory_fault_exit()``."""
+    """The common ``kvm_prepare_memory_fault_exit()``, as the VM's exit design has it.
+
+    Every design: ``exit_reason = KVM_EXIT_MEMORY_FAULT``, ``gpa = gfn << PAGE_SHIFT``,
+    ``size = PAGE_SIZE`` (what x86's ``kvm_mmu_prepare_memory_fault_exit()`` passes upstream
+    and what v3's helper computes). Flags:
+
+    * ``upstream`` / ``v3-helper``: PRIVATE if ``fault.is_private`` ("RWX flags are not (yet)
+      defined"), plus READ/WRITE/EXEC with ``rwx-flags``;
+    * ``arch-hook``: 0, then the arch's ``kvm_arch_prepare_memory_fault_exit()`` ORs in every
+      flag (checked by :func:`_arch_flags`).
+
+    With ``syndrome`` the extension after ``memory_fault`` is cleared, so no stale syndrome
+    survives; in the other designs common code writes nothing beyond ``size``.
+    """
+    vm = vcpu.vm
+    design = vm.exit_design
     run = vcpu.kvm_run
     run.exit_reason = abi.KVM_EXIT_MEMORY_FAULT
     ext = run.exit.kvmcore
-    ext.syndrome.flags = 0
-    ext.syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_NONE
-    for i in range(abi.KVMCORE_SYNDROME_WORDS):
-        ext.syndrome.syndrome[i] = 0
+    if design.syndrome:
+        syn = ext.syndrome
+        syn.flags = 0
+        syn.arch = abi.KVMCORE_SYNDROME_ARCH_NONE
+        words = syn.syndrome
+        words[0] = words[1] = words[2] = words[3] = 0
     mf = ext.memory_fault
-    mf.gpa = fault.gfn << vcpu.vm.page_shift
-    mf.size = vcpu.vm.page_size
-    # RWX flags are not (yet) defined or communicated to userspace.
-    mf.flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
-    return MemoryFault(mf.flags, mf.gpa, mf.size)
+    mf.gpa = gpa = fault.gfn << vm.page_shift
+    mf.size = size = vm.page_size
+    if design.helper == HELPER_ARCH_HOOK:
+        mf.flags = 0
+        vm.arch.kvm_arch_prepare_memory_fault_exit(vcpu, fault)
+        _arch_flags(vcpu, design, gpa, size)
+    else:
+        # RWX flags are not (yet) defined or communicated to userspace (unless rwx-flags).
+        flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+        if design.rwx:
+            flags |= access_flags(fault.write, fault.exec)
+        mf.flags = flags
+    return MemoryFault(mf.flags, gpa, size)
+
+
+def _arch_flags(vcpu: VCPU, design: ExitDesign, gpa: int, size: int) -> None:
+    """After ``kvm_arch_prepare_memory_fault_exit()``: the hook set only the bits it owns."""
+    run = vcpu.kvm_run
+    mf = run.exit.memory_fault
+    arch = vcpu.vm.arch.name
+    allowed = ARCH_HOOK_FLAGS if design.rwx else abi.KVM_MEMORY_EXIT_FLAG_PRIVATE
+    checks = (
+        ("exit_reason", run.exit_reason, abi.KVM_EXIT_MEMORY_FAULT),
+        ("memory_fault.gpa", mf.gpa, gpa),
+        ("memory_fault.size", mf.size, size),
+    )
+    for field, found, expected in checks:
+        if found != expected:
+            raise FaultContractError(
+                arch, f"kvm_arch_prepare_memory_fault_exit: {field}",
+                f"{expected:#x} ({design.ownership_rule()})", f"{found:#x}",
+            )
+    if mf.flags & ~allowed:
+        raise FaultContractError(
+            arch, "kvm_arch_prepare_memory_fault_exit: memory_fault.flags",
+            f"only bits {allowed:#x} ({design.ownership_rule()}"
+            + ("" if design.rwx else "; RWX bits 0-2 stay reserved without rwx-flags") + ")",
+            f"{mf.flags:#x}",
+        )
+
+
+@hookimpl(trylast=True)
+def kvm_arch_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> None:
+    """The ``__weak`` default: no flags (an arch that declares ``arch-hook`` implements it)."""
 
 
 @hookimpl(trylast=True)

@@ -1,7 +1,9 @@
 """guest_memfd: private guest memory that the VMM cannot map (``KVM_CREATE_GUEST_MEMFD``).
 
 Modelled as a file of ``size`` bytes with its own contiguous pfns, a record of which memslot
-ranges are bound to which offsets (``kvm_gmem_bind()``), and poisoned offsets.
+ranges are bound to which offsets (``kvm_gmem_bind()``), and poisoned offsets. The checks of
+``kvm_gmem_create()`` and ``kvm_gmem_bind()`` that depend on the VM and the kernel version are
+made by the VM (``kvm_main.py``) from ``vm.config`` (``kconfig.py``).
 """
 
 from __future__ import annotations
@@ -28,18 +30,26 @@ class GuestMemfd:
     bindings: list[tuple[int, int, int]] = field(default_factory=list)
     poisoned: set[int] = field(default_factory=set)
     invalidate: Callable[[GuestMemfd, int, int], None] | None = None
+    #: The VM that created it (``gmem->kvm``); bindings to another VM's slots fail.
+    owner: object = None
 
-    def bind(self, slot_id: int, offset: int, size: int) -> None:
-        """Mirrors ``kvm_gmem_bind()``: ``EINVAL`` out of range, ``EEXIST`` if already bound."""
+    def check_range(self, offset: int, size: int) -> None:
+        """The range check of ``kvm_gmem_bind()`` (7.3: ``kvm_gmem_prepare_memory_region()``):
+        ``!PAGE_ALIGNED(offset) || offset + size > i_size`` is EINVAL (``offset`` is unsigned
+        in every modelled version: the 7.2 fix, also in the 6.12 and 6.18 stable trees)."""
         if offset < 0 or offset & ((1 << self.page_shift) - 1) or offset + size > self.size:
             raise KvmError(
                 abi.EINVAL,
                 f"guest_memfd {self.fd}: offset {offset:#x} + size {size:#x} does not fit in its {self.size:#x} bytes",
             )
+
+    def bind(self, slot_id: int, offset: int, size: int, overlap_errno: int = abi.EEXIST) -> None:
+        """The binding of ``kvm_gmem_bind()`` (7.3: ``kvm_gmem_commit_memory_region()``): a
+        range already bound fails with ``overlap_errno`` (EINVAL before 7.2, EEXIST since)."""
         for start, end, other in self.bindings:
             if offset < end and start < offset + size:
                 raise KvmError(
-                    abi.EEXIST,
+                    overlap_errno,
                     f"guest_memfd {self.fd}: [{offset:#x}, {offset + size:#x}) is already bound to slot {other}",
                 )
         self.bindings.append((offset, offset + size, slot_id))

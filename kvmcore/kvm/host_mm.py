@@ -45,9 +45,17 @@ class Vma:
     prot: int
     page_size: int
     pfn_base: int
+    #: backed by transparent huge pages (anonymous memory the host maps with PMD leaves)
+    #: rather than hugetlbfs: ``is_vm_hugetlb_page(vma)`` is False for it
+    thp: bool = False
 
     def pfn(self, hva: int, page_shift: int) -> int:
         return self.pfn_base + ((hva - self.start) >> page_shift)
+
+
+def _is_hugetlb(vma: Vma, base_page_size: int) -> bool:
+    """``is_vm_hugetlb_page()``: huge pages that are not THP."""
+    return vma.page_size > base_page_size and not vma.thp
 
 
 class HostMemory:
@@ -73,11 +81,17 @@ class HostMemory:
         self._regions: dict[int, Vma] = {}
 
     # -- mapping -----------------------------------------------------------------------------
-    def mmap(self, size: int, prot: int = PROT_READ | PROT_WRITE, *, page_size: int | None = None) -> int:
+    def mmap(
+        self, size: int, prot: int = PROT_READ | PROT_WRITE, *, page_size: int | None = None, thp: bool = False
+    ) -> int:
         """Map ``size`` bytes of fresh anonymous memory; returns the hva.
 
-        ``page_size`` models the backing (hugetlbfs or THP): 2 MiB or 1 GiB lets KVM map the
-        range with block mappings; the default is the base page size.
+        ``page_size`` is the size of the host's leaf mappings (``host_pfn_mapping_level()``,
+        ``get_user_mapping_size()``): 2 MiB or 1 GiB lets KVM map the range with blocks; the
+        default is the base page size. The backing is hugetlbfs (``is_vm_hugetlb_page()``,
+        the VMA's ``huge_page_shift()`` is ``page_size``) unless ``thp``: transparent huge
+        pages in a normal VMA, which arm64 and RISC-V (7.x) find only through
+        ``transparent_hugepage_adjust()``.
         """
         page_size = page_size or self.page_size
         if page_size < self.page_size or page_size & (page_size - 1):
@@ -92,7 +106,9 @@ class HostMemory:
         pfn_base = (self._next_pfn + pages_per_block - 1) // pages_per_block * pages_per_block
         self._next_pfn = pfn_base + (size >> self.page_shift)
         self._next_hva = start + size + align  # a guard gap between mappings
-        self._insert(Vma(start, start + size, prot, page_size, pfn_base))
+        if thp and page_size == self.page_size:
+            raise KvmError(abi.EINVAL, "mmap: thp=True needs a page_size above the base page size")
+        self._insert(Vma(start, start + size, prot, page_size, pfn_base, thp))
         return start
 
     def munmap(self, hva: int, size: int) -> None:
@@ -117,15 +133,19 @@ class HostMemory:
         """Poison the page at ``hva`` (an uncorrectable memory error); returns its pfn.
 
         The kernel unmaps a poisoned page from every mapping, KVM's included, and later
-        accesses see ``-EHWPOISON`` from GUP (``KVM_PFN_ERR_HWPOISON``).
+        accesses see ``-EHWPOISON`` from GUP (``KVM_PFN_ERR_HWPOISON``). A hugetlbfs page is
+        poisoned whole (``mm/memory-failure.c``: hugetlb folios are not split), so every
+        hva in it faults as poisoned; a THP or base page loses only the page at ``hva``
+        (kvmcore keeps the THP's mapping size: the split is not modelled).
         """
         vma = self.find_vma(hva)
         if vma is None:
             raise KvmError(abi.EFAULT, f"memory_failure: hva {hva:#x} is not mapped")
         pfn = vma.pfn(hva, self.page_shift)
-        self.poisoned.add(pfn)
-        page = hva & ~(self.page_size - 1)
-        self._invalidate(page, page + self.page_size)
+        size = vma.page_size if _is_hugetlb(vma, self.page_size) else self.page_size
+        self.poisoned.add(pfn & ~((size >> self.page_shift) - 1))
+        page = hva & ~(size - 1)
+        self._invalidate(page, page + size)
         return pfn
 
     # -- lookups -----------------------------------------------------------------------------
@@ -176,7 +196,13 @@ class HostMemory:
         if write_fault and not writable:
             return KVM_PFN_ERR_FAULT, False
         pfn = vma.pfn_base + ((hva - vma.start) >> self.page_shift)
-        if self.poisoned and pfn in self.poisoned:
+        if self.poisoned and (
+            pfn in self.poisoned
+            or (
+                _is_hugetlb(vma, self.page_size)
+                and pfn & ~((vma.page_size >> self.page_shift) - 1) in self.poisoned
+            )
+        ):
             return KVM_PFN_ERR_HWPOISON, False
         return pfn, writable
 
@@ -230,12 +256,12 @@ class HostMemory:
                 continue
             del self._vmas[i], self._starts[i]
             lo, hi = max(vma.start, start), min(vma.end, end)
-            removed.append(Vma(lo, hi, vma.prot, vma.page_size, vma.pfn(lo, self.page_shift)))
+            removed.append(Vma(lo, hi, vma.prot, vma.page_size, vma.pfn(lo, self.page_shift), vma.thp))
             if vma.start < lo:
-                self._insert(Vma(vma.start, lo, vma.prot, vma.page_size, vma.pfn_base))
+                self._insert(Vma(vma.start, lo, vma.prot, vma.page_size, vma.pfn_base, vma.thp))
                 i += 1
             if hi < vma.end:
-                self._insert(Vma(hi, vma.end, vma.prot, vma.page_size, vma.pfn(hi, self.page_shift)))
+                self._insert(Vma(hi, vma.end, vma.prot, vma.page_size, vma.pfn(hi, self.page_shift), vma.thp))
                 i += 1
         self._changed()
         return removed

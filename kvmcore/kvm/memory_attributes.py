@@ -26,6 +26,14 @@ class MemoryAttributes:
             return self._attrs[i]
         return 0
 
+    def uniform(self, start: int, end: int) -> bool:
+        """Do all gfns in ``[start, end)`` have the same attributes? (What x86's
+        ``hugepage_has_attrs()`` / the ``KVM_LPAGE_MIXED_FLAG`` of ``lpage_info`` track.)"""
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i >= 0 and start < self._ends[i]:
+            return end <= self._ends[i]
+        return i + 1 >= len(self._starts) or self._starts[i + 1] >= end
+
     def set(self, start: int, end: int, attributes: int) -> None:
         """Give ``[start, end)`` the attributes, replacing what was there, merging neighbours."""
         lo = bisect.bisect_left(self._ends, start + 1)  # first range ending after start

@@ -38,6 +38,7 @@ HOOK_NAMES = (
     "decode_fault",
     "faultin_pfn",
     "prepare_memory_fault_exit",
+    "kvm_arch_prepare_memory_fault_exit",
     "encode_fault",
     "describe_syndrome",
     "parse_trace_event",
@@ -203,6 +204,9 @@ class Arch:
 
     def prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> MemoryFault:
         return self._prepare_memory_fault_exit(vcpu, fault)
+
+    def kvm_arch_prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> None:
+        self.pm.hook.kvm_arch_prepare_memory_fault_exit(vcpu=vcpu, fault=fault)
 
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
         return self.pm.hook.configure_vm(vm=vm, settings=settings)

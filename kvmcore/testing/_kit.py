@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, NoReturn
 
 import pytest
@@ -131,7 +132,10 @@ class Layout:
 
     The small slots are :attr:`SMALL_PAGES` pages each. Every gfn is shared (no memory
     attributes set). ``userfault_bitmap`` and ``gmem_userfault_bitmap`` are the VMM's
-    buffers: set bits with :func:`kvmcore.set_userfault_bits`.
+    buffers: set bits with :func:`kvmcore.set_userfault_bits`. A region the VM cannot have
+    (``vm.config``: no read-only memory on a VM with protected state, no guest_memfd slots,
+    the userfault proposal off) is left out, and a check that uses it is skipped with the
+    reason in :attr:`missing`.
     """
 
     SMALL_PAGES = 16
@@ -145,6 +149,8 @@ class Layout:
     rom_gpa: int = 0x4100_0000
     userfault_gpa: int = 0x4200_0000
     gmem_gpa: int = 0x4300_0000
+    #: region -> why this VM has no such memslot.
+    missing: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
     def page_size(self) -> int:
@@ -159,7 +165,10 @@ class Layout:
         return self.SMALL_PAGES * self.page_size
 
     def page(self, region: str, index: int, offset: int = 0) -> int:
-        """The gpa of byte ``offset`` of page ``index`` of ``region`` (``"ram"``, ``"rom"``...)."""
+        """The gpa of byte ``offset`` of page ``index`` of ``region`` (``"ram"``, ``"rom"``...);
+        skips the calling check if the VM has no such region."""
+        if region in self.missing:
+            pytest.skip(f"[layout] no {region!r} memslot: {self.missing[region]}")
         return getattr(self, f"{region}_gpa") + index * self.page_size + offset
 
 
@@ -170,19 +179,31 @@ def setup_default_layout(vm: kvmcore.VM) -> Layout:
     bitmap_bytes = (Layout.SMALL_PAGES + 63) // 64 * 8
     userfault_bitmap = bytearray(bitmap_bytes)
     gmem_bitmap = bytearray(bitmap_bytes)
-    gmem_fd = vm.create_guest_memfd(small)
-    layout = Layout(vm, userfault_bitmap, gmem_bitmap, gmem_fd)
+    config = vm.config
+    missing: dict[str, str] = {}
+    if not config.has_readonly_mem:
+        missing["rom"] = "kvm_arch_has_readonly_mem() is false for this VM (protected state)"
+    if not config.userfault:
+        missing["userfault"] = "KVM_MEM_USERFAULT is off (the userfault proposal)"
+    if not config.gmem_slots:
+        missing["gmem"] = f"no guest_memfd slots on this VM (kernel {vm.kernel})"
+    gmem_fd = vm.create_guest_memfd(small) if "gmem" not in missing else -1
+    layout = Layout(vm, userfault_bitmap, gmem_bitmap, gmem_fd, missing=missing)
     vm.set_user_memory_region(0, layout.ram_gpa, layout.ram_size)
-    vm.set_user_memory_region(1, layout.rom_gpa, small, flags=KVM_MEM_READONLY)
-    vm.set_user_memory_region(2, layout.userfault_gpa, small, flags=KVM_MEM_USERFAULT, userfault_bitmap=userfault_bitmap)
-    vm.set_user_memory_region(
-        3,
-        layout.gmem_gpa,
-        small,
-        flags=KVM_MEM_GUEST_MEMFD | KVM_MEM_USERFAULT,
-        guest_memfd=gmem_fd,
-        userfault_bitmap=gmem_bitmap,
-    )
+    if "rom" not in missing:
+        vm.set_user_memory_region(1, layout.rom_gpa, small, flags=KVM_MEM_READONLY)
+    if "userfault" not in missing:
+        vm.set_user_memory_region(2, layout.userfault_gpa, small, flags=KVM_MEM_USERFAULT, userfault_bitmap=userfault_bitmap)
+    if "gmem" not in missing:
+        userfault = KVM_MEM_USERFAULT if config.userfault else 0
+        vm.set_user_memory_region(
+            3,
+            layout.gmem_gpa,
+            small,
+            flags=KVM_MEM_GUEST_MEMFD | userfault,
+            guest_memfd=gmem_fd,
+            userfault_bitmap=gmem_bitmap if userfault else None,
+        )
     return layout
 
 
@@ -359,6 +380,14 @@ class Kit:
 
     # -- memory attributes and private accesses -----------------------------------------------
     def set_private(self, gpa: int, private: bool) -> None:
+        """Give the page at ``gpa`` the PRIVATE attribute or none; skips the check when the VM
+        has no private memory (``kvm_arch_has_private_mem()``), and does nothing to make a
+        page shared on a VM without memory attributes (every page is shared there)."""
+        config = self.vm.config
+        if private and not config.has_private_mem:
+            self.skip("private-memory", f"this VM has no private memory (kvm_arch_has_private_mem() is false; kernel {self.vm.kernel})")
+        if not config.memory_attributes:
+            return
         base = gpa & ~(self.page_size - 1)
         self.vm.set_memory_attributes(base, self.page_size, KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
 

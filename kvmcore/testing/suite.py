@@ -19,6 +19,7 @@ change. ``docs/writing-an-arch-plugin.md`` lists the checks.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import re
@@ -63,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - hypothesis is in kvmcore[test]
 __all__ = [
     "TestArchInfo",
     "TestEncodeDecode",
+    "TestExitDesigns",
     "TestHookTracing",
     "TestHwpoison",
     "TestKvmRunLayout",
@@ -666,6 +668,113 @@ class TestKvmRunLayout(ConformanceTests):
         kit.expect_bytes(check, {"exit_reason": KVM_EXIT_MMIO, "mmio.phys_addr": mmio.phys_addr, "mmio.len": mmio.len, "mmio.is_write": 1})
         if mmio.phys_addr >> kit.page_shift != kit.gfn(access.gpa):
             kit.fail(check, f"mmio.phys_addr {mmio.phys_addr:#x} is not in the faulting page {access.gpa:#x}", "pass the faulting gpa to kvm_prepare_mmio_exit")
+
+
+# --- the memory-fault exit designs ----------------------------------------------------------
+#: Every design the kit can check: upstream (every arch) and the exit designs of docs/designs.md.
+DESIGNS_CHECKED = ("upstream", "v3-helper", "arch-hook", "arm64-esr", "rwx-flags", "annotate-efault")
+_PATTERN = 0xA5  # kvm_run bytes 56-95 before the fault: a design that does not own them keeps them
+
+
+class TestExitDesigns(ConformanceTests):
+    """Each design the arch declares in ``ArchInfo.designs`` (and upstream, which every arch has):
+    a userfault exit's bytes follow the design's rules, and nothing writes what the design gives
+    to someone else. A failure names the design and its ownership rule."""
+
+    @pytest.mark.parametrize("design", DESIGNS_CHECKED)
+    @pytest.mark.parametrize("kind", ["read", "write"])
+    def test_userfault_exit_under_design(self, kvmcore_arch: kvmcore.Arch, kvmcore_vm_settings: dict[str, Any],
+                                         design: str, kind: str) -> None:
+        from kvmcore.kvm.designs import ARCH_HOOK, ARM64_ESR, EXIT_DESIGNS, SYNDROME, access_flags
+        from kvmcore.kvm.proposals import default_proposals
+
+        arch = kvmcore_arch
+        check = f"design {design}"
+        if design != "upstream" and design not in arch.info.designs:
+            pytest.skip(f"{arch.name} does not declare {design!r} in ArchInfo.designs")
+        features = [n for n in default_proposals(arch.name) if n not in EXIT_DESIGNS and n != SYNDROME]
+        proposals = tuple(features) + (() if design == "upstream" else (design,))
+        if "userfault" not in proposals:
+            proposals += ("userfault",)
+        try:
+            vm = kvmcore.VM(arch, proposals=proposals, **kvmcore_vm_settings)
+        except ValueError as exc:
+            fail(f"kvmcore conformance [{check}] arch {arch.name!r}: declared in ArchInfo.designs but refused: {exc}\n"
+                 "  fix: list in ArchInfo.designs only the designs the plugin implements")
+        if design == ARCH_HOOK:
+            hooks, _ = arch.hooks_of(arch.plugin)
+            if "kvm_arch_prepare_memory_fault_exit" not in hooks:
+                fail(f"kvmcore conformance [{check}] arch {arch.name!r}: declares 'arch-hook' but implements no "
+                     "kvm_arch_prepare_memory_fault_exit hook, so its exits would carry no flag (not even PRIVATE)\n"
+                     "  fix: implement kvm_arch_prepare_memory_fault_exit(vcpu, fault) (docs/hooks.md) or drop "
+                     "'arch-hook' from ArchInfo.designs")
+        layout = setup_default_layout(vm)
+        vcpu = vm.create_vcpu()
+        kit = Kit(arch, vm, vcpu, layout)
+        page = 5
+        access = Access(layout.page("userfault", page, OFFSET), kind)
+        raw = kit.require_encode(check, access)
+        kvmcore.set_userfault_bits(layout.userfault_bitmap, [page])
+        run = vcpu.kvm_run
+        ctypes.memset(ctypes.addressof(run) + 56, _PATTERN, 40)  # kvm_run bytes 56-95
+        rule = vm.exit_design.ownership_rule()
+        result = kit.handle(check, raw, access)
+        flags = KVM_MEMORY_EXIT_FLAG_USERFAULT
+        if vm.exit_design.rwx:
+            flags |= access_flags(access.write, access.exec)
+        why = f"a {describe_access(access)} with its userfault bit set, {rule}"
+        if result.exit_reason != KVM_EXIT_MEMORY_FAULT or result.ret != -EFAULT:
+            kit.fail(check, f"{why}: expected -EFAULT with KVM_EXIT_MEMORY_FAULT, found {describe_result(result)}",
+                     "see the [userfault] check")
+        mf = run.memory_fault
+        expected = {"flags": flags, "gpa": kit.gfn(access.gpa) << kit.page_shift, "size": kit.page_size}
+        for field, want in expected.items():
+            found = getattr(mf, field)
+            if found != want:
+                kit.fail(check, f"{why}: memory_fault.{field} is {found:#x}, the design gives {want:#x}",
+                         "compute only what the design gives the arch, and all of it (docs/designs.md)")
+        after = bytes(run)[56:96]
+        owned = 8 if design == ARM64_ESR else 0
+        if after[owned:] != bytes([_PATTERN]) * (40 - owned):
+            fail(f"kvmcore conformance [{check}] arch {arch.name!r}: {why}: kvm_run bytes {56 + owned}-95 changed "
+                 f"({after[owned:].hex()}), but the design gives them to no one\n"
+                 "  fix: a prepare_memory_fault_exit wrapper writes its syndrome only when vcpu.vm.exit_design says so "
+                 "(.syndrome or .arm64_esr)")
+        if design == ARM64_ESR and (run.memory_fault_esr.esr >> 26) not in (0x20, 0x24):
+            fail(f"kvmcore conformance [{check}] arch {arch.name!r}: {why}: memory_fault.esr is "
+                 f"{run.memory_fault_esr.esr:#x}, not a lower-EL abort's sanitised ESR (EC 0x20 or 0x24)\n"
+                 "  fix: write the sanitised ESR of the abort at kvm_run offset 56 on every memory-fault exit")
+
+    @pytest.mark.parametrize("design", ["annotate-efault"])
+    def test_no_bare_efault_under_design(self, kvmcore_arch: kvmcore.Arch, kvmcore_vm_settings: dict[str, Any],
+                                         design: str) -> None:
+        """annotate-efault: a write whose host memory is gone (no VMA) exits with
+        KVM_EXIT_MEMORY_FAULT for the faulting page, never a bare -EFAULT."""
+        from kvmcore.kvm.designs import EXIT_DESIGNS, SYNDROME
+        from kvmcore.kvm.proposals import default_proposals
+
+        arch = kvmcore_arch
+        check = f"design {design}"
+        if design not in arch.info.designs:
+            pytest.skip(f"{arch.name} does not declare {design!r} in ArchInfo.designs")
+        features = [n for n in default_proposals(arch.name) if n not in EXIT_DESIGNS and n != SYNDROME]
+        vm = kvmcore.VM(arch, proposals=(*features, "v3-helper", design), **kvmcore_vm_settings)
+        layout = setup_default_layout(vm)
+        vcpu = vm.create_vcpu()
+        kit = Kit(arch, vm, vcpu, layout)
+        access = Access(layout.page("ram", 7, OFFSET), "write")
+        raw = kit.require_encode(check, access)
+        slot = vm.gfn_to_memslot(kit.gfn(access.gpa))
+        assert slot is not None
+        vm.host.munmap(slot.gfn_to_hva(kit.gfn(access.gpa)), vm.page_size)
+        result = kit.handle(check, raw, access)
+        mf = vcpu.kvm_run.memory_fault
+        if result.ret != -EFAULT or result.exit_reason != KVM_EXIT_MEMORY_FAULT or mf.gpa >> kit.page_shift != kit.gfn(access.gpa):
+            fail(f"kvmcore conformance [{check}] arch {arch.name!r}: a {describe_access(access)} to RAM whose host page "
+                 f"was unmapped ended {describe_result(result)} (memory_fault.gpa {mf.gpa:#x}); under "
+                 f"{vm.exit_design.name!r} every -EFAULT of the fault path is a KVM_EXIT_MEMORY_FAULT for the faulting page\n"
+                 "  fix: return Exit(-EFAULT, ...) and let common code annotate it, or call "
+                 "kvm_prepare_memory_fault_exit(vcpu, fault) before returning")
 
 
 # --- tracing ---------------------------------------------------------------------------------

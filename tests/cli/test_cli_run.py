@@ -174,3 +174,33 @@ def test_trace_hooks_go_to_stderr() -> None:
     proc = kvmcore_cli("run", str(ROOT / "examples/mmio.toml"), "--arch", "arm64", "--trace-hooks")
     assert proc.returncode == 0, proc.stderr
     assert "decode_fault" in proc.stderr and "decode_fault" not in proc.stdout
+
+
+def test_host_thp_backs_a_slot_with_transparent_huge_pages(tmp_path: Path) -> None:
+    # arm64 user_mem_abort(): a THP VMA gives vma_shift = PAGE_SHIFT, then
+    # transparent_hugepage_adjust() maps PMD_SIZE (2 MiB) since the host maps it with a PMD.
+    path = write(tmp_path, """
+arch = "arm64"
+[[memslots]]
+gpa = 0x40000000
+size = "2M"
+host_page_size = "2M"
+host_thp = true
+[[steps]]
+name = "read"
+access = "read"
+gpa = 0x40003000
+expect = { mapped_size = "2M" }
+""")
+    proc = kvmcore_cli("run", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "host pages 2M (THP)" in proc.stdout
+    bad = write(tmp_path, """
+arch = "arm64"
+[[memslots]]
+gpa = 0x40000000
+size = "2M"
+host_thp = true
+""")
+    proc = kvmcore_cli("run", bad)
+    assert proc.returncode != 0 and "host_thp: needs host_page_size" in proc.stderr

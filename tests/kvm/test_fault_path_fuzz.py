@@ -27,7 +27,8 @@ SLOT_GPAS = st.sampled_from([0x4000_0000, 0x4100_0000, 0x4200_0000, 0x4300_0000,
 
 
 def build_vm(arch: str) -> kvmcore.VM:
-    vm = kvmcore.VM(arch)
+    # x86: a VM type with private memory (kvm_arch_has_private_mem()) for the attributes below
+    vm = kvmcore.VM(arch, **({"vm_type": "sw_protected"} if arch == "x86" else {}))
     hva = vm.host.mmap(8 * MiB, page_size=2 * MiB)
     vm.set_user_memory_region(0, 0x4000_0000, 4 * MiB, hva)
     vm.set_user_memory_region(1, 0x4100_0000, MiB, flags=KVM_MEM_READONLY)

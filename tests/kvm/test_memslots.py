@@ -38,13 +38,15 @@ def errno_of(call, *args, **kwargs) -> int:
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=1 << 5), errno.EINVAL),  # unknown flag
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD), errno.EINVAL),
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD), errno.EINVAL),
-        (dict(slot=32764, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),  # id >= KVM_USER_MEM_SLOTS
+        # include/linux/kvm_host.h: KVM_USER_MEM_SLOTS = SHRT_MAX - KVM_INTERNAL_MEM_SLOTS (0 off x86)
+        (dict(slot=32767, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),
         (dict(slot=1 << 16, guest_phys_addr=0, memory_size=0x1000), errno.EINVAL),  # address space 1
         (dict(slot=0, guest_phys_addr=(1 << 64) - 0x1000, memory_size=0x2000), errno.EINVAL),  # wraps
         (dict(slot=0, guest_phys_addr=0, memory_size=0), errno.EINVAL),  # delete of a missing slot
         (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_USERFAULT), errno.EINVAL),  # no bitmap
         (dict(slot=0, guest_phys_addr=0, memory_size=65 * 0x1000, flags=KVM_MEM_USERFAULT, userfault_bitmap=bytearray(8)), errno.EINVAL),
-        (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=99), errno.EBADF),
+        (dict(slot=0, guest_phys_addr=0, memory_size=0x1000, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=1 << 30), errno.EBADF),
+        # (an fd number no file has: small numbers belong to whatever VMs earlier tests left for the GC)
     ],
 )
 def test_region_refusals(vm: kvmcore.VM, kwargs: dict, expected: int) -> None:
@@ -143,3 +145,26 @@ def test_hook_prepare_memory_region_can_refuse(toy, vm) -> None:
     assert errno_of(vm.set_user_memory_region, 1, 1 << 41, 2 * MiB, vm.memslots.by_id[1].userspace_addr) == errno.EFAULT
     assert vm.gfn_to_memslot(0x400).id == 1  # the refused move left the slot in place
     assert seen == [("create", None, 1 << 28, 512), ("create", None, 0, 512), ("create", None, 0x400, 512), ("move", 1, 1 << 29, 512)]
+
+
+@pytest.mark.parametrize("size", [1 << 63, (1 << 64) - 0x1000])
+def test_guest_memfd_size_is_a_signed_loff_t(vm: kvmcore.VM, size: int) -> None:
+    # virt/kvm/guest_memfd.c:kvm_gmem_create() (6.12 and 7.3 alike): ``loff_t size = args->size;
+    # if (size <= 0 || !PAGE_ALIGNED(size)) return -EINVAL;``: a u64 size of 2^63 or more is a
+    # negative loff_t. The running 6.18 kernel gives EINVAL for both (kvmcore check-host).
+    assert errno_of(vm.create_guest_memfd, size) == errno.EINVAL
+    assert vm.create_guest_memfd((1 << 63) - 0x1000) > 0  # the largest positive page multiple is fine
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "6.18", "7.3"])
+def test_x86_reports_memory_fault_info_and_its_vm_types(kernel: str) -> None:
+    # arch/x86/kvm/x86.c:kvm_vm_ioctl_check_extension(), 6.12 line 4262 and 7.3 line 2293:
+    # KVM_CAP_MEMORY_FAULT_INFO -> 1; KVM_CAP_VM_TYPES -> kvm_caps.supported_vm_types, which is
+    # BIT(KVM_X86_DEFAULT_VM) | BIT(KVM_X86_SW_PROTECTED_VM) on a kernel with
+    # CONFIG_KVM_SW_PROTECTED_VM and the TDP MMU (x86.c kvm_x86_vendor_init()). The running
+    # 6.18 kernel reports MEMORY_FAULT_INFO 1 (kvmcore check-host).
+    vm = kvmcore.VM("x86", kernel=kernel, proposals=())
+    assert vm.check_extension(232) == 1
+    assert vm.check_extension(235) == 0b11
+    # arm64 and riscv do not report KVM_CAP_MEMORY_FAULT_INFO (no case for it in arm.c / vm.c)
+    assert kvmcore.VM("arm64", kernel=kernel, proposals=()).check_extension(232) == 0

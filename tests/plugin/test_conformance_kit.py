@@ -170,14 +170,17 @@ def test_conformance_option_runs_the_suite_against_an_installed_arch(pytester: p
     activate(site, monkeypatch)
     pytester.makepyfile(test_unrelated="def test_not_collected():\n    assert False\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "--kvmcore-conformance", "toy", "-rs")
-    result.assert_outcomes(passed=27, skipped=1)  # describe_syndrome is optional; the toy has none
+    # describe_syndrome is optional; the toy has none. TestExitDesigns: upstream and the three designs
+    # the toy declares (v3-helper, rwx-flags, annotate-efault) x read/write = 8, plus the no-bare-EFAULT
+    # check = 9 more passed; arch-hook and arm64-esr x 2 = 4 more skipped.
+    result.assert_outcomes(passed=36, skipped=5)
     result.stdout.fnmatch_lines(["*arch under test toy*", "*[[]describe-syndrome[]] arch 'toy': implements no describe_syndrome hook*"])
     assert "test_not_collected" not in result.stdout.str()
 
 
 def test_plugin_object_through_the_fixture(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "toy")
-    result.assert_outcomes(passed=27, skipped=1)
+    result.assert_outcomes(passed=36, skipped=5)
 
 
 def test_dotted_module_path_selects_an_unpublished_plugin(pytester: pytest.Pytester, site: Path) -> None:
@@ -185,7 +188,7 @@ def test_dotted_module_path_selects_an_unpublished_plugin(pytester: pytest.Pytes
     (pytester.path / "toypkg" / "plugin.py").write_text(TOY_SOURCE)
     pytester.syspathinsert()
     result = pytester.runpytest("-p", "no:cacheprovider", "--kvmcore-conformance", "toypkg.plugin", "--kvmcore-examples", "20")
-    result.assert_outcomes(passed=27, skipped=1)
+    result.assert_outcomes(passed=36, skipped=5)
 
 
 def test_fixtures_give_a_vm_with_the_default_layout(pytester: pytest.Pytester, site: Path) -> None:
@@ -226,8 +229,9 @@ def test_wrapper_that_changes_gpa(pytester: pytest.Pytester, site: Path) -> None
     text = failure_lines(result)
     assert (
         "kvmcore conformance [userfault] arch 'toy': 4-byte read of gpa 0x42003010 (not_present): arch plugin 'toy' "
-        "breaks the fault contract: field 'memory_fault.gpa' must be 0x42003000 as the common helper set it "
-        "(wrappers must not change it), found 0x42003008"
+        "breaks the fault contract: field 'memory_fault.gpa' must be 0x42003000 as the common helper set it: "
+        "a wrapper changed it (under design 'v3-helper+syndrome' common code owns exit_reason, flags, gpa and "
+        "size; wrappers may write the syndrome extension (kvm_run bytes 56-95)), found 0x42003008"
     ) in text
     assert (
         "  fix: a prepare_memory_fault_exit wrapper (@hookimpl(wrapper=True)) may add to kvm_run only after "
@@ -298,7 +302,7 @@ def test_broken_fault_type_fails_the_contract_check(pytester: pytest.Pytester, s
     activate(site, monkeypatch)
     result = pytester.runpytest("-p", "no:cacheprovider", "--kvmcore-conformance", "toy")
     outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == 1 and outcomes["errors"] == 27
+    assert outcomes["failed"] == 1 and outcomes["errors"] == 40  # 27 + TestExitDesigns' 13
     result.stdout.fnmatch_lines(
         [
             "kvmcore conformance [[]fault-contract[]] arch 'toy': arch plugin 'toy' breaks the fault contract: field 'write' must be bool, found int",
@@ -311,18 +315,18 @@ def test_broken_fault_type_fails_the_contract_check(pytester: pytest.Pytester, s
 
 # --- documented arch differences are accepted ------------------------------------------------
 def test_hwpoison_as_sigbus_is_accepted(pytester: pytest.Pytester, site: Path) -> None:
-    run_variant(pytester, "sigbus").assert_outcomes(passed=27, skipped=1)
+    run_variant(pytester, "sigbus").assert_outcomes(passed=36, skipped=5)
 
 
 def test_no_slot_emulated_in_the_kernel_is_accepted(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "emulated", "-rs")
-    result.assert_outcomes(passed=26, skipped=2)
+    result.assert_outcomes(passed=35, skipped=6)  # +9 passed, +4 skipped: TestExitDesigns
     result.stdout.fnmatch_lines(["*[[]kvm-run-bytes[]]*ended in 'emulated_in_kernel', not KVM_EXIT_MMIO*"])
 
 
 def test_is_private_from_attributes_skips_the_mismatch_checks(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "attributes", "-rs")
-    result.assert_outcomes(passed=25, skipped=3)
+    result.assert_outcomes(passed=34, skipped=7)  # +9 passed, +4 skipped: TestExitDesigns
     result.stdout.fnmatch_lines(
         ["*[[]private-mismatch[]] arch 'toy': decode_fault derives is_private from the memory attributes*so no private/shared mismatch can arise"]
     )
@@ -334,3 +338,75 @@ def test_expected_failures_are_strict_xfails(pytester: pytest.Pytester, site: Pa
     result = run_variant(pytester, "userfault", "-k", "userfault_shared or hwpoison_private", expected=expected)
     result.assert_outcomes(xfailed=2, failed=1)
     result.stdout.fnmatch_lines(["*TestHwpoison.test_hwpoison_private*", "[[]XPASS(strict)[]] fixed already"])
+
+
+# --- the exit designs (TestExitDesigns), checked against deliberately broken toy plugins ---------
+class _ToyDeclaring:
+    """toyarch, declaring extra designs in ArchInfo.designs."""
+
+    def __init__(self, *designs: str) -> None:
+        self.designs = designs
+
+    @kvmcore.hookimpl
+    def arch_info(self) -> kvmcore.ArchInfo:
+        import dataclasses
+
+        import toyarch
+
+        return dataclasses.replace(toyarch.arch_info(), designs=self.designs)
+
+    @kvmcore.hookimpl
+    def decode_fault(self, vcpu, raw):
+        import toyarch
+
+        return toyarch.decode_fault(vcpu, raw)
+
+    @kvmcore.hookimpl
+    def encode_fault(self, vcpu, access):
+        import toyarch
+
+        return toyarch.encode_fault(vcpu, access)
+
+
+class _ToyLeakyWrapper(_ToyDeclaring):
+    """Writes a syndrome word whatever the design (the bug the upstream check catches)."""
+
+    @kvmcore.hookimpl(wrapper=True)
+    def prepare_memory_fault_exit(self, vcpu, fault):
+        common = yield
+        vcpu.kvm_run.syndrome.syndrome[0] = 0x1234
+        return common
+
+
+def _design_failure(plugin, design: str) -> str:
+    from kvmcore.testing.suite import TestExitDesigns
+
+    arch = kvmcore.load_arch(plugin)
+    with pytest.raises(pytest.fail.Exception) as info:
+        TestExitDesigns().test_userfault_exit_under_design(arch, {}, design, "write")
+    return str(info.value)
+
+
+def test_design_kit_arch_hook_declared_but_not_implemented() -> None:
+    text = _design_failure(_ToyDeclaring("v3-helper", "arch-hook"), "arch-hook")
+    assert text.startswith("kvmcore conformance [design arch-hook] arch 'toy': declares 'arch-hook' but implements no "
+                           "kvm_arch_prepare_memory_fault_exit hook")
+
+
+def test_design_kit_wrapper_writing_after_memory_fault_in_upstream_mode() -> None:
+    # upstream: nothing owns kvm_run bytes 56-95; the wrapper wrote syndrome[0] (offset 64) = 0x1234
+    text = _design_failure(_ToyLeakyWrapper("v3-helper"), "upstream")
+    assert "kvmcore conformance [design upstream] arch 'toy': a 4-byte write of gpa 0x42005010 (not_present) with its " \
+        "userfault bit set, under design 'upstream' common code owns exit_reason, flags, gpa and size; wrappers may " \
+        "write nothing in kvm_run: kvm_run bytes 56-95 changed" in text
+
+
+def test_design_kit_passes_a_correct_plugin() -> None:
+    import toyarch
+
+    from kvmcore.testing.suite import TestExitDesigns
+
+    arch = kvmcore.load_arch(toyarch)
+    for design in ("upstream", "v3-helper", "rwx-flags", "annotate-efault"):
+        TestExitDesigns().test_userfault_exit_under_design(arch, {}, design, "write")
+    TestExitDesigns().test_no_bare_efault_under_design(arch, {}, "annotate-efault")

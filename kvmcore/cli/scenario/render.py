@@ -104,7 +104,7 @@ def render(outcome: Outcome) -> str:
             if spec.flags:
                 extra.append(flag_names(spec.flags, MEM_FLAGS).split(" ", 1)[1].strip("()"))
             if spec.host_page_size:
-                extra.append(f"host pages {size_text(spec.host_page_size)}")
+                extra.append(f"host pages {size_text(spec.host_page_size)}{' (THP)' if spec.host_thp else ''}")
             if spec.host_prot is not None:
                 extra.append(f"host prot {prot_text(spec.host_prot)}")
             if spec.userfault:
@@ -158,7 +158,31 @@ def render(outcome: Outcome) -> str:
         f"{len(outcome.failures)} expectation(s) failed" + (f", {len(outcome.errors)} error(s)" if outcome.errors else "")
         if outcome.failures else f"{len(outcome.errors)} error(s)")
     out.append(f"{total} fault step(s) on {len(runs)} arch(es): {verdict}")
+    if scn.file == BUILTIN:
+        out += tour_compare_section([r.arch for r in runs if not r.error])
     return "\n".join(out) + "\n"
+
+
+#: The tour's access shown under every design (its post-copy step).
+TOUR_COMPARE_ACCESS = "write@0x40401000"
+
+
+def tour_compare_section(arches: list[str]) -> list[str]:
+    """The tour's last part: its post-copy write under each memory-fault exit design of the
+    v3 review (``kvmcore compare``, docs/designs.md), on the arches that ran."""
+    if not arches:
+        return []
+    from importlib import resources
+
+    from kvmcore.cli import compare
+
+    text = resources.files("kvmcore").joinpath("examples/builtin.toml").read_text(encoding="utf-8")
+    result = compare.compare(compare.one_access(text, TOUR_COMPARE_ACCESS, BUILTIN), arches,
+                             compare.select_presets(None))
+    body = compare.render(result).splitlines()
+    first = next(i for i, line in enumerate(body) if line.startswith("step "))
+    return ["", f"the same post-copy write under each design of the v3 review (kvmcore compare --access "
+            f"{TOUR_COMPARE_ACCESS}; docs/designs.md):", *body[first + 1:]]
 
 
 def _table(columns: list[tuple[str, dict[str, list[str]]]]) -> list[str]:

@@ -3,6 +3,7 @@ the fault steps checked against their expectations (``kvmcore run``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class ArchRun:
     page_size: int = 0
     results: list[StepResult | None] = field(default_factory=list)
     error: str | None = None
+    #: Setup the VM refused and a tolerant run (``kvmcore compare``) went on without.
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,15 +85,18 @@ def select_arches(scenario: Scenario, arch: str | None) -> list[str]:
     return scenario.arches
 
 
-def run(scenario: Scenario, arch: str | None = None) -> Outcome:
-    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's)."""
+def run(scenario: Scenario, arch: str | None = None, vm_kwargs: dict[str, Any] | None = None) -> Outcome:
+    """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's).
+
+    ``vm_kwargs`` go to every ``kvmcore.VM()`` (e.g. ``proposals``, as ``kvmcore compare`` does).
+    """
     names = select_arches(scenario, arch)
     outcome = Outcome(scenario, [])
     if not names:
         outcome.errors.append("no arch plugins installed (see 'kvmcore plugins')")
         return outcome
     for name in names:
-        arch_run = _run_arch(scenario, name)
+        arch_run = run_arch(scenario, name, vm_kwargs)
         outcome.runs.append(arch_run)
         if arch_run.error:
             outcome.errors.append(f"{scenario.file}: {name}: {arch_run.error}")
@@ -110,7 +116,15 @@ class _StepError(Exception):
     pass
 
 
-def _run_arch(scn: Scenario, name: str) -> ArchRun:
+def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None, tolerant: bool = False) -> ArchRun:
+    """Run ``scn`` on the arch ``name`` (one VM, made with ``vm_kwargs`` and the scenario's settings).
+
+    A VM without the proposal ``userfault`` (upstream) cannot have ``KVM_MEM_USERFAULT`` slots:
+    they are made without the flag and the scenario's userfault steps do nothing, as for a VMM
+    that resolves post-copy faults with userfaultfd instead. ``tolerant``: a memslot or memory
+    attribute the VM refuses (upstream arm64 has no memory attributes) is left out and named in
+    ``ArchRun.skipped``, and the steps run without it.
+    """
     result = ArchRun(name)
     try:
         arch = kvmcore.load_arch(name)
@@ -119,12 +133,13 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
         return result
     result.label = f"{arch.dist or 'unpublished'} {arch.version or ''}".strip()
     try:
-        vm = kvmcore.VM(arch, **scn.vm.get(name, {}))
+        vm = kvmcore.VM(arch, **(vm_kwargs or {}), **scn.vm.get(name, {}))
     except (ValueError, TypeError) as exc:
         result.error = f"vm.{name}: {exc}"
         return result
     result.page_size = vm.page_size
     state = _State(vm, scn)
+    state.drop_userfault = not vm.has_proposal("userfault")
     try:
         for _cap_name, cap in scn.caps + scn.vm_caps.get(name, []):
             vm.enable_cap(cap)
@@ -132,12 +147,17 @@ def _run_arch(scn: Scenario, name: str) -> ArchRun:
             try:
                 state.set_memslot(spec)
             except KvmError as exc:
-                raise _StepError(f"{spec.path} (slot {spec.slot}): KVM_SET_USER_MEMORY_REGION2 failed: {exc}") from None
+                message = f"{spec.path} (slot {spec.slot}): KVM_SET_USER_MEMORY_REGION2 failed: {exc}"
+                if not tolerant:
+                    raise _StepError(message) from None
+                result.skipped.append(message)
         for path, gpa, size, private in scn.attributes:
             try:
                 vm.set_memory_attributes(gpa, size, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0)
             except KvmError as exc:
-                raise _StepError(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}") from None
+                if not tolerant:
+                    raise _StepError(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}") from None
+                result.skipped.append(f"{path}: KVM_SET_MEMORY_ATTRIBUTES failed: {exc}")
     except _StepError as exc:
         result.error = str(exc)
         return result
@@ -160,9 +180,12 @@ class _State:
         self.vm = vm
         self.scn = scn
         self.bitmaps: dict[int, bytearray] = {}
+        self.drop_userfault = False
 
     def set_memslot(self, spec: SlotSpec) -> None:
         vm = self.vm
+        if self.drop_userfault and spec.flags & abi.KVM_MEM_USERFAULT:
+            spec = dataclasses.replace(spec, flags=spec.flags & ~abi.KVM_MEM_USERFAULT)
         if spec.size == 0:
             vm.set_user_memory_region(spec.slot, spec.gpa, 0)
             self.bitmaps.pop(spec.slot, None)
@@ -173,7 +196,7 @@ class _State:
         if existing is None:
             if spec.host_page_size is not None or spec.host_prot is not None:
                 prot = spec.host_prot if spec.host_prot is not None else kvmcore.PROT_READ | kvmcore.PROT_WRITE
-                hva = vm.host.mmap(spec.size, prot, page_size=spec.host_page_size)
+                hva = vm.host.mmap(spec.size, prot, page_size=spec.host_page_size, thp=spec.host_thp)
             if spec.flags & abi.KVM_MEM_GUEST_MEMFD:
                 gmem = vm.create_guest_memfd(spec.guest_memfd_offset + spec.size)
         bitmap = None
@@ -231,6 +254,8 @@ def _run_step(state: _State, vcpu: kvmcore.VCPU, step: Step, arch_name: str) -> 
         if step.action == "set_attributes":
             vm.set_memory_attributes(p["gpa"], p["size"], abi.KVM_MEMORY_ATTRIBUTE_PRIVATE if p["private"] else 0)
         elif step.action == "userfault":
+            if state.drop_userfault:
+                return StepResult("done", note="no KVM_MEM_USERFAULT without the proposal 'userfault'")
             state.set_userfault(p["gpa"], p["size"], p["set"], what)
         elif step.action == "mprotect":
             vm.host.mprotect(state.hva_range(p["gpa"], p["size"], what), p["size"], p["prot"])
@@ -356,6 +381,8 @@ def snapshot(vm: kvmcore.VM, vcpu: kvmcore.VCPU, res: kvmcore.FaultResult, raw: 
         mf = run.memory_fault
         info["memory_fault"] = {"flags": mf.flags, "flag_names": flag_list(mf.flags, EXIT_FLAGS),
                                 "gpa": mf.gpa, "size": mf.size}
+        if vm.exit_design.arm64_esr:
+            info["memory_fault"]["esr"] = run.memory_fault_esr.esr
         syn = run.syndrome
         if syn.flags & abi.KVMCORE_SYNDROME_VALID:
             info["syndrome"] = {"arch": syn.arch, "arch_name": SYNDROME_ARCHES.get(syn.arch, str(syn.arch)),

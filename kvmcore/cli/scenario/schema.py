@@ -35,6 +35,10 @@ MEM_FLAGS = {
     "USERFAULT": abi.KVM_MEM_USERFAULT,
 }
 EXIT_FLAGS = {
+    # READ/WRITE/EXEC: the design rwx-flags (docs/designs.md), not upstream
+    "READ": abi.KVM_MEMORY_EXIT_FLAG_READ,
+    "WRITE": abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+    "EXEC": abi.KVM_MEMORY_EXIT_FLAG_EXEC,
     "PRIVATE": abi.KVM_MEMORY_EXIT_FLAG_PRIVATE,
     "USERFAULT": abi.KVM_MEMORY_EXIT_FLAG_USERFAULT,
 }
@@ -62,6 +66,7 @@ class SlotSpec:
     guest_memfd: bool = False
     guest_memfd_offset: int = 0
     host_page_size: int | None = None
+    host_thp: bool = False
     host_prot: int | None = None
     userfault: list[tuple[int, int]] | str | None = None  # "all" or (gpa, size) ranges
 
@@ -334,7 +339,7 @@ class Parser:
 
     def memslot(self, table: dict[str, Any], path: str, default_slot: int, allow_delete: bool = False) -> SlotSpec:
         self.keys(table, path, ("slot", "gpa", "size", "flags", "guest_memfd", "guest_memfd_offset",
-                                "host_page_size", "host_prot", "userfault"))
+                                "host_page_size", "host_thp", "host_prot", "userfault"))
         spec = SlotSpec(
             path,
             self.integer(table.get("slot", default_slot), f"{path}.slot", "a slot number"),
@@ -348,6 +353,9 @@ class Parser:
         spec.guest_memfd_offset = self.size(table.get("guest_memfd_offset", 0), f"{path}.guest_memfd_offset", True)
         if "host_page_size" in table:
             spec.host_page_size = self.size(table["host_page_size"], f"{path}.host_page_size")
+        spec.host_thp = self.boolean(table.get("host_thp", False), f"{path}.host_thp")
+        if spec.host_thp and spec.host_page_size is None:
+            raise ScenarioError(f"{self.file}: {path}.host_thp: needs host_page_size (the THP size, e.g. \"2M\")")
         if "host_prot" in table:
             spec.host_prot = self.prot(table["host_prot"], f"{path}.host_prot")
         if "userfault" in table:

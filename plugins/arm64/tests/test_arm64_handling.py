@@ -23,6 +23,7 @@ import kvmcore
 from kvmcore.abi import (
     KVM_CAP_ARM_NISV_TO_USER,
     KVM_EXIT_ARM_NISV,
+    KVM_EXIT_INTR,
     KVM_EXIT_MEMORY_FAULT,
     KVM_EXIT_MMIO,
     KVM_EXIT_UNKNOWN,
@@ -466,13 +467,16 @@ def test_no_vma_is_bare_efault(vm, vcpu, ram) -> None:
     assert res.detail == f"Failed to find VMA for hva {ram.userspace_addr + 0x2000:#x}"
 
 
-def test_hwpoison_sends_sigbus_and_resumes(vm, vcpu, ram) -> None:
+def test_hwpoison_sends_sigbus_and_kvm_run_returns_eintr(vm, vcpu, ram) -> None:
+    # arch/arm64/kvm/mmu.c:user_mem_abort(): KVM_PFN_ERR_HWPOISON -> kvm_send_hwpoison_signal(hva,
+    # vma_shift); return 0. kvm_arch_vcpu_ioctl_run() (arm.c) loops while ret > 0 and
+    # xfer_to_guest_mode_handle_work() sees the pending SIGBUS: kvm_handle_signal_exit() sets
+    # KVM_EXIT_INTR and KVM_RUN returns -EINTR (6.12 kernel/entry/kvm.c, 7.3 kvm_host.h).
     hva = ram.userspace_addr + 0x1000
     vm.host.memory_failure(hva)
     res = vcpu.handle_fault({"esr": READ8, "hpfar": 0x40_0010})
-    assert (res.ret, res.exit_reason, res.outcome) == (0, None, "hwpoison_sigbus")
+    assert (res.ret, res.exit_reason, res.outcome) == (-errno.EINTR, KVM_EXIT_INTR, "hwpoison_sigbus")
     assert res.signal == kvmcore.Signal("SIGBUS", "BUS_MCEERR_AR", hva, 12)
-    assert vcpu.kvm_run.exit_reason == KVM_EXIT_UNKNOWN  # no memory-fault exit
 
 
 def test_hwpoison_lsb_is_the_block_shift(vm, vcpu) -> None:

@@ -12,6 +12,6 @@ def kvmcore_arch_plugin() -> str:
     return "riscv"
 
 
-@pytest.fixture(params=["6.18", "7.2"])
+@pytest.fixture(params=["6.12", "6.18", "7.3"])
 def kvmcore_vm_settings(request: pytest.FixtureRequest) -> dict[str, str]:
     return {"kernel": request.param}

@@ -245,7 +245,11 @@ def test_store_to_readonly_slot_is_mmio_and_load_maps_readonly(vm, vcpu) -> None
     assert (res.outcome, res.mapped.writable) == ("mapped", False)
 
 
-def test_exec_from_unbacked_gpa(vcpu) -> None:
+@pytest.mark.parametrize("kernel", ["6.12", "6.18"])
+def test_exec_from_unbacked_gpa(kernel) -> None:
+    # arch/riscv/kvm/vcpu_exit.c:gstage_page_fault() (6.12): the switch on scause has
+    # "default: return -EOPNOTSUPP" for EXC_INST_GUEST_PAGE_FAULT outside memslots.
+    vcpu = kvmcore.VM("riscv", kernel=kernel).create_vcpu()
     res = vcpu.handle_fault(trap(FETCH, 0x10000000, sepc=0x10000000))
     assert (res.ret, res.exit_reason, res.outcome) == (
         -EOPNOTSUPP,
@@ -254,8 +258,10 @@ def test_exec_from_unbacked_gpa(vcpu) -> None:
     )
 
 
-def test_exec_from_unbacked_gpa_on_7_2_injects_access_fault() -> None:
-    vcpu = kvmcore.VM("riscv", kernel="7.2").create_vcpu()
+def test_exec_from_unbacked_gpa_on_7_3_injects_access_fault() -> None:
+    # 7.3 arch/riscv/kvm/vcpu_exit.c:gstage_page_fault(): case EXC_INST_GUEST_PAGE_FAULT ->
+    # kvm_riscv_vcpu_trap_redirect() with scause EXC_INST_ACCESS, return 1 (the guest resumes).
+    vcpu = kvmcore.VM("riscv", kernel="7.3").create_vcpu()
     res = vcpu.handle_fault(trap(FETCH, 0x10000000))
     assert (res.ret, res.exit_reason, res.outcome) == (0, None, "exec_no_slot_inject")
     assert "EXC_INST_ACCESS" in res.detail
@@ -306,11 +312,15 @@ def test_dirty_logging_maps_pages_and_reads_readonly(vm, vcpu) -> None:
     assert log[0x40] == 0x04 and sum(log) == 0x04
 
 
-def test_hwpoison_sends_sigbus_and_resumes(vm, vcpu) -> None:
+def test_hwpoison_sends_sigbus_and_kvm_run_returns_eintr(vm, vcpu) -> None:
+    # arch/riscv/kvm/mmu.c:kvm_riscv_mmu_map() (kvm_riscv_gstage_map() in 6.12):
+    # KVM_PFN_ERR_HWPOISON -> send_sig_mceerr(BUS_MCEERR_AR, hva, vma_pageshift); return 0.
+    # kvm_arch_vcpu_ioctl_run() (vcpu.c) then finds the signal in
+    # xfer_to_guest_mode_handle_work(): kvm_handle_signal_exit(), KVM_EXIT_INTR, -EINTR.
     slot = vm.set_user_memory_region(0, 0x80000000, 2 * MiB)
     vm.host.memory_failure(slot.userspace_addr + 0x3000)
     res = vcpu.handle_fault(trap(LOAD, 0x80003000, LW_A0))
-    assert (res.ret, res.exit_reason, res.outcome) == (0, None, "hwpoison_sigbus")
+    assert (res.ret, res.exit_reason, res.outcome) == (-errno.EINTR, 10, "hwpoison_sigbus")  # KVM_EXIT_INTR
     assert res.signal == kvmcore.Signal("SIGBUS", "BUS_MCEERR_AR", slot.userspace_addr + 0x3000, 12)
 
 

@@ -15,7 +15,7 @@ from kvmcore import abi
 
 VM_SETTINGS = (
     {}, {"vendor": "svm"}, {"vm_type": "snp"}, {"vm_type": "sw_protected"}, {"vm_type": "tdx"},
-    {"kernel": "6.17"}, {"kernel": "7.2"}, {"kernel": "7.2", "mbec": True}, {"nx_huge_pages": True},
+    {"kernel": "6.12"}, {"kernel": "6.18"}, {"kernel": "7.3", "mbec": True}, {"nx_huge_pages": True},
 )  # fmt: skip
 PRIVATE_GPA = 0x4000_1000  # private on the sw_protected VM
 
@@ -85,8 +85,8 @@ def test_memo_gives_the_step_by_step_result(raw) -> None:
 
 def test_memo_is_used_for_plain_inputs_and_not_for_others() -> None:
     vm = VCPUS[0].vm
-    assert decode._exit_key(vm.settings, {"gpa": 0x1000, "exit_qualification": 0x181}) is not None
+    assert decode._exit_key(vm, {"gpa": 0x1000, "exit_qualification": 0x181}) is not None
     for raw in ({"gpa": 0x1000, "exit_qualification": True}, {"gpa": 0x1000, "exit_qualification": None},
                 {"gpa": 0x1000, "exit_qualification": 0x181, "private": True}, {"gpa": 0x1000, "x": 1}):
-        assert decode._exit_key(vm.settings, raw) is None
-    assert decode._exit_key(VCPUS[4].vm.settings, {"gpa": 0x1000, "exit_qualification": 0x181}) is None  # TDX
+        assert decode._exit_key(vm, raw) is None
+    assert decode._exit_key(VCPUS[4].vm, {"gpa": 0x1000, "exit_qualification": 0x181}) is None  # TDX

@@ -65,16 +65,17 @@ def test_not_present_write_maps_a_4k_page() -> None:
 @pytest.mark.parametrize(
     ("kernel", "eq", "error_code", "user"),
     [
-        # 0x181 read: 6.17 read -> USER, FINAL/PAGE never set (bug tests error_code bit 7)
-        ("6.17", EQ_READ, 0x4, True),
+        # 0x181 read: 6.12 arch/x86/kvm/vmx/common.h __vmx_handle_ept_violation(): read -> USER,
+        # bits 7 and 8 of the exit qualification -> GUEST_FINAL
+        ("6.12", EQ_READ, 0x1_0000_0004, True),
         # 6.18 (stable fix d0164c161923): USER (quirk) | GUEST_FINAL
         ("6.18", EQ_READ, 0x1_0000_0004, True),
-        # 7.2: read no longer maps to USER; FINAL only
-        ("7.2", EQ_READ, 0x1_0000_0000, False),
-        # 0x381 = read | bits 7, 8 | bit 9 GVA_USER: 7.2 takes USER from bit 9 under FINAL
-        ("7.2", 0x381, 0x1_0000_0004, True),
-        # 0x182 write: 6.17 WRITE only; 6.18 WRITE | FINAL
-        ("6.17", EQ_WRITE, 0x2, False),
+        # 7.3 common.h: read no longer maps to USER; FINAL only
+        ("7.3", EQ_READ, 0x1_0000_0000, False),
+        # 0x381 = read | bits 7, 8 | bit 9 GVA_USER: 7.3 takes USER from bit 9 under FINAL
+        ("7.3", 0x381, 0x1_0000_0004, True),
+        # 0x182 write: WRITE | FINAL on 6.12 and 6.18
+        ("6.12", EQ_WRITE, PFERR_W_FINAL, False),
         ("6.18", EQ_WRITE, PFERR_W_FINAL, False),
         # 0x81 = read | bit 7 without bit 8: a paging-structure access -> GUEST_PAGE (bit 33) on 6.18
         ("6.18", 0x81, 0x2_0000_0004, True),
@@ -90,8 +91,8 @@ def test_kernel_setting_changes_the_error_code(kernel, eq, error_code, user) -> 
 
 def test_mbec_user_exec_bit_sets_present_on_7_2() -> None:
     # 0x41 = bit 0 read | bit 6 PROT_USER_EXEC: PRESENT only when MBEC is on (7.2)
-    with_mbec = make_vcpu(kernel="7.2", mbec=True)
-    without = make_vcpu(kernel="7.2")
+    with_mbec = make_vcpu(kernel="7.3", mbec=True)
+    without = make_vcpu(kernel="7.3")
     for vcpu in (with_mbec, without):
         slot(vcpu)
     assert with_mbec.handle_fault({"exit_qualification": 0x41, "gpa": 0x10_0000}).fault.error_code == 0x1
@@ -272,22 +273,25 @@ def test_emulation_on_a_private_fault_is_a_memory_fault_exit(monkeypatch) -> Non
 
 # --- private memory -----------------------------------------------------------------------
 def test_private_shared_mismatch_both_ways() -> None:
-    vcpu = make_vcpu()
+    # private memory needs a VM type with it: kvm_arch_has_private_mem() (arch/x86/kvm/x86.c)
+    vcpu = make_vcpu(vm_type="sw_protected")
     slot(vcpu)
     # private access (raw key) to a shared gfn
     res = vcpu.handle_fault({"exit_qualification": EQ_WRITE, "gpa": 0x10_1000, "private": 1})
     assert (res.ret, res.exit_reason, res.outcome) == (-EFAULT, abi.KVM_EXIT_MEMORY_FAULT, "private_mismatch")
     mf = vcpu.kvm_run.memory_fault
     assert (mf.flags, mf.gpa, mf.size) == (abi.KVM_MEMORY_EXIT_FLAG_PRIVATE, 0x10_1000, 0x1000)
-    # shared access to a private gfn
+    # shared access to a private gfn: on SNP the #NPF error code has no ENC bit
+    vcpu = make_vcpu(vm_type="snp")
+    slot(vcpu)
     vcpu.vm.set_memory_attributes(0x10_2000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-    res = vcpu.handle_fault({"exit_qualification": EQ_READ, "gpa": 0x10_2abc})
+    res = vcpu.handle_fault({"error_code": NPF_WRITE, "gpa": 0x10_2abc})
     assert res.outcome == "private_mismatch" and vcpu.kvm_run.memory_fault.flags == 0
     assert vcpu.kvm_run.memory_fault.gpa == 0x10_2000
 
 
 def test_private_without_slot_and_without_gmem() -> None:
-    vcpu = make_vcpu()
+    vcpu = make_vcpu(vm_type="sw_protected")
     vcpu.vm.set_memory_attributes(0xE000_0000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     res = vcpu.handle_fault({"exit_qualification": EQ_WRITE, "gpa": 0xE000_0000, "private": 1, "len": 4})
     assert (res.ret, res.exit_reason, res.outcome) == (-EFAULT, 39, "private_no_slot")
@@ -299,6 +303,7 @@ def test_private_without_slot_and_without_gmem() -> None:
 
 
 def gmem_vm(**settings):
+    settings.setdefault("vm_type", "sw_protected")  # a VM type with private memory
     vcpu = make_vcpu(**settings)
     vm = vcpu.vm
     fd = vm.create_guest_memfd(2 * MB)
@@ -372,7 +377,9 @@ def test_tdx_48_bit_gpaw_moves_the_shared_bit() -> None:
 
 
 def test_6_18_gmem_only_slot_serves_shared_faults_from_guest_memfd() -> None:
-    for kernel, outcome in (("6.18", "mapped_gmem"), ("6.17", "mapped")):
+    # include/linux/kvm_host.h:kvm_memslot_is_gmem_only() and arch/x86/kvm/mmu/mmu.c:
+    # __kvm_mmu_faultin_pfn() "if (fault->is_private || kvm_memslot_is_gmem_only(slot))" (6.18, 7.3)
+    for kernel, outcome in (("6.18", "mapped_gmem"), ("7.3", "mapped_gmem")):
         vcpu = make_vcpu(kernel=kernel, vm_type="sw_protected")
         fd = vcpu.vm.create_guest_memfd(2 * MB, flags=abi.GUEST_MEMFD_FLAG_MMAP)
         slot(vcpu, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
@@ -444,7 +451,7 @@ def test_other_error_pfn_is_a_bare_efault() -> None:
 
 # --- the memory fault exit wrapper --------------------------------------------------------------
 def test_wrapper_fills_svm_words_and_leaves_common_fields() -> None:
-    vcpu = make_vcpu(vendor="svm")
+    vcpu = make_vcpu(vm_type="snp")
     slot(vcpu)
     vcpu.vm.set_memory_attributes(0x10_0000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     res = vcpu.handle_fault({"error_code": NPF_WRITE, "gpa": 0x10_0123})
@@ -456,7 +463,7 @@ def test_wrapper_fills_svm_words_and_leaves_common_fields() -> None:
 
 
 def test_wrapper_returns_the_common_result_unchanged() -> None:
-    vcpu = make_vcpu()
+    vcpu = make_vcpu(kernel="6.18")
     fault = vcpu.vm.arch.decode_fault(vcpu, {"exit_qualification": 0x81, "gpa": 0x10_0000, "gla": 0x1000})
     common = kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
     assert common == kvmcore.MemoryFault(0, 0x10_0000, 0x1000)

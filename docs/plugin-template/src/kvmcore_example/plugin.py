@@ -56,6 +56,9 @@ def arch_info() -> ArchInfo:
         extra_keys=("private",),
         description="example arch: a gpa register and a status word (access, permission bit)",
         causes=("not_present", "read_only", "no_exec", "no_slot"),
+        # the memory-fault exit designs this plugin implements (docs/designs.md): what common code
+        # does alone; add "arch-hook" together with a kvm_arch_prepare_memory_fault_exit hookimpl
+        designs=("v3-helper", "rwx-flags", "annotate-efault"),
     )
 
 

@@ -167,9 +167,15 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> Arm64Fault:
     far = raw.get("far")
     ipa = E.hpfar_to_ipa(hpfar)
     gpa = ipa | (far & E.FAR_TO_FIPA_OFFSET_MASK) if far is not None else ipa
+    private = raw_private(raw)
+    if private and not vcpu.vm.has_proposal("arm64-private"):
+        raise kvmcore.DecodeError(
+            "private=1: upstream arm64 has no private memory (is_private is never set); "
+            "it is kvmcore's proposal 'arm64-private', which is off for this VM"
+        )
     # positional, in field order (keywords cost more for 23 fields)
     return Arm64Fault(  # type: ignore[call-arg]  # mypy cannot count fields through *syndrome
-        E.gpa_to_gfn(ipa, vcpu.vm.page_shift), exec_, write, raw_private(raw), *syndrome,
+        E.gpa_to_gfn(ipa, vcpu.vm.page_shift), exec_, write, private, *syndrome,
         ipa, gpa, far, hpfar, hpfar_trusted, raw.get("data", 0), info,
     )
 

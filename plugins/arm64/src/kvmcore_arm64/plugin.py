@@ -25,6 +25,7 @@ ARCH_INFO = ArchInfo(
     registers=REGISTERS,
     extra_keys=MODEL_KEYS,
     description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
+    designs=("v3-helper", "arch-hook", "arm64-esr", "rwx-flags", "annotate-efault"),
     settings={
         "granule": tuple(GRANULE_SHIFTS),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),
@@ -64,10 +65,21 @@ def faultin_pfn(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> kvmcore.FaultinResult:
 
 @hookimpl(wrapper=True)
 def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Any:
-    """Wraps the common ``kvm_prepare_memory_fault_exit()``: adds the arm64 syndrome words."""
+    """Wraps the common ``kvm_prepare_memory_fault_exit()``: adds the arm64 syndrome words
+    (design ``syndrome``) or the sanitised ESR at offset 56 (design ``arm64-esr``)."""
     common = yield
-    syndrome.fill_memory_fault_syndrome(vcpu, fault)
+    design = vcpu.vm.exit_design
+    if design.syndrome:
+        syndrome.fill_memory_fault_syndrome(vcpu, fault)
+    elif design.arm64_esr:
+        syndrome.fill_memory_fault_esr(vcpu, fault)
     return common
+
+
+@hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> None:
+    """arm64's flags under the design ``arch-hook`` (see :func:`kvmcore_arm64.syndrome.memory_fault_flags`)."""
+    vcpu.kvm_run.memory_fault.flags |= syndrome.memory_fault_flags(vcpu, fault)
 
 
 @hookimpl

@@ -33,6 +33,38 @@ def fill_memory_fault_syndrome(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> None:
     syndrome.flags = abi.KVMCORE_SYNDROME_VALID
 
 
+def fill_memory_fault_esr(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> None:
+    """The design ``arm64-esr`` (Oliver Upton's): ``memory_fault.esr`` (kvm_run offset 56) is
+    the sanitised ESR_EL2 of the abort, on every memory-fault exit, whatever made it.
+
+    The same mask as the ``syndrome`` words (:func:`kvmcore_arm64.esr.sanitised_esr`), in a
+    field of the exit's own, as upstream's ``arm_sea.esr`` (KVM_EXIT_ARM_SEA, 7.x) is. Not
+    upstream uAPI.
+    """
+    vcpu.kvm_run.memory_fault_esr.esr = E.sanitised_esr(fault.esr)
+
+
+def memory_fault_flags(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> int:
+    """What arm64's ``kvm_arch_prepare_memory_fault_exit()`` ORs into ``memory_fault.flags``.
+
+    PRIVATE only for a private access, which upstream arm64 never has (it never sets
+    ``is_private``: Sean's "the arm64 hook is empty"); kvmcore's private-memory extension
+    makes it possible. With ``rwx-flags``, the access from the ESR itself, arm64's single
+    source of truth (Oliver Upton): EXEC for an instruction abort that is not a stage-1 walk
+    (``kvm_vcpu_trap_is_exec_fault()``), WRITE per ``kvm_is_write_fault()``, READ otherwise.
+    """
+    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+    if vcpu.vm.exit_design.rwx:
+        info = fault.info
+        if E.is_exec_fault(info):
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_EXEC
+        elif E.is_write_fault(info):
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_WRITE
+        else:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_READ
+    return flags
+
+
 # --- describe_syndrome ------------------------------------------------------------------------
 
 MEANINGS: dict[str, str] = {
@@ -125,4 +157,4 @@ def describe(vm: kvmcore.VM | None, raw: Mapping[str, Any]) -> kvmcore.Syndrome:
     return kvmcore.Syndrome("arm64", fields, meanings, guest_fault=info.guest_fault, error=error)
 
 
-__all__ = ["MEANINGS", "describe", "fill_memory_fault_syndrome"]
+__all__ = ["MEANINGS", "describe", "fill_memory_fault_esr", "fill_memory_fault_syndrome", "memory_fault_flags"]

@@ -18,15 +18,19 @@ from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
 from .trace import parse_event
-from .trap import GUEST_PAGE_FAULT_ACCESS
+from .trap import (
+    EXC_INST_GUEST_PAGE_FAULT,
+    EXC_LOAD_GUEST_PAGE_FAULT,
+    EXC_STORE_GUEST_PAGE_FAULT,
+    GUEST_PAGE_FAULT_ACCESS,
+)
 
 #: ``ArchInfo.causes``: RISC-V's scause says which access faulted (fetch/load/store), never why.
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
 #: same cause, so only "not_present" and "no_slot" can be expressed as themselves.
 CAUSES = ("not_present", "no_slot")
-#: VM settings: the kernel whose behaviour is modelled. "6.18" covers 6.15-6.18 (the default);
-#: "7.2" reflects an instruction access fault for a fetch from an unbacked GPA.
-SETTINGS = {"kernel": ("6.18", "7.2")}
+#: VM settings: none (the kernel modelled is ``vm.kernel``).
+SETTINGS: dict[str, tuple[Any, ...]] = {}
 
 
 @hookimpl
@@ -45,14 +49,21 @@ def arch_info() -> kvmcore.ArchInfo:
         "gstage_page_fault() and kvm_riscv_mmu_map()",
         settings=SETTINGS,
         causes=CAUSES,
+        designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
     )
 
 
 @hookimpl
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
-    """Mirrors the trap reading of ``gstage_page_fault()`` (``vcpu`` is unused: RISC-V has one
-    page size and no per-VM decoding state; it is named so the core's direct call applies)."""
-    return decode_riscv_fault(raw)
+    """Mirrors the trap reading of ``gstage_page_fault()``. The raw key ``private`` needs the
+    proposal "riscv-private" (upstream RISC-V has no private memory)."""
+    fault = decode_riscv_fault(raw)
+    if fault.is_private and not vcpu.vm.has_proposal("riscv-private"):
+        raise kvmcore.DecodeError(
+            "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
+            "'riscv-private', which is off for this VM"
+        )
+    return fault
 
 
 @hookimpl
@@ -67,14 +78,34 @@ def prepare_memory_fault_exit(
 ) -> Generator[None, kvmcore.MemoryFault, kvmcore.MemoryFault]:
     """kvmcore's syndrome extension (``docs/syndrome.md``): scause and htinst after the common
     ``kvm_prepare_memory_fault_exit()`` ran. No upstream counterpart: RISC-V never makes a
-    memory-fault exit."""
+    memory-fault exit. Only when the proposal "syndrome" is on."""
     common = yield
-    syndrome = vcpu.kvm_run.syndrome
-    syndrome.flags = abi.KVMCORE_SYNDROME_VALID
-    syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
-    syndrome.syndrome[0] = fault.scause
-    syndrome.syndrome[1] = fault.htinst
+    if vcpu.vm.exit_design.syndrome:
+        syndrome = vcpu.kvm_run.syndrome
+        syndrome.flags = abi.KVMCORE_SYNDROME_VALID
+        syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
+        syndrome.syndrome[0] = fault.scause
+        syndrome.syndrome[1] = fault.htinst
     return common
+
+
+@hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: RiscvFault) -> None:
+    """RISC-V's flags under the design ``arch-hook`` (kvmcore's: upstream RISC-V makes no
+    memory-fault exit). PRIVATE for a private access (kvmcore's private-memory extension) and,
+    with ``rwx-flags``, the access from scause: 20 (instruction guest-page fault) EXEC, 23
+    (store/AMO) WRITE, 21 (load) READ."""
+    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+    if vcpu.vm.exit_design.rwx:
+        flags |= _SCAUSE_ACCESS_FLAG[fault.scause]
+    vcpu.kvm_run.memory_fault.flags |= flags
+
+
+_SCAUSE_ACCESS_FLAG = {
+    EXC_INST_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_EXEC,
+    EXC_LOAD_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_READ,
+    EXC_STORE_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+}
 
 
 @hookimpl

@@ -44,6 +44,7 @@ from kvmcore_x86.vmx import (
     EXIT_REASON_EPT_VIOLATION,
     decode_ept_violation,
     ept_violation_to_pferr,
+    pferr_form,
     tdx_exit_qualification,
 )
 
@@ -76,14 +77,20 @@ def kvm_gfn_direct_bits(vm: kvmcore.VM) -> int:
     return tdx_shared_bit(vm) >> vm.page_shift
 
 
-def check_settings(given: Mapping[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def check_settings(vm: kvmcore.VM, given: Mapping[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """Cross-check the VM settings the core validated one by one; fill the vendor a type implies.
 
     ``vm_type="snp"`` is AMD-only and ``"tdx"`` Intel-only: the vendor follows when it was not
-    given, and a contradiction is a ValueError. ``mbec=True`` needs VMX and ``kernel="7.2"``
-    (KVM has no MBEC support before).
+    given, and a contradiction is a ValueError. ``mbec=True`` needs VMX and kernel 7.3
+    (the modelled kernels before it, 6.12 and 6.18, have no MBEC support). ``vm_type="tdx"``
+    needs 6.16+: 6.12's ``arch/x86/include/uapi/asm/kvm.h`` has no ``KVM_X86_TDX_VM``, so
+    ``KVM_CREATE_VM`` refuses the type (``kvm_is_vm_type_supported()``).
     """
     result = dict(settings)
+    if result["vm_type"] == "tdx" and vm.kernel < (6, 16):
+        raise ValueError(
+            f"arch 'x86': vm_type='tdx' needs kernel 6.18 or 7.3; kernel {vm.kernel} has no KVM_X86_TDX_VM (TDX came in 6.16)"
+        )
     implied = {"snp": "svm", "tdx": "vmx"}.get(result["vm_type"])
     if implied is not None:
         if "vendor" not in given:
@@ -92,10 +99,10 @@ def check_settings(given: Mapping[str, Any], settings: dict[str, Any]) -> dict[s
             raise ValueError(
                 f"arch 'x86': vm_type={result['vm_type']!r} needs vendor={implied!r}, got vendor={result['vendor']!r}"
             )
-    if result["mbec"] and (result["vendor"] != "vmx" or result["kernel"] != "7.2"):
+    if result["mbec"] and (result["vendor"] != "vmx" or pferr_form(vm.kernel) != "7.2"):
         raise ValueError(
-            "arch 'x86': mbec=True needs vendor='vmx' and kernel='7.2' (KVM has no MBEC support before 7.2); "
-            f"got vendor={result['vendor']!r}, kernel={result['kernel']!r}"
+            "arch 'x86': mbec=True needs vendor='vmx' and kernel='7.3' (KVM has no MBEC support in 6.12 or 6.18); "
+            f"got vendor={result['vendor']!r}, kernel='{vm.kernel}'"
         )
     return result
 
@@ -153,7 +160,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
     vm = vcpu.vm
     if "traced" in raw:
         raw = traced_registers(vm.settings, raw)
-    key = _exit_key(vm.settings, raw)
+    key = _exit_key(vm, raw)
     exit_ = _EXITS.get(key) if key is not None else None
     if exit_ is None:
         return _decode_fault(vm, raw, key)
@@ -190,7 +197,7 @@ _EXITS: dict[tuple[Any, ...], tuple[str | None, int | None, int | None, int]] = 
 _EXITS_MAX = 4096
 
 
-def _exit_key(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
+def _exit_key(vm: kvmcore.VM, raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Everything the exit registers' decoding depends on, or None if ``raw`` is not plain.
 
     Plain: only known keys; every value but ``vendor`` an int in [0, 2**64) (not None, which the
@@ -199,6 +206,7 @@ def _exit_key(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Any,
     VM (whose PFERR word depends on the GPA's shared bit). Anything else always goes through
     :func:`_decode_fault`, which raises with its message.
     """
+    settings = vm.settings
     if not raw.keys() <= RAW_KEYS or settings["vm_type"] == "tdx":
         return None
     for name, value in raw.items():
@@ -206,7 +214,7 @@ def _exit_key(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> tuple[Any,
             if name != "vendor" or value.__class__ is not str:
                 return None
     return (
-        settings["vm_type"], settings["vendor"], settings["kernel"], settings["mbec"],
+        settings["vm_type"], settings["vendor"], pferr_form(vm.kernel), settings["mbec"],
         raw.get("vendor"), raw.get("exit_qualification"), raw.get("exit_reason"), raw.get("error_code"),
         raw.get("private", 0), "gpa" in raw, "gla" in raw,
     )  # fmt: skip
@@ -327,7 +335,7 @@ def _decode_vmx(vm: kvmcore.VM, raw: Mapping[str, Any], gpa: int, raw_private: b
         eq = tdx_exit_qualification(eq, private=private)
     else:
         private = raw_private
-    return eq, ept_violation_to_pferr(eq, kernel=settings["kernel"], mbec=mbec, private=private)
+    return eq, ept_violation_to_pferr(eq, kernel=pferr_form(vm.kernel), mbec=mbec, private=private)
 
 
 def _decode_svm(vm: kvmcore.VM, raw: Mapping[str, Any], raw_private: bool) -> tuple[int, int]:

@@ -24,7 +24,12 @@ from kvmcore_x86.pferr import (
 )
 from kvmcore_x86.svm import decode_npf, npf_to_pferr
 from kvmcore_x86.trace import SVM_NPF_NAMES, VMX_EPT_VIOLATION_NAMES, parse_event, vendor_hint
-from kvmcore_x86.vmx import decode_ept_violation, ept_violation_to_pferr, tdx_exit_qualification
+from kvmcore_x86.vmx import (
+    decode_ept_violation,
+    ept_violation_to_pferr,
+    pferr_form,
+    tdx_exit_qualification,
+)
 
 _COMMON_MEANINGS = {
     "vendor": "which syndrome format: vmx (EPT violation exit qualification) or svm (#NPF error code)",
@@ -95,8 +100,9 @@ _SVM_BITS = (
 
 
 def _settings(vm: kvmcore.VM | None) -> dict[str, Any]:
-    defaults = {"kernel": "6.18", "vm_type": "default", "mbec": False}
-    return {**defaults, **(vm.settings if vm is not None else {})}
+    defaults = {"vm_type": "default", "mbec": False}
+    kernel = pferr_form(vm.kernel if vm is not None else kvmcore.KERNEL_VERSIONS[-1])
+    return {**defaults, **(vm.settings if vm is not None else {}), "kernel": kernel}
 
 
 def _undecoded(vendor: str, meanings: Mapping[str, str], error: str, gpa: int | None) -> Syndrome:

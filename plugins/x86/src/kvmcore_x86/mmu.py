@@ -18,7 +18,6 @@ and every way the fault ends is a named ``kvmcore.Mapped``/``Retry``/``Exit``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import kvmcore
 from kvmcore import Exit, Mapped, Retry, abi
@@ -27,9 +26,9 @@ from kvmcore_x86.fault import (
     PG_LEVEL_1G,
     PG_LEVEL_2M,
     PG_LEVEL_4K,
-    SIZE_LEVEL,
     X86Fault,
 )
+from kvmcore_x86.pferr import PFERR_FETCH_MASK, PFERR_PRIVATE_ACCESS, PFERR_WRITE_MASK
 from kvmcore_x86.vmx import INTR_INFO_UNBLOCK_NMI
 
 #: Every outcome this path names (``docs/arch/x86.md`` lists each with its kernel counterpart).
@@ -167,14 +166,14 @@ def kvm_handle_noslot_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None:
 
 
 def kvm_memslot_is_gmem_only(vm: kvmcore.VM, slot: kvmcore.Memslot) -> bool:
-    """Mirrors ``kvm_memslot_is_gmem_only()`` (6.18+, believed): the slot's guest_memfd was
-    created with GUEST_MEMFD_FLAG_MMAP, so shared faults are served from it too. Always False
-    for ``kernel="6.17"``."""
-    return (
-        slot.gmem is not None
-        and vm.settings["kernel"] != "6.17"
-        and bool(slot.gmem.flags & abi.GUEST_MEMFD_FLAG_MMAP)
-    )
+    """Mirrors ``kvm_memslot_is_gmem_only()``: the slot's guest_memfd was created with
+    ``GUEST_MEMFD_FLAG_MMAP`` (``INIT_SHARED`` in 7.x), so shared faults are served from it too.
+
+    Version gate: 6.12 has no such slots (``__kvm_faultin_pfn()`` sends only private faults to
+    guest_memfd); 6.18 and 7.3 do (``kvm_memslot_is_gmem_only()`` in ``include/linux/kvm_host.h``,
+    used by ``__kvm_mmu_faultin_pfn()`` and ``kvm_mmu_max_mapping_level()``).
+    """
+    return slot.gmem is not None and vm.kernel >= (6, 18) and bool(slot.gmem.flags & abi.GUEST_MEMFD_FLAG_MMAP)
 
 
 def __kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult | None:
@@ -258,34 +257,80 @@ def kvm_handle_error_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faultin
     return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
 
 
+def kvm_arch_has_private_mem(vm: kvmcore.VM) -> bool:
+    """Mirrors x86 ``kvm_arch_has_private_mem()``: every VM type but the default one."""
+    return bool(vm.settings["vm_type"] != "default")
+
+
+def lpage_disallowed(vm: kvmcore.VM, slot: kvmcore.Memslot, gfn: int, size: int) -> bool:
+    """Mirrors ``lpage_info_slot(gfn, slot, level)->disallow_lpage`` for a leaf of ``size``.
+
+    Set by ``kvm_alloc_memslot_metadata()`` when the slot's gfn and hva are not congruent
+    modulo the huge page, and for the huge pages at the slot's head and tail that the slot
+    does not cover whole; and, on VMs with private memory, ``KVM_LPAGE_MIXED_FLAG``
+    (``kvm_arch_post_set_memory_attributes()`` / ``hugepage_has_attrs()``) when the gfns of the
+    huge page do not all have the same memory attributes: no shared huge page over a private
+    gfn, and no private one over a shared gfn. The same in 6.12, 6.18 and 7.3.
+    """
+    pages = size >> vm.page_shift
+    if (slot.base_gfn ^ (slot.userspace_addr >> vm.page_shift)) & (pages - 1):
+        return True
+    head = gfn & ~(pages - 1)
+    if head < slot.base_gfn or head + pages > slot.end_gfn:
+        return True
+    return kvm_arch_has_private_mem(vm) and not vm.attributes.uniform(head, head + pages)
+
+
+def kvm_mmu_max_mapping_level(vcpu: kvmcore.VCPU, fault: X86Fault) -> int:
+    """Mirrors ``kvm_mmu_max_mapping_level()`` (6.18, 7.3; ``__kvm_mmu_max_mapping_level()`` in 6.12).
+
+    The largest level up to ``fault->max_level`` whose ``lpage_info`` allows it
+    (:func:`lpage_disallowed`); then a private fault, or (6.18+) any fault on a gmem-only slot,
+    is capped by guest_memfd (``kvm_gmem_max_mapping_level()``: the folio order, always 4K in
+    kvmcore, which has no huge folios), and a shared one by the host's own mapping
+    (``host_pfn_mapping_level()``). 6.12 returns the ``lpage_info`` level for a private fault
+    without looking further, which ends the same way since its ``max_level`` is already the
+    folio's (``kvm_max_private_mapping_level()``).
+    """
+    vm = vcpu.vm
+    slot = fault.slot
+    assert slot is not None
+    level = PG_LEVEL_4K
+    for candidate in (PG_LEVEL_1G, PG_LEVEL_2M):
+        if candidate <= fault.max_level and not lpage_disallowed(vm, slot, fault.gfn, LEVEL_SIZE[candidate]):
+            level = candidate
+            break
+    if level == PG_LEVEL_4K:
+        return PG_LEVEL_4K
+    if fault.is_private or kvm_memslot_is_gmem_only(vm, slot):
+        return min(level, fault.max_level)
+    host_size = vm.host.mapping_size(slot.gfn_to_hva(fault.gfn))
+    host_level = PG_LEVEL_1G if host_size >= LEVEL_SIZE[PG_LEVEL_1G] else PG_LEVEL_2M if host_size >= LEVEL_SIZE[PG_LEVEL_2M] else PG_LEVEL_4K
+    return min(level, host_level)
+
+
 def kvm_mmu_hugepage_adjust(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     """Mirrors ``kvm_mmu_hugepage_adjust()``: fill ``req_level`` and ``goal_level``.
 
     ``huge_page_disallowed`` for an exec fault with the NX-hugepage mitigation on. No huge page
-    when ``max_level`` is 4K (guest_memfd) or the pfn is an error/noslot pfn. Otherwise
-    ``req_level`` is the largest level up to ``max_level`` that the slot's alignment and the
-    host mapping allow (``kvm_mmu_max_mapping_level()``, here ``kvmcore.kvm_mapping_size()``,
-    which also gives 4K for a dirty-logging or (v3) USERFAULT slot), and ``goal_level`` follows
-    unless huge pages are disallowed; ``pfn`` is aligned down to the huge page.
+    when ``max_level`` is 4K (guest_memfd), the pfn is an error/noslot pfn, the slot tracks
+    dirty pages (``kvm_slot_dirty_track_enabled()``: the flag, so a READONLY slot that logs
+    dirty pages maps 4K too), or (KVM Userfault v3, "userfault") it is a KVM_MEM_USERFAULT
+    slot. Otherwise ``req_level`` is :func:`kvm_mmu_max_mapping_level` and ``goal_level``
+    follows unless huge pages are disallowed; ``pfn`` is aligned down to the huge page.
     """
     fault.huge_page_disallowed = fault.exec and fault.nx_huge_page_workaround_enabled
     if fault.max_level == PG_LEVEL_4K or kvmcore.is_error_noslot_pfn(fault.pfn):
         return
     slot = fault.slot
     assert slot is not None
-    sizes = _huge_page_sizes(fault.max_level)
-    fault.req_level = SIZE_LEVEL[kvmcore.kvm_mapping_size(vcpu.vm, slot, fault.gfn, sizes)]
+    if slot.flags & (abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_USERFAULT):
+        return
+    fault.req_level = kvm_mmu_max_mapping_level(vcpu, fault)
     if fault.req_level == PG_LEVEL_4K or fault.huge_page_disallowed:
         return
     fault.goal_level = fault.req_level
     fault.pfn &= ~((LEVEL_SIZE[fault.goal_level] >> vcpu.vm.page_shift) - 1)
-
-
-@lru_cache(maxsize=16)
-def _huge_page_sizes(max_level: int) -> tuple[int, ...]:
-    """The leaf sizes above 4K up to ``max_level``, largest first: what
-    :func:`kvm_mmu_hugepage_adjust` asks ``kvm_mapping_size()`` about."""
-    return tuple(LEVEL_SIZE[level] for level in (PG_LEVEL_1G, PG_LEVEL_2M) if level <= max_level)
 
 
 def kvm_tdp_mmu_map(vcpu: kvmcore.VCPU, fault: X86Fault) -> Mapped | Emulate:
@@ -341,6 +386,23 @@ def x86_emulate_instruction(vcpu: kvmcore.VCPU, fault: X86Fault, emulate: Emulat
     return Exit(0, _MMIO_OUTCOME[emulate.why], detail)
 
 
+def memory_fault_flags(vcpu: kvmcore.VCPU, fault: X86Fault) -> int:
+    """What x86's ``kvm_arch_prepare_memory_fault_exit()`` ORs into ``memory_fault.flags``
+    (the design ``arch-hook``): PRIVATE for ``PFERR_PRIVATE_ACCESS`` (Sean: "the x86 hook adds
+    PRIVATE") and, with ``rwx-flags``, the access from the PFERR word KVM built: WRITE for
+    ``PFERR_WRITE_MASK``, EXEC for ``PFERR_FETCH_MASK``, READ otherwise."""
+    error_code = fault.error_code
+    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if error_code & PFERR_PRIVATE_ACCESS else 0
+    if vcpu.vm.exit_design.rwx:
+        if error_code & PFERR_WRITE_MASK:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_WRITE
+        elif error_code & PFERR_FETCH_MASK:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_EXEC
+        else:
+            flags |= abi.KVM_MEMORY_EXIT_FLAG_READ
+    return flags
+
+
 def fill_syndrome(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     """kvmcore's syndrome extension for x86 (``docs/syndrome.md``), after the common helper ran.
 
@@ -370,14 +432,18 @@ __all__ = [
     "PROTECTED_STATE_VM_TYPES",
     "Emulate",
     "fill_syndrome",
+    "memory_fault_flags",
     "handle_mmio_page_fault",
     "kvm_handle_error_pfn",
     "kvm_handle_noslot_fault",
+    "lpage_disallowed",
     "kvm_memslot_is_gmem_only",
     "kvm_mmu_do_page_fault",
     "kvm_mmu_faultin_pfn",
+    "kvm_arch_has_private_mem",
     "kvm_mmu_faultin_pfn_gmem",
     "kvm_mmu_hugepage_adjust",
+    "kvm_mmu_max_mapping_level",
     "kvm_mmu_page_fault",
     "kvm_tdp_mmu_map",
     "kvm_tdp_page_fault",

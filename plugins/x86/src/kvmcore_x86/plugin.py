@@ -15,13 +15,11 @@ from kvmcore_x86 import decode, mmu
 from kvmcore_x86.fault import X86Fault
 
 SETTINGS: dict[str, tuple[Any, ...]] = {
-    # Which kernel's __vmx_handle_ept_violation() (and 6.18's gmem-only slots).
-    "kernel": ("6.18", "6.17", "7.2"),
     # Intel VMX/EPT or AMD SVM/NPT; vm_type "snp" implies svm and "tdx" vmx.
     "vendor": ("vmx", "svm"),
     # KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM.
     "vm_type": ("default", "sw_protected", "snp", "tdx"),
-    # Mode-based execute control for EPT (7.2 only).
+    # Mode-based execute control for EPT (kernel 7.3 only).
     "mbec": (False, True),
     # The NX-hugepage mitigation (kvm.nx_huge_pages): huge pages are mapped non-executable.
     "nx_huge_pages": (False, True),
@@ -42,6 +40,7 @@ def arch_info() -> kvmcore.ArchInfo:
         description="x86: VMX EPT violations and SVM nested page faults, the TDP MMU fault path, SNP/TDX private memory",
         settings=SETTINGS,
         causes=("not_present", "read_only", "no_exec", "no_slot"),
+        designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
     )
 
 
@@ -49,7 +48,7 @@ def arch_info() -> kvmcore.ArchInfo:
 def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
     """The core validates each setting; this adds the cross-checks (``decode.check_settings``)."""
     validated = yield
-    return decode.check_settings(settings, validated)
+    return decode.check_settings(vm, settings, validated)
 
 
 @kvmcore.hookimpl
@@ -64,10 +63,18 @@ def faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult:
 
 @kvmcore.hookimpl(wrapper=True)
 def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
-    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size)."""
+    """Fill kvmcore's syndrome extension after the common helper (never flags/gpa/size), when
+    the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
-    mmu.fill_syndrome(vcpu, fault)
+    if vcpu.vm.exit_design.syndrome:
+        mmu.fill_syndrome(vcpu, fault)
     return common
+
+
+@kvmcore.hookimpl
+def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
+    """x86's flags under the design ``arch-hook`` (:func:`kvmcore_x86.mmu.memory_fault_flags`)."""
+    vcpu.kvm_run.memory_fault.flags |= mmu.memory_fault_flags(vcpu, fault)
 
 
 @kvmcore.hookimpl

@@ -81,6 +81,18 @@ _GVA_FINAL = EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
 
 KERNELS = ("6.17", "6.18", "7.2")
 
+#: Which form of ``__vmx_handle_ept_violation()`` each modelled kernel has (``vm.kernel``):
+#: 6.12 (arch/x86/kvm/vmx/common.h): read -> USER, bits 3-5 -> PRESENT, bits 7/8 of the exit
+#: qualification -> GUEST_FINAL/PAGE: the same mapping as the "6.18" form (the 6.15-6.17
+#: regression, the "6.17" form, came later); 6.18 stable (the host's 6.18.44) has the fix;
+#: 7.3 (arch/x86/kvm/vmx/common.h) is the "7.2" form.
+PFERR_FORM = {"6.12": "6.18", "6.18": "6.18", "7.3": "7.2"}
+
+
+def pferr_form(kernel: object) -> str:
+    """The ``kernel=`` form of :func:`ept_violation_to_pferr` for a modelled ``vm.kernel``."""
+    return PFERR_FORM[str(kernel)]
+
 
 @dataclass(frozen=True, slots=True)
 class EptViolation(SlotsAsDict):
@@ -300,9 +312,11 @@ __all__ = [
     "EXIT_REASON_EPT_VIOLATION",
     "INTR_INFO_UNBLOCK_NMI",
     "KERNELS",
+    "PFERR_FORM",
     "EptViolation",
     "decode_ept_violation",
     "ept_violation_to_pferr",
+    "pferr_form",
     "tdx_ept_violation_to_pferr",
     "tdx_exit_qualification",
 ]

@@ -659,10 +659,10 @@ class _Scan:
         self.memo_old: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         #: thread -> the guest_fault_exit waiting for its fault event
         self.pending: dict[Any, tuple[int, str, Any, dict[str, Any], Any]] = {}
-        #: (label, vCPU) -> [decoded hit, run length, first line, raw (from the 2nd fault on), pc,
-        #: the vCPU's faults so far]: the current run of identical faults
-        #: of identical faults (the same memo entry: the same registers; the same pc)
-        self.runs: dict[Any, list[Any]] = {}
+        #: label -> vCPU -> [decoded hit, run length, first line, raw (from the 2nd fault on), pc,
+        #: the vCPU's faults so far]: the current run of identical faults (the same memo entry,
+        #: so the same registers; the same pc)
+        self.runs: dict[str, dict[Any, list[Any]]] = {}
         self.labels: dict[str, list[Any]] = {}
         #: the last log line's registers (arch, registers, index in log_syndromes), to merge a
         #: register dump printed over consecutive lines; reset by any other line but blank ones
@@ -680,7 +680,6 @@ class _Scan:
         memo = self.memo
         faults = summary.faults
         labels = self.labels
-        runs = self.runs
         pending = self.pending
         with_slots = self.with_slots
         last_label: str | None = None
@@ -827,7 +826,7 @@ class _Scan:
                     cut = line.find("[")  # the tracing thread before "[cpu]", tidied when reported
                     vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
                 # the vCPU's run of identical faults (a fault loop) and its fault count (run[5])
-                run = runs.get((label, vkey))
+                run = state[0].get(vkey)
                 if run is not None and run[0] is hit and run[4] == pc:
                     run[1] += 1
                     run[5] += 1
@@ -837,7 +836,7 @@ class _Scan:
                     run[0], run[1], run[2], run[4] = hit, 1, lineno, pc
                     run[5] += 1
                 else:
-                    self.new_run((label, vkey), run, hit, lineno, raw, pc)
+                    self.new_run(state[0], vkey, run, hit, lineno, raw, pc)
                 if with_slots:
                     self.count_slot(label, entry, gfn)
             elif kind == "guest_fault_exit" and ev.raw is not None and entry[2] is not None:
@@ -872,8 +871,9 @@ class _Scan:
         summary.quoted_lines = quoted
         for key in list(self.pending):
             self.flush_exit(key)
-        for vkey, run in self.runs.items():
-            self.close_run(vkey, run)
+        for runs in self.runs.values():
+            for vkey, run in runs.items():
+                self.close_run(vkey, run)
         self.count_vcpus()
         self.fold_walks()
         for label in [k for k, pcs in summary.rips.items() if not pcs]:
@@ -886,9 +886,10 @@ class _Scan:
 
     # -- one guest fault -------------------------------------------------------------------------
     def _per_label(self, label: str) -> list[Any]:
-        """The counters of one arch label, made once: [unused, gfn sketch, pc counts]."""
+        """The counters of one arch label, made once: [runs by vCPU, gfn sketch, pc counts]."""
         summary = self.summary
-        state = [None, summary.hot.setdefault(label, SpaceSaving(self.capacity)), summary.rips.setdefault(label, {})]
+        state = [self.runs.setdefault(label, {}), summary.hot.setdefault(label, SpaceSaving(self.capacity)),
+                 summary.rips.setdefault(label, {})]
         self.labels[label] = state
         return state
 
@@ -948,7 +949,8 @@ class _Scan:
             # the tracing thread (comm-pid) as printed before "[cpu]"; tidied when reported
             cut = line.find("[")
             vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
-        run = self.runs.get((label, vkey))
+        runs = state[0]
+        run = runs.get(vkey)
         if run is not None and run[0] is hit and run[4] == pc:
             run[1] += 1
             run[5] += 1
@@ -958,14 +960,14 @@ class _Scan:
             run[0], run[1], run[2], run[3], run[4] = hit, 1, lineno, raw, pc
             run[5] += 1
         else:
-            self.new_run((label, vkey), run, hit, lineno, raw, pc)
+            self.new_run(runs, vkey, run, hit, lineno, raw, pc)
         if self.with_slots:
             self.count_slot(label, entry, gfn)
 
-    def new_run(self, vkey: Any, run: list[Any] | None, hit: Any, lineno: int, raw: Any, pc: Any) -> None:
-        """A fault unlike the last one on this vCPU (``vkey``: (label, vCPU)): close the old run,
-        start a new one that keeps the vCPU's fault count."""
-        runs = self.runs
+    def new_run(self, runs: dict[Any, list[Any]], vkey: Any, run: list[Any] | None, hit: Any, lineno: int,
+                raw: Any, pc: Any) -> None:
+        """A fault unlike the last one on this vCPU (``runs``: the label's runs by vCPU): close
+        the old run, start a new one that keeps the vCPU's fault count."""
         total = 0
         if run is not None:
             self.close_run(vkey, run)
@@ -978,12 +980,13 @@ class _Scan:
     def count_vcpus(self) -> None:
         """Move the runs' per-vCPU fault counts into the summary (names tidied)."""
         vcpus = self.summary.vcpus
-        for (label, name), run in self.runs.items():
+        for label, runs in self.runs.items():
             per = vcpus.setdefault(label, {})
-            tidied = _vcpu_name(name)
-            if tidied in per or len(per) < MAX_NAMES:
-                per[tidied] = per.get(tidied, 0) + run[5]
-            run[5] = 0
+            for name, run in runs.items():
+                tidied = _vcpu_name(name)
+                if tidied in per or len(per) < MAX_NAMES:
+                    per[tidied] = per.get(tidied, 0) + run[5]
+                run[5] = 0
 
     def count_slot(self, label: str, entry: Any, gfn: int) -> None:
         slot = entry[3].vm.gfn_to_memslot(gfn)
@@ -999,7 +1002,7 @@ class _Scan:
         key, gfn = hit
         label = key[0]
         loops = self.summary.loops
-        vkey = _vcpu_name(vkey[1])
+        vkey = _vcpu_name(vkey)
         try:
             loop_key: tuple[Any, ...] = (vkey, label, tuple(raw.items()), pc)
             hash(loop_key)

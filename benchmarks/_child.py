@@ -1,6 +1,7 @@
 """Run one command and report its wall time and its own peak RSS: ``python _child.py OUT -- ARGV...``.
 
-Prints ``{"status": .., "wall_s": .., "maxrss_bytes": ..}`` on standard output; the command's
+Prints ``{"status": .., "wall_s": .., "cpu_s": .., "maxrss_bytes": ..}`` (``cpu_s``: the
+command's user + system CPU time) on standard output; the command's
 standard output goes to the file OUT (or nowhere for ``-``), its standard error passes through.
 
 Why a separate small process: Linux's ``ru_maxrss`` of a child counts the memory image it was
@@ -26,7 +27,8 @@ def main() -> int:
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    print(json.dumps({"status": proc.returncode, "wall_s": wall, "maxrss_bytes": usage.ru_maxrss * 1024}))
+    print(json.dumps({"status": proc.returncode, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                      "maxrss_bytes": usage.ru_maxrss * 1024}))
     return 0
 
 

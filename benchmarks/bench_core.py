@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import floors
+
 import kvmcore
 from kvmcore import abi
 
@@ -39,12 +41,13 @@ class Params:
     chunk: int = 2048  # inputs per timed sample: many short samples make the median robust
     touch_pages: int = 1_000_000
     replay_events: int = 1_000_000
+    replay_rounds: int = 3  # interleaved in-process rounds (kvmcore, floor) over the whole trace
     startup_runs: int = 7
 
     @classmethod
     def quick(cls) -> Params:
         return cls(repeats=3, pass_faults=2048, userfault_pages=1024, scaling_faults=2048, chunk=512,
-                   touch_pages=20_000, replay_events=20_000, startup_runs=3)
+                   touch_pages=20_000, replay_events=20_000, replay_rounds=2, startup_runs=3)
 
 
 def rate(ops: int, elapsed_ns: int) -> float:
@@ -72,6 +75,7 @@ def interleaved(
     passes: int,
     chunk: int,
     reset: Callable[[], None] = lambda: None,
+    keep: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
     """Median operations per second of each ``name: (loop, inputs)``.
 
@@ -79,7 +83,9 @@ def interleaved(
     its inputs, alternating between the loops chunk by chunk: each sample is short (a few ms)
     and the variants sit side by side in time, so a burst of load from elsewhere on the machine
     lands on a few samples of every variant, not on one variant's whole run. The first pass is
-    an untimed warm-up.
+    an untimed warm-up. ``keep`` (optional) receives every sample's rate by the thread's CPU
+    time, for ratios: on a shared machine the time spent waiting for a CPU lands on one sample
+    of a pair and not the other, and is not work either side did.
     """
     split = {name: chunks(inputs, chunk) for name, (_, inputs) in loops.items()}
     count = max(len(c) for c in split.values())
@@ -95,9 +101,20 @@ def interleaved(
                     elapsed, cpu = ns() - start, cpu_ns() - cpu_start
                     if i:
                         samples[name].append(rate(ops, elapsed))
+                        if keep is not None:  # ratios use CPU time: waiting for a CPU is not work
+                            keep[name].append(rate(ops, cpu))
                         CLOCKS["wall_ns"] += elapsed
                         CLOCKS["cpu_ns"] += cpu
     return {name: median(values) for name, values in samples.items()}
+
+
+def ratio_stats(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """Median, min and max of ``fast[i] / slow[i]``: rates of two variants sampled side by
+    side (sample ``i`` of each ran back to back), so each ratio saw the same machine."""
+    ratios = sorted(f / s for s, f in zip(slow, fast, strict=True) if s > 0)
+    if not ratios:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "samples": 0}
+    return {"median": median(ratios), "min": ratios[0], "max": ratios[-1], "samples": len(ratios)}
 
 
 # --- hook implementations, found as pluggy would call them -----------------------------------
@@ -150,13 +167,27 @@ def check_mapped(vcpu: kvmcore.VCPU, raw: Any, what: str) -> None:
 
 
 # --- per arch -----------------------------------------------------------------------------------
-def bench_arch(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
-    """decode, mapped path, hand-wired path, overhead ratio and userfault round trips."""
-    out: dict[str, float] = {}
+def bench_arch(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+    """decode, mapped path (with the hand-wired path and the floor), userfault round trips and
+    MMIO exits, each against its floor."""
+    out: dict[str, Any] = {}
     out["decode_per_s"] = bench_decode(arch, p)
     out.update(bench_mapped(arch, p))
-    out["userfault_roundtrips_per_s"] = bench_userfault(arch, p)
+    out.update(bench_userfault(arch, p))
+    out.update(bench_mmio(arch, p))
     return out
+
+
+def floor_of(vm: kvmcore.VM) -> floors.FaultFloor | None:
+    """The minimal fault function over ``vm``'s slots (None for an arch it does not know)."""
+    if vm.arch.name not in floors.EXTRACT:
+        return None
+    slots = [(s.base_gfn, s.npages, s.userspace_addr, s.flags, s.userfault_bitmap) for s in vm.memslots]
+    return floors.FaultFloor(vm.arch.name, vm.page_shift, slots)
+
+
+def floor_loop(floor: floors.FaultFloor) -> Callable[[list[Any]], int]:
+    return compile_loop("fault(raw)", fault=floor.fault)
 
 
 def bench_decode(arch: kvmcore.Arch, p: Params) -> float:
@@ -182,8 +213,9 @@ def handwired(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Callable[[list[Any]], int]:
                         gfn_to_memslot=vm.gfn_to_memslot, stage2_map=vm.stage2.map)
 
 
-def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
-    """The pipeline on one VM, the hand-wired path on a twin VM, same inputs, interleaved."""
+def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+    """The pipeline on one VM, the hand-wired path on a twin VM and the floor, same inputs,
+    interleaved sample by sample."""
     vm, vcpu = new_vm(arch, p.pass_faults)
     twin, twin_vcpu = new_vm(arch, p.pass_faults)
     base = GPA_BASE >> vm.page_shift
@@ -192,22 +224,36 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
     raws = encode_reads(vm, vcpu, gfns)
     check_mapped(vcpu, raws[0], f"{arch.name} mapped path")
     pipeline = compile_loop("handle_fault(raw)", handle_fault=vcpu.handle_fault)
+    floor = floor_of(vm)
 
     def reset() -> None:
         vm.stage2.unmap_range(base, base + p.pass_faults)
         twin.stage2.unmap_range(base, base + p.pass_faults)
+        if floor is not None:
+            floor.stage2.clear()
 
-    rates = interleaved({"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)},
-                        p.repeats, p.chunk, reset)
+    loops = {"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)}
+    if floor is not None:
+        loops["floor"] = (floor_loop(floor), raws)
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    rates = interleaved(loops, p.repeats, p.chunk, reset, samples)
     for v in (vm, twin):
         if len(v.stage2) != p.pass_faults:
             raise RuntimeError(f"{arch.name}: expected {p.pass_faults} stage-2 leaves, found {len(v.stage2)}")
     mapped, wired = rates["pipeline"], rates["handwired"]
-    return {"mapped_per_s": mapped, "handwired_per_s": wired, "overhead_ratio": wired / mapped}
+    out: dict[str, Any] = {"mapped_per_s": mapped, "handwired_per_s": wired, "overhead_ratio": wired / mapped,
+                           "handwired_ratio": ratio_stats(samples["pipeline"], samples["handwired"])}
+    if floor is not None:
+        if len(floor.stage2) != p.pass_faults:
+            raise RuntimeError(f"{arch.name}: the floor mapped {len(floor.stage2)} of {p.pass_faults} pages")
+        out["mapped_floor_per_s"] = rates["floor"]
+        out["mapped_ratio"] = ratio_stats(samples["pipeline"], samples["floor"])
+    return out
 
 
-def bench_userfault(arch: kvmcore.Arch, p: Params) -> float:
-    """Fault (userfault exit), clear the bitmap bit as the VMM does, fault again (mapped)."""
+def bench_userfault(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+    """Fault (userfault exit), clear the bitmap bit as the VMM does, fault again (mapped);
+    the same round trip through the floor on a bitmap of its own."""
     pages = p.userfault_pages
     bitmap = bytearray(b"\xff" * ((pages + 63) // 64 * 8))
     vm, vcpu = new_vm(arch, pages, abi.KVM_MEM_USERFAULT, bitmap)
@@ -221,24 +267,67 @@ def bench_userfault(arch: kvmcore.Arch, p: Params) -> float:
         vcpu.kvm_run.exit.memory_fault.flags & abi.KVM_MEMORY_EXIT_FLAG_USERFAULT
     ):
         raise RuntimeError(f"{arch.name}: expected a userfault exit, got {first}")
-    handle_fault = vcpu.handle_fault
     full = b"\xff" * len(bitmap)
+    floor_bitmap = bytearray(full)
+    floor = None
+    if arch.name in floors.EXTRACT:
+        floor = floors.FaultFloor(arch.name, vm.page_shift, [(base, pages, vm.memslots.by_id[0].userspace_addr,
+                                                              abi.KVM_MEM_USERFAULT, floor_bitmap)])
 
-    def loop(items: list[tuple[Any, int, int]]) -> int:
-        for raw, byte, mask in items:
-            handle_fault(raw)  # exit: KVM_EXIT_MEMORY_FAULT with the USERFAULT flag, -EFAULT
-            bitmap[byte] &= mask  # the VMM fetched the page: clear its bit
-            handle_fault(raw)  # mapped
-        return len(items)
+    def round_trips(handle_fault: Callable[[Any], Any], bits: bytearray) -> Callable[[list[Any]], int]:
+        def loop(items: list[tuple[Any, int, int]]) -> int:
+            for raw, byte, mask in items:
+                handle_fault(raw)  # exit: KVM_EXIT_MEMORY_FAULT with the USERFAULT flag, -EFAULT
+                bits[byte] &= mask  # the VMM fetched the page: clear its bit
+                handle_fault(raw)  # mapped
+            return len(items)
+
+        return loop
 
     def reset() -> None:
         bitmap[:] = full
+        floor_bitmap[:] = full
         vm.stage2.unmap_range(base, base + pages)
+        if floor is not None:
+            floor.stage2.clear()
 
-    result = interleaved({"userfault": (loop, work)}, p.repeats, p.chunk // 2, reset)["userfault"]
+    loops = {"userfault": (round_trips(vcpu.handle_fault, bitmap), work)}
+    if floor is not None:
+        loops["floor"] = (round_trips(floor.fault, floor_bitmap), work)
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    rates = interleaved(loops, p.repeats, p.chunk // 2, reset, samples)
     if len(vm.stage2) != pages:
         raise RuntimeError(f"{arch.name}: userfault round trips left {len(vm.stage2)} of {pages} pages mapped")
-    return result
+    out: dict[str, Any] = {"userfault_roundtrips_per_s": rates["userfault"]}
+    if floor is not None:
+        out["userfault_floor_per_s"] = rates["floor"]
+        out["userfault_ratio"] = ratio_stats(samples["userfault"], samples["floor"])
+    return out
+
+
+def bench_mmio(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+    """A store outside every memslot: ``KVM_EXIT_MMIO`` (the raws from ``encode_fault``'s
+    ``no_slot`` cause), against the floor filling the same exit fields."""
+    vm, vcpu = new_vm(arch, 16)
+    shift = vm.page_shift
+    encode = vm.arch.encode_fault
+    base = (GPA_BASE >> shift) + 4096  # well above the slot
+    raws = [encode(vcpu, kvmcore.Access((base + i) << shift | 8, "write", "no_slot", data=i))
+            for i in range(p.pass_faults // 4)]
+    first = vcpu.handle_fault(raws[0])
+    if first.exit_reason != abi.KVM_EXIT_MMIO:
+        raise RuntimeError(f"{arch.name}: expected an MMIO exit, got {first}")
+    loops = {"mmio": (compile_loop("handle_fault(raw)", handle_fault=vcpu.handle_fault), raws)}
+    floor = floor_of(vm)
+    if floor is not None:
+        loops["floor"] = (floor_loop(floor), raws)
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    rates = interleaved(loops, p.repeats, p.chunk, lambda: None, samples)
+    out: dict[str, Any] = {"mmio_exits_per_s": rates["mmio"]}
+    if floor is not None:
+        out["mmio_floor_per_s"] = rates["floor"]
+        out["mmio_ratio"] = ratio_stats(samples["mmio"], samples["floor"])
+    return out
 
 
 # --- scaling -------------------------------------------------------------------------------------
@@ -274,8 +363,15 @@ def bench_slots(arch: kvmcore.Arch, p: Params) -> dict[str, float]:
             vm.stage2.unmap_range(GPA_BASE >> vm.page_shift, end)
 
     loops = {str(count): (compile_loop("handle_fault(raw)", handle_fault=hf), raws) for count, _, hf, raws, _ in setups}
-    results.update(interleaved(loops, p.repeats, p.chunk, reset))
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    results.update(interleaved(loops, p.repeats, p.chunk, reset, samples))
+    SLOT_RATIO.clear()
+    SLOT_RATIO.update(ratio_stats(samples[str(SLOT_COUNTS[-1])], samples[str(SLOT_COUNTS[0])]))
     return results
+
+
+#: The last :func:`bench_slots` run's most-slots / 1-slot time ratio (CPU time, sample pairs).
+SLOT_RATIO: dict[str, float] = {}
 
 
 def bench_memory(arch: kvmcore.Arch, p: Params) -> dict[str, float]:

@@ -8,7 +8,10 @@ size: see ``_child.py``).
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -58,7 +61,12 @@ def run_child(argv: list[str], stdout: Path | None = None) -> tuple[int, float, 
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return proc.returncode or 1, 0.0, 0, err or proc.stdout[-2000:]
+    LAST_CPU_S[0] = report.get("cpu_s", report["wall_s"])
     return report["status"], report["wall_s"], report["maxrss_bytes"], err
+
+
+#: The CPU time (user + system) of the last command :func:`run_child` ran.
+LAST_CPU_S = [0.0]
 
 
 # --- trace generation ------------------------------------------------------------------------------
@@ -126,10 +134,21 @@ def write_trace(path: Path, arch: kvmcore.Arch, events: int) -> None:
 
 def replay_argv(arch: str, trace: Path) -> list[str]:
     """``kvmcore replay`` of the trace: parse every line, decode every fault, summarise."""
-    return [*kvmcore_command(), "replay", str(trace), "--arch", arch, "--json", "--strict", "--no-progress"]
+    return [*kvmcore_command(), "replay", str(trace), "--arch", arch, "--json", "--strict", "--no-progress",
+            *(["--jobs", "1"] if _has_option("replay", "--jobs") else [])]
 
 
-def bench_replay(arches: dict[str, kvmcore.Arch], events: int, tmp: Path, notes: list[str]) -> dict[str, Any]:
+def _replay_in_process(path: str, arch: str) -> int:
+    from kvmcore.cli import replay
+
+    return replay.replay(path, arch=arch, progress=False).events
+
+
+def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp: Path, notes: list[str],
+                 ratio_stats: Any) -> dict[str, Any]:
+    """``kvmcore replay`` of a generated trace: per event in-process against the floor
+    (interleaved rounds over the same file), then as whole processes (serial, every core,
+    and polars/duckdb on the same lines where installed, for information)."""
     out: dict[str, Any] = {"events_per_s": None, "peak_rss_mb": None}
     name = next((a for a in GENERATORS if a in arches), None)
     if name is None:
@@ -144,12 +163,32 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, tmp: Path, notes:
     write_trace(trace, arches[name], events)
     out.update(arch=name, events=events, trace_mb=round(trace.stat().st_size / 2**20, 1),
                generate_s=round(time.perf_counter() - start, 2))
+    event = "kvm_guest_fault" if name == "arm64" else "kvm_page_fault"
+    # in-process, interleaved: floor, kvmcore, floor, kvmcore...; one warm-up round
+    import floors
+
+    times: dict[str, list[float]] = {"floor": [], "kvmcore": []}
+    for r in range(rounds + 1):
+        for label, fn in (("floor", lambda: floors.replay_floor(str(trace), event)),
+                          ("kvmcore", lambda: _replay_in_process(str(trace), name))):
+            gc.collect()
+            t0 = time.perf_counter()
+            seen = fn()
+            elapsed = time.perf_counter() - t0
+            if seen != events:
+                raise RuntimeError(f"replay {label}: {seen} events of {events}")
+            if r:
+                times[label].append(events / elapsed)
+    out["inproc_per_s"] = statistics.median(times["kvmcore"])
+    out["floor_per_s"] = statistics.median(times["floor"])
+    out["ratio"] = ratio_stats(times["kvmcore"], times["floor"])
+    # whole process
     argv = replay_argv(name, trace)
     report = tmp / "replay.json"
     status, wall, rss, err = run_child(argv, stdout=report)
-    trace.unlink()
     if status != 0:
         notes.append(f"replay: `kvmcore {' '.join(argv[1:])}` exited {status}: {err.strip().splitlines()[-1:]}")
+        trace.unlink()
         return out
     try:
         summary = json.loads(report.read_text())
@@ -158,30 +197,98 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, tmp: Path, notes:
         summary = {}
     out["summary_counts"] = {k: v for k, v in summary.items() if isinstance(v, int)}
     out.update(events_per_s=events / wall, peak_rss_mb=rss / 2**20, wall_s=round(wall, 3))
+    jobs = os.cpu_count() or 1
+    if jobs > 1 and _has_option("replay", "--jobs"):
+        status, pwall, _, err = run_child([*argv[:-2], "--jobs", str(jobs)], stdout=tmp / "replay-par.json")
+        if status == 0:
+            same = json.loads((tmp / "replay-par.json").read_text())
+            for volatile in ("seconds",):
+                same.pop(volatile, None), summary.pop(volatile, None)
+            out.update(parallel_jobs=jobs, parallel_wall_s=round(pwall, 3), parallel_speedup=wall / pwall,
+                       parallel_identical=same == summary)
+        else:
+            notes.append(f"replay --jobs {jobs} exited {status}: {err.strip().splitlines()[-1:]}")
+    engines = {}
+    for engine in ("polars", "duckdb"):
+        if importlib.util.find_spec(engine) is None:
+            notes.append(f"replay: {engine} is not installed; its information row is empty")
+            continue
+        code = ENGINE_SCRIPTS[engine].format(path=str(trace), event=event)
+        status, ewall, _, err = run_child([sys.executable, "-c", code])
+        if status == 0:
+            engines[engine] = ewall
+        else:
+            notes.append(f"replay: {engine} exited {status}: {err.strip().splitlines()[-1:]}")
+    out["engines_wall_s"] = {k: round(v, 3) for k, v in engines.items()}
+    trace.unlink()
     return out
 
 
-def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str]) -> tuple[float | None, str]:
-    """Median wall time of ``kvmcore decode ARCH REG=VALUE...`` as a whole process."""
+#: The same count as the floor (gfn and syndrome of every fault line) in other engines, whole
+#: process, on one thread: information, not a verdict.
+ENGINE_SCRIPTS = {
+    "polars": (
+        "import os; os.environ['POLARS_MAX_THREADS']='1'; import polars as pl\n"
+        "df = pl.scan_csv({path!r}, has_header=False, separator='\\x01', new_columns=['line'], quote_char=None)\n"
+        "pat = r'{event}: (?:ipa|vcpu \\d+ rip 0x[0-9a-f]+ address) (0x[0-9a-f]+),? (?:hsr|error_code) (0x[0-9a-f]+)'\n"
+        "r = df.select(pl.col('line').str.extract_groups(pat)).unnest('line').drop_nulls()"
+        ".group_by('1', '2').len().collect()\n"
+        "print(r['len'].sum())\n"
+    ),
+    "duckdb": (
+        "import duckdb; con = duckdb.connect(); con.execute('SET threads=1')\n"
+        "pat = '{event}: (?:ipa|vcpu \\d+ rip 0x[0-9a-f]+ address) (0x[0-9a-f]+),? (?:hsr|error_code) (0x[0-9a-f]+)'\n"
+        "q = (\"SELECT sum(n) FROM (SELECT regexp_extract(line, $1, 1) a, regexp_extract(line, $1, 2) b, count(*) n \"\n"
+        "     \"FROM read_csv({path!r}, columns={{'line': 'VARCHAR'}}, delim=chr(1), quote='', header=false) \"\n"
+        "     \"WHERE regexp_matches(line, $1) GROUP BY a, b)\")\n"
+        "print(con.execute(q, [pat]).fetchone()[0])\n"
+    ),
+}
+
+
+def _has_option(subcommand: str, option: str) -> bool:
+    proc = subprocess.run([*kvmcore_command(), subcommand, "--help"], capture_output=True, text=True)
+    return option in proc.stdout
+
+
+def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str], ratio_stats: Any) -> dict[str, Any]:
+    """Wall time of ``kvmcore decode ARCH REG=VALUE...`` and ``kvmcore plugins`` as whole
+    processes, interleaved run by run with the floor ``python -c "import pluggy, stevedore"``."""
+    import floors
+
     name = "arm64" if "arm64" in arches else next(iter(arches), None)
+    out: dict[str, Any] = {}
     why = cli_ready("decode") if name is not None else "no arch loaded"
-    if name is not None and why is None:
-        arch = arches[name]
-        vm = kvmcore.VM(arch)
-        raw = arch.encode_fault(vm.create_vcpu(), kvmcore.Access(TRACE_GPA_BASE, "write", "not_present"))
-        regs = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in raw.items() if k in arch.info.registers]
-        argv = [*kvmcore_command(), "decode", name, *regs]
-        what = f"kvmcore decode {name} ..."
-    else:
-        notes.append(f"startup: `kvmcore decode` is not ready ({why}); timed "
-                     "`python -c \"import kvmcore; kvmcore.load_arch('arm64')\"` instead")
-        argv = [sys.executable, "-c", f"import kvmcore; kvmcore.load_arch({name or 'arm64'!r})"]
-        what = " ".join(argv[1:])
-    times = []
-    for _ in range(runs + 1):
-        status, wall, _, err = run_child(argv)
-        if status != 0:
-            notes.append(f"startup: `{what}` exited {status}: {err.strip().splitlines()[-1:]}")
-            break
-        times.append(wall * 1000)
-    return (float(statistics.median(times[1:])) if len(times) > 1 else None), what
+    if name is None or why is not None:
+        notes.append(f"startup: `kvmcore decode` is not ready ({why}); no start-up figures")
+        return out
+    arch = arches[name]
+    vm = kvmcore.VM(arch)
+    raw = arch.encode_fault(vm.create_vcpu(), kvmcore.Access(TRACE_GPA_BASE, "write", "not_present"))
+    regs = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in raw.items() if k in arch.info.registers]
+    commands = {
+        "floor": [sys.executable, *floors.STARTUP_FLOOR],
+        "decode": [*kvmcore_command(), "decode", name, *regs],
+        "plugins": [*kvmcore_command(), "plugins"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    cpu: dict[str, list[float]] = {k: [] for k in commands}
+    for r in range(runs + 1):
+        for label, argv in commands.items():
+            status, wall, _, err = run_child(argv)
+            if status != 0:
+                notes.append(f"startup: `{' '.join(argv[1:])}` exited {status}: {err.strip().splitlines()[-1:]}")
+                return out
+            if r:
+                times[label].append(wall * 1000)
+                cpu[label].append(LAST_CPU_S[0] * 1000)
+    out["floor_ms"] = statistics.median(times["floor"])
+    out["floor_cpu_ms"] = statistics.median(cpu["floor"])
+    for label in ("decode", "plugins"):
+        out[f"{label}_ms"] = statistics.median(times[label])
+        out[f"{label}_cpu_ms"] = statistics.median(cpu[label])
+        # the verdict: CPU time (user + system), run by run, so waiting for a CPU does not count;
+        # ratio of times = inverse ratio of rates: pass rates so the helper's order holds
+        out[f"{label}_ratio"] = ratio_stats([1 / t for t in cpu[label]], [1 / t for t in cpu["floor"]])
+    out["decode_command"] = f"kvmcore decode {name} ..."
+    return out

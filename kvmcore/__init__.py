@@ -69,6 +69,7 @@ from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Ent
 from kvmcore.kvm.userfault import set_bits as set_userfault_bits
 from kvmcore.kvm.version import KERNEL_VERSIONS, KernelVersion
 from kvmcore.plugin import loader as _loader
+from kvmcore.plugin.batch import decode_by_syndrome
 from kvmcore.plugin.contract import COMMON_FIELDS, check_fault, check_fault_type
 from kvmcore.plugin.loader import (
     ARCH_GROUP,
@@ -147,6 +148,7 @@ __all__ = [
     "check_fault",
     "check_fault_type",
     "check_raw_keys",
+    "decode_by_syndrome",
     "disable_hook_tracing",
     "enable_hook_tracing",
     "hookimpl",

@@ -224,3 +224,25 @@ def parse_log_text(text: str) -> list[dict[str, Any]] | None:
         give, e.g. an ESR without HPFAR); ``None`` when the line holds nothing of this arch's.
         Never raises for text it does not recognise.
     """
+
+
+@hookspec(firstresult=True)
+def decode_fault_batch(vcpu: VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Decode many faults at once: numpy arrays of raw register values in, arrays of fields out.
+
+    The vectorised counterpart of ``decode_fault`` for engines that hold millions of rows
+    (``kvmcore replay --events`` Parquet, DuckDB, Spark/Dask): no Python call per row.
+
+    :param vcpu: a vCPU of the VM whose settings decide the decoding (as for ``decode_fault``).
+    :param columns: register name -> 1-D numpy array (or anything ``numpy.asarray`` takes), one
+        value per row, every column the same length; the names are ``decode_fault``'s raw keys
+        (a column present applies to every row; split batches whose rows have other keys).
+    :return: name -> numpy array of the same length: ``valid`` (bool: ``decode_fault`` accepts
+        the row), ``gfn`` (uint64), ``exec``, ``write``, ``is_private`` (bool), ``fault_kind``
+        (str objects) and the arch's fields (docs/arch/*.md); where ``valid`` is False the
+        other values are 0, False or "". None when the arch cannot decode this VM's faults in
+        batches (then decode row by row).
+    :raises kvmcore.DecodeError: for a batch no row of which can be decoded as given (an
+        unknown or missing register, columns of different lengths, a non-integer column).
+    """
+

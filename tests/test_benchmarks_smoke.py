@@ -21,6 +21,14 @@ ARCH_FIGURES = ("decode_per_s", "mapped_per_s", "handwired_per_s", "overhead_rat
 SLOT_COUNTS = ("1", "100", "10000", "32764")
 
 
+FLOORED = ("arm64", "x86", "riscv")
+
+
+def _ratio(stats: dict) -> None:
+    """median/min/max of a ratio against a floor, over at least one sample pair."""
+    assert stats["samples"] >= 1 and 0 < stats["min"] <= stats["median"] <= stats["max"], stats
+
+
 def _figure(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
@@ -39,8 +47,9 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
 def test_quick_run_has_every_figure(quick_run: tuple[dict, str]) -> None:
     result, table = quick_run
-    assert {"machine", "arches", "replay", "scaling", "startup_ms"} <= result.keys()
+    assert {"machine", "arches", "replay", "scaling", "startup"} <= result.keys()
     assert result["machine"]["python"] and result["machine"]["cpus"]
+    assert len(result["machine"]["load_average_before"]) == 3 and len(result["machine"]["load_average_after"]) == 3
     assert "toy" in result["arches"], result["notes"]  # the test-only arch always loads
     for name in kvmcore.installed_arches():
         # every installed arch has figures, or a note saying why it was skipped
@@ -48,6 +57,9 @@ def test_quick_run_has_every_figure(quick_run: tuple[dict, str]) -> None:
     for name, figures in result["arches"].items():
         for key in ARCH_FIGURES:
             assert _figure(figures.get(key)), (name, key, figures)
+        if name in FLOORED:  # arches the floor knows: every fault path has a ratio to its floor
+            for key in ("mapped_ratio", "userfault_ratio", "mmio_ratio", "handwired_ratio"):
+                _ratio(figures[key])
     scaling = result["scaling"]
     assert sorted(scaling["slots"], key=int) == list(SLOT_COUNTS)
     assert all(_figure(v) for v in scaling["slots"].values()), scaling["slots"]
@@ -56,8 +68,14 @@ def test_quick_run_has_every_figure(quick_run: tuple[dict, str]) -> None:
     for key in ("events_per_s", "peak_rss_mb"):
         value = result["replay"][key]
         assert _figure(value) or (value is None and any(n.startswith("replay:") for n in result["notes"])), result
-    assert _figure(result["startup_ms"]) or any(n.startswith("startup:") for n in result["notes"]), result
-    assert "mapped faults/s" in table and "machine:" in table
+    if result["replay"]["events_per_s"] is not None:
+        _ratio(result["replay"]["ratio"])
+    if result["startup"]:
+        for key in ("decode_ratio", "plugins_ratio"):
+            _ratio(result["startup"][key])
+    else:
+        assert any(n.startswith("startup:") for n in result["notes"]), result
+    assert "verdicts:" in table and "machine:" in table and "load average before" in table
 
 
 # --- behaviour of the core fast paths -----------------------------------------------------------

@@ -198,17 +198,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # --- kvmcore replay ----------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from kvmcore.cli import replay
+    from kvmcore.cli import replay, replay_parallel
 
     settings = parse_assignments(args.set or [], "setting")
     try:
-        summary = replay.replay(
+        summary = replay_parallel.replay(
             args.tracefile,
             arch=args.arch,
             memslots=args.memslots,
             settings=settings,
             top=args.top,
-            capacity=args.capacity,
+            memory=args.memory,
+            jobs=args.jobs,
+            events=args.events,
             progress=None if args.progress is None else args.progress,
             unwrap=args.unwrap,
         )
@@ -229,6 +231,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # --- the parser --------------------------------------------------------------------------------
+def _jobs(text: str) -> int | None:
+    """``--jobs 4`` or ``--jobs auto`` (None)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of processes or 'auto'")
+    return value
+
+
+def _size(text: str) -> int:
+    """``--memory 64M``: bytes (argparse reports the ValueError's message)."""
+    from kvmcore.cli.hotgfns import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -348,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
         "'-' for stdin; also as pasted into mail: quoted, wrapped, without prefixes, with kernel log lines), "
         "decode each guest fault event through the arch's parse_trace_event and "
-        "decode_fault hooks, and print a summary. Streams in constant memory: the hottest gfns come "
-        "from a bounded Space-Saving sketch and the output says whether they are exact.",
+        "decode_fault hooks, and print a summary. Streams in bounded memory: the hottest gfns are "
+        "counted exactly within --memory, then by a sketch that reports only what it guarantees.",
         epilog=(
             "examples:\n"
             "  kvmcore replay /sys/kernel/tracing/trace\n"
@@ -368,8 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
-    p.add_argument("--capacity", type=int, default=1024, metavar="K",
-                   help="counters in the heavy-hitter sketch (default 1024; exact while a trace has fewer distinct gfns)")
+    p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
+                   help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
+                   "that reports only what it guarantees")
+    p.add_argument("--events", metavar="OUT.parquet",
+                   help="also write one row per guest fault event (registers and decoded fields) to a "
+                   "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                   help="processes for a large trace file (default auto: every CPU from 16 MiB per "
+                   "process); the summary is the serial one")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="progress bar on stderr (default: when stderr is a terminal)")

@@ -11,9 +11,9 @@ event go to the arches' ``parse_log_text`` hook (kernel log lines with an ESR, K
 
 Memory is flat whatever the file size: per-line work allocates nothing that outlives the line,
 counters are keyed by small bounded sets (arch, kind, fault kind, access), and the hottest gfns
-come from a Space-Saving sketch of ``capacity`` counters (Metwally et al., 2005): exact while
-the trace touches at most ``capacity`` distinct gfns, otherwise each count is an upper bound
-within the sketch's error.
+are counted exactly while the distinct gfns fit the memory budget (``memory``, 64 MiB by
+default), then by a Space-Saving sketch whose output lists only what it guarantees
+(:mod:`kvmcore.cli.hotgfns`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import kvmcore
 from kvmcore.cli import trace_input
+from kvmcore.cli.hotgfns import DEFAULT_BUDGET, HotGfns, SpaceSaving
 from kvmcore.cli.trace_input import echo
 from kvmcore.errors import strerror
 
@@ -62,55 +63,11 @@ _WALK_INDEX = {False: 0, True: 1, None: 2}
 _MISSING = object()
 
 
+__all__ = ["ReplayError", "SpaceSaving", "Summary", "replay"]
+
+
 class ReplayError(kvmcore.KvmcoreError, ValueError):
     """The trace cannot be read at all (missing file, unknown arch, bad --memslots)."""
-
-
-class SpaceSaving:
-    """The Space-Saving heavy-hitter sketch: at most ``capacity`` counters.
-
-    ``counts[key]`` over-estimates the true count by at most ``errors[key]``; while no key was
-    ever evicted (``evictions == 0``) every count is exact.
-    """
-
-    __slots__ = ("capacity", "counts", "errors", "heap", "evictions")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.counts: dict[int, int] = {}
-        self.errors: dict[int, int] = {}
-        self.heap: list[tuple[int, int]] = []  # (count when pushed, key): refreshed lazily
-        self.evictions = 0
-
-    def add_new(self, key: int) -> None:
-        """Count ``key``, which is not in ``counts`` (the caller increments known keys inline)."""
-        counts = self.counts
-        if len(counts) < self.capacity:
-            counts[key] = 1
-            heapq.heappush(self.heap, (1, key))
-            return
-        heap = self.heap
-        while True:
-            c, victim = heap[0]
-            current = counts[victim]
-            if current == c:
-                break
-            heapq.heapreplace(heap, (current, victim))
-        heapq.heapreplace(heap, (c + 1, key))
-        del counts[victim]
-        self.errors.pop(victim, None)
-        counts[key] = c + 1
-        self.errors[key] = c
-        self.evictions += 1
-
-    @property
-    def exact(self) -> bool:
-        return self.evictions == 0
-
-    def top(self, n: int) -> list[tuple[int, int, int]]:
-        """``(key, count, error)`` of the ``n`` largest counts."""
-        best = heapq.nlargest(n, self.counts.items(), key=lambda kv: (kv[1], -kv[0]))
-        return [(k, c, self.errors.get(k, 0)) for k, c in best]
 
 
 @dataclass
@@ -130,7 +87,7 @@ class Summary:
     faults: dict[tuple[Any, ...], int] = field(default_factory=dict)
     undecodable: int = 0
     userspace_exits: dict[str, int] = field(default_factory=dict)
-    hot: dict[str, SpaceSaving] = field(default_factory=dict)
+    hot: dict[str, HotGfns] = field(default_factory=dict)
     slots: dict[str, dict[str, int]] = field(default_factory=dict)
     page_shift: dict[str, int] = field(default_factory=dict)
     top: int = 10
@@ -156,6 +113,37 @@ class Summary:
     ambiguous: int = 0
     ambiguous_examples: list[tuple[int, str]] = field(default_factory=list)
 
+    def fault_hits(self, arch: str) -> int:
+        """Decoded guest faults of ``arch`` (every one counted in the hot-gfn counter)."""
+        return sum(n for (a, *_), n in self.faults.items() if a == arch)
+
+    def _render_hot(self, arch: str, counter: HotGfns) -> list[str]:
+        shift = self.page_shift.get(arch, 12)
+        rep = counter.report(self.top, self.fault_hits(arch))
+        out = [""]
+        mib = (f"{rep.budget / 2**20:g} MiB" if rep.budget >= 1 << 20 else
+               f"{rep.budget / 2**10:g} KiB" if rep.budget >= 1 << 10 else f"{rep.budget} bytes")
+        if rep.exact:
+            if not rep.rows:
+                return []
+            out.append(f"hottest gfns ({arch}, exact: {rep.distinct:,} distinct gfns counted within {mib}):")
+            for gfn, _, count in rep.rows:
+                out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {count:>12,}")
+            return out
+        out.append(f"hottest gfns ({arch}, approximate: more distinct gfns than {mib} holds; a Space-Saving "
+                   f"sketch of {rep.counters:,} counters over {rep.hits:,} faults):")
+        for gfn, low, high in rep.rows:
+            span = f"{high:,}" if low == high else f"{low:,}-{high:,}"
+            out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {span:>12}")
+        if rep.rows:
+            out.append(f"  these {len(rep.rows)} are the hottest for certain (count ranges shown); "
+                       f"every other gfn was hit at most {rep.others_at_most:,} times")
+        else:
+            out.append(f"  no gfn stands out: every gfn was hit at most {rep.others_at_most:,} times "
+                       f"(the sketch's bound; {rep.hits:,} faults / {rep.counters:,} counters = "
+                       f"{rep.hits / rep.counters:,.1f}); raise --memory for exact counts")
+        return out
+
     def skip(self, lineno: int, line: str, why: str, malformed: bool) -> None:
         self.skipped += 1
         if malformed:
@@ -168,14 +156,18 @@ class Summary:
     # -- output --------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         hot = {}
-        for arch, sketch in self.hot.items():
+        for arch, counter in self.hot.items():
             shift = self.page_shift.get(arch, 12)
+            rep = counter.report(self.top, self.fault_hits(arch))
             hot[arch] = {
-                "exact": sketch.exact,
-                "capacity": sketch.capacity,
-                "distinct_tracked": len(sketch.counts),
-                "top": [{"gfn": g, "gpa": g << shift, "count": c, "max_overcount": e}
-                        for g, c, e in sketch.top(self.top)],
+                "exact": rep.exact,
+                "memory_budget": rep.budget,
+                "counters": rep.counters,
+                "distinct": rep.distinct,
+                "hits": rep.hits,
+                "others_at_most": rep.others_at_most,
+                "top": [{"gfn": g, "gpa": g << shift, "count": hi, "max_overcount": hi - lo}
+                        for g, lo, hi in rep.rows],
             }
         return {
             "source": self.source,
@@ -318,21 +310,8 @@ class Summary:
             out.append("exits to userspace (kvm_userspace_exit):")
             for reason, n in sorted(self.userspace_exits.items(), key=lambda kv: -kv[1]):
                 out.append(f"  {reason:<34} {n:>12,}")
-        for arch, sketch in sorted(self.hot.items()):
-            shift = self.page_shift.get(arch, 12)
-            top = sketch.top(self.top)
-            if not top:
-                continue
-            out.append("")
-            if sketch.exact:
-                how = "exact"
-            else:
-                how = (f"approximate: Space-Saving sketch of {sketch.capacity} counters, more distinct gfns "
-                       "than counters; counts are upper bounds, over by at most the +N shown")
-            out.append(f"hottest gfns ({arch}, {how}):")
-            for gfn, count, err in top:
-                extra = f"  (+{err:,})" if err else ""
-                out.append(f"  gfn {gfn:>#12x}  gpa {gfn << shift:>#16x}  {count:>12,}{extra}")
+        for arch, counter in sorted(self.hot.items()):
+            out.extend(self._render_hot(arch, counter))
         for arch, slots in sorted(self.slots.items()):
             out.append("")
             out.append(f"guest faults by memslot ({arch}):")
@@ -562,11 +541,22 @@ def replay(
     memslots: str | None = None,
     settings: dict[str, Any] | None = None,
     top: int = 10,
-    capacity: int = 1024,
+    memory: int = DEFAULT_BUDGET,
     progress: bool | None = None,
+    events: str | None = None,
     unwrap: bool = True,
 ) -> Summary:
-    """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`."""
+    """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
+
+    ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
+    :func:`kvmcore.cli.replay_parallel.replay` runs it on every core. ``events``: also write one
+    row per guest fault event to this Parquet file (:mod:`kvmcore.cli.events`; serial).
+    ``unwrap``: rejoin lines a mail client wrapped (``--no-unwrap`` turns it off).
+    """
+    try:
+        HotGfns(memory)
+    except ValueError as exc:
+        raise ReplayError(f"--memory: {exc}") from None
     arches, vcpus, notes = _load(arch, settings or {}, memslots)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
@@ -588,19 +578,39 @@ def replay(
         progress = sys.stderr.isatty()
     start = time.perf_counter()
     resolver = _Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
+    writer = None
     try:
+        if events is not None:
+            from kvmcore.cli.events import EventWriter
+
+            try:
+                writer = EventWriter(events, arches)
+            except ImportError as exc:
+                raise ReplayError(str(exc)) from None
+            except OSError as exc:
+                raise ReplayError(f"--events {events}: {exc.strerror or exc}") from None
         head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
-        scan = _Scan(summary, resolver, capacity, memslots is not None, bool(settings), unwrap)
         lines = itertools.chain(head, stream) if head else stream
-        scan.run(enumerate(lines, 1), progress, total, getattr(stream, "buffer", None))
+        _scan(lines, summary, resolver, memory, progress, total, memslots is not None,
+              getattr(stream, "buffer", None), writer, unwrap=unwrap, has_settings=bool(settings))
+        if writer is not None:
+            summary.notes.append(f"wrote {writer.close():,} guest fault events to {events}")
     finally:
+        if writer is not None:
+            writer.close()
         if stream is not sys.stdin:
             stream.close()
     summary.seconds = time.perf_counter() - start
+    _what_kvm_does(summary, arches, settings or {}, memslots)
+    _finish(summary, arches, vcpus)
+    return summary
+
+
+def _finish(summary: Summary, arches: dict[str, Any], vcpus: dict[str, Any]) -> None:
+    """What the summary says once every line is counted: page shifts, the arch mode, notes."""
     for name, vcpu in vcpus.items():
         summary.page_shift[name] = vcpu.vm.page_shift
-    _what_kvm_does(summary, arches, settings or {}, memslots)
     if summary.mode == "auto":
         seen = sorted(a for a in summary.by_arch_kind if a in arches)
         logged = sorted({item["arch"] for item in summary.log_syndromes})
@@ -614,7 +624,15 @@ def replay(
         owner = ARCH_OF_EVENT.get(event)
         if owner is not None and owner not in arches:
             summary.notes.append(f"{n:,} {event} events are {owner} events, but the {owner} plugin is not loaded")
-    return summary
+
+
+def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progress: bool,
+          total: int, with_slots: bool, buffer: Any, sink: Any = None, *, unwrap: bool = True,
+          has_settings: bool = False) -> None:
+    """Count every line of ``stream`` into ``summary`` (the serial scan; the parallel replay runs
+    it on each range of a file)."""
+    _Scan(summary, resolver, memory, with_slots, has_settings, unwrap, sink).run(
+        enumerate(stream, 1), progress, total, buffer)
 
 
 def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None) -> None:
@@ -645,12 +663,13 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
 class _Scan:
     """One pass over the lines: parse, pair, decode, count (state kept across lines)."""
 
-    def __init__(self, summary: Summary, resolver: _Resolver, capacity: int, with_slots: bool, has_settings: bool,
-                 unwrap: bool = True) -> None:
+    def __init__(self, summary: Summary, resolver: _Resolver, memory: int, with_slots: bool, has_settings: bool,
+                 unwrap: bool = True, sink: Any = None) -> None:
+        self.sink = sink  # --events: every row's own decoded fields (kvmcore.cli.events)
         self.unwrap = unwrap
         self.summary = summary
         self.resolver = resolver
-        self.capacity = capacity
+        self.memory = memory
         self.with_slots = with_slots
         self.has_settings = has_settings
         # decode_fault is a pure function of the registers for a fixed VM: remember recent ones
@@ -681,6 +700,7 @@ class _Scan:
         faults = summary.faults
         labels = self.labels
         pending = self.pending
+        sink = self.sink
         with_slots = self.with_slots
         last_label: str | None = None
         state: list[Any] = []
@@ -790,6 +810,9 @@ class _Scan:
                     raw = self.paired(lineno, line, m, label, raw)
                 # The common case, inline (a method call per fault costs ~10% of the replay):
                 # registers seen recently, so the memo has the decode. Otherwise self.fault().
+                if sink is not None:  # --events: every row's own decoded fields, so no memo
+                    fault(lineno, line, m, event, label, entry, raw, ev.fields, None, ev)
+                    continue
                 try:
                     memo_key: tuple[Any, ...] | None = (label, *raw.items())
                     hit = memo.get(memo_key)  # type: ignore[arg-type]
@@ -798,7 +821,7 @@ class _Scan:
                 if hit is None:
                     hit = self.memo_old.get(memo_key) if memo_key is not None else None
                     if hit is None:  # decode these registers (the rest of the counting too)
-                        fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key)
+                        fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key, ev)
                         continue
                     memo[memo_key] = hit  # type: ignore[index]
                 key, gfn = hit
@@ -849,7 +872,7 @@ class _Scan:
                         summary.ambiguous_examples.append(
                             (lineno, f"{event} {echo(text, 100)}: give the VM setting that decides it (x86: --set vendor=vmx|svm)"))
                     continue
-                fault(lineno, line, m, event, label, entry, raw, ev.fields)
+                fault(lineno, line, m, event, label, entry, raw, ev.fields, _MISSING, ev)
             elif kind == "mmio":
                 f = ev.fields
                 mmio = summary.mmio
@@ -888,18 +911,20 @@ class _Scan:
     def _per_label(self, label: str) -> list[Any]:
         """The counters of one arch label, made once: [runs by vCPU, gfn sketch, pc counts]."""
         summary = self.summary
-        state = [self.runs.setdefault(label, {}), summary.hot.setdefault(label, SpaceSaving(self.capacity)),
+        state = [self.runs.setdefault(label, {}), summary.hot.setdefault(label, HotGfns(self.memory)),
                  summary.rips.setdefault(label, {})]
         self.labels[label] = state
         return state
 
     def fault(self, lineno: int, line: str, m: Any, event: str, label: str, entry: Any, raw: Any,
-              fields: Any, memo_key: Any = _MISSING) -> None:
+              fields: Any, memo_key: Any = _MISSING, ev: Any = None) -> None:
         """Count one guest fault (the scan loop inlines the memo-hit case of this; keep the two
         in step). ``memo_key`` when the caller already built it and missed the memo."""
         memo = self.memo
         hit = None
-        if memo_key is _MISSING:
+        if self.sink is not None:
+            memo_key = None  # --events: each row is decoded for its own fields
+        elif memo_key is _MISSING:
             try:
                 memo_key = (label, *raw.items())
                 hit = memo.get(memo_key)
@@ -912,11 +937,15 @@ class _Scan:
             try:
                 decoded = entry[2](entry[3], raw)
             except (kvmcore.DecodeError, ValueError, TypeError, KeyError) as exc:
+                if self.sink is not None:
+                    self.sink.add(lineno, line, m, label, event, ev, None, str(exc))
                 summary.undecodable += 1
                 if len(summary.skipped_examples) < SHOW_SKIPPED:
                     summary.skipped_examples.append(
                         (lineno, echo(f"{event} is not a guest memory fault: {exc}", 240), echo(line)))
                 return
+            if self.sink is not None:
+                self.sink.add(lineno, line, m, label, event, ev, decoded)
             hit = ((label, getattr(decoded, "fault_kind", "?"),
                     "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
                     _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
@@ -1111,7 +1140,7 @@ class _Scan:
             if len(summary.exit_only_examples) < SHOW_SKIPPED:
                 summary.exit_only_examples.append((lineno, why, echo(line)))
             return
-        self.fault(lineno, line, m, ev.fields.get("event", "exit"), label, entry, raw, ev.fields)
+        self.fault(lineno, line, m, ev.fields.get("event", "exit"), label, entry, raw, ev.fields, _MISSING, ev)
 
     # -- lines with no event ---------------------------------------------------------------------
     def no_event(self, lineno: int, line: str) -> None:

@@ -74,15 +74,16 @@ def kvm_do_userfault(vcpu: VCPU, fault: Any) -> bool:
     return True
 
 
-def kvm_faultin_pfn(vm: VM, slot: Memslot, gfn: int, write: bool) -> tuple[int, bool]:
+def kvm_faultin_pfn(vm: VM, slot: Memslot, gfn: int, write: bool, hva: int | None = None) -> tuple[int, bool]:
     """Mirrors ``__kvm_faultin_pfn()`` for shared memory: ``(pfn, writable)`` or an error pfn.
 
     A write to a ``KVM_MEM_READONLY`` slot gives ``KVM_PFN_ERR_RO_FAULT`` (the kernel's
-    ``KVM_HVA_ERR_RO_BAD``); otherwise the host mapping decides (``hva_to_pfn()``).
+    ``KVM_HVA_ERR_RO_BAD``); otherwise the host mapping decides (``hva_to_pfn()``). ``hva``:
+    ``__gfn_to_hva_memslot(slot, gfn)`` if the caller already has it (computed otherwise).
     """
     if write and slot.flags & abi.KVM_MEM_READONLY:
         return KVM_PFN_ERR_RO_FAULT, False
-    pfn, writable = vm.host.hva_to_pfn(slot.gfn_to_hva(gfn), write)
+    pfn, writable = vm.host.hva_to_pfn(slot.gfn_to_hva(gfn) if hva is None else hva, write)
     if slot.flags & abi.KVM_MEM_READONLY:
         writable = False
     return pfn, writable
@@ -116,20 +117,23 @@ def kvm_prepare_mmio_exit(vcpu: VCPU, phys_addr: int, length: int, is_write: boo
     mmio.data[:] = list(payload)
 
 
-def kvm_mapping_size(vm: VM, slot: Memslot, gfn: int, sizes: tuple[int, ...]) -> int:
+def kvm_mapping_size(vm: VM, slot: Memslot, gfn: int, sizes: tuple[int, ...], host_size: int | None = None) -> int:
     """The largest stage-2 block from ``sizes`` (descending) that can map ``gfn``; else PAGE_SIZE.
 
     A block is allowed when, as ``fault_supports_stage2_huge_mapping()`` (arm64) and the
     ``lpage_info`` checks (x86) require: the slot is neither dirty-logging nor userfault
     (both force PAGE_SIZE); the block lies inside the slot; gpa and hva are congruent
     modulo the block size; and the host maps the hva with at least that page size
-    (``host_pfn_mapping_level()``).
+    (``host_pfn_mapping_level()``). ``host_size``: the page size of the hva's VMA if the
+    caller already looked it up (``vma.page_size``; looked up otherwise).
     """
     page_size = vm.page_size
     if slot.flags & (abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_USERFAULT) or slot.gmem is not None:
         return page_size
-    hva = slot.gfn_to_hva(gfn)
-    host_size = vm.host.mapping_size(hva)
+    if host_size is None:
+        host_size = vm.host.mapping_size(slot.gfn_to_hva(gfn))
+    if host_size <= page_size:  # no block fits a base-page host mapping
+        return page_size
     gpa = gfn << vm.page_shift
     for size in sizes:
         if size <= page_size or size > host_size:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ HOOK_NAMES = (
     "describe_syndrome",
     "parse_trace_event",
     "parse_log_text",
+    "decode_fault_batch",
 )
 
 
@@ -104,21 +106,41 @@ def entry_points(group: str) -> dict[str, list[EntryPointInfo]]:
         return {}
     allowed = _allowed()
     found: dict[str, list[EntryPointInfo]] = {}
-    for ep in importlib.metadata.entry_points(group=group):
-        if allowed is not None and ep.name not in allowed:
+    for info in _installed(group):
+        if allowed is not None and info.name not in allowed:
             continue
-        dist = getattr(ep, "dist", None)
-        info = EntryPointInfo(
-            group,
-            ep.name,
-            ep.value,
-            dist.metadata["Name"] if dist is not None else None,
-            dist.version if dist is not None else None,
-        )
-        same = found.setdefault(ep.name, [])
+        same = found.setdefault(info.name, [])
         if not any(o.dist == info.dist and o.value == info.value for o in same):
             same.append(info)
     return found
+
+
+#: Entry points by group, read once per ``sys.path`` (``reset_plugins()`` forgets them): every
+#: distribution's metadata is read for them, which was a fifth of ``kvmcore plugins``'s run
+#: when ``load_arch``, ``build_arch`` and ``list_plugins`` each read it again.
+_INSTALLED: dict[tuple[str, ...], dict[str, list[EntryPointInfo]]] = {}
+
+
+def _installed(group: str) -> list[EntryPointInfo]:
+    key = tuple(sys.path)
+    groups = _INSTALLED.get(key)
+    if groups is None:
+        _INSTALLED.clear()
+        groups = _INSTALLED[key] = {}
+    if group not in groups:
+        every = importlib.metadata.entry_points()  # one read of every distribution for all groups
+        for g in {group, ARCH_GROUP, EXTENSION_GROUP} - groups.keys():
+            infos = groups[g] = []
+            for ep in every.select(group=g):
+                dist = getattr(ep, "dist", None)
+                infos.append(EntryPointInfo(
+                    g,
+                    ep.name,
+                    ep.value,
+                    dist.metadata["Name"] if dist is not None else None,
+                    dist.version if dist is not None else None,
+                ))  # fmt: skip
+    return groups[group]
 
 
 def _import_entry_point(ep: EntryPointInfo) -> Any:
@@ -233,6 +255,15 @@ class Arch:
         """The register sets the arch finds in one log line (``[]`` for none, or no hook)."""
         found = self.pm.hook.parse_log_text(text=text)
         return list(found) if found else []
+
+    def decode_fault_batch(self, vcpu: Any, columns: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ``decode_fault_batch`` hook; ``NotImplementedError`` if no implementation answers."""
+        result = self.pm.hook.decode_fault_batch(vcpu=vcpu, columns=columns)
+        if result is None:
+            raise NotImplementedError(f"arch {self.name!r} cannot decode this VM's faults in batches")
+        from kvmcore.plugin.batch import blank_invalid
+
+        return blank_invalid(result)
 
     # -- introspection -------------------------------------------------------------------------
     def hooks_of(self, plugin: Any) -> tuple[list[str], list[str]]:
@@ -480,6 +511,7 @@ def reset_plugins() -> None:
     """Forget loaded arches and stevedore's in-process entry-point caches (for tests that
     install or remove plugins)."""
     _cache.clear()
+    _INSTALLED.clear()
     try:
         import stevedore._cache as st_cache
         from stevedore import ExtensionManager

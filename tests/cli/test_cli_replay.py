@@ -118,9 +118,9 @@ def test_stdin_and_fixed_arch() -> None:
 
 
 def test_heavy_hitters_say_when_approximate() -> None:
-    obj = summary(str(TRACES / "arm64-ftrace.txt"), "--capacity", "1")
+    obj = summary(str(TRACES / "arm64-ftrace.txt"), "--memory", "320")
     assert obj["hot_gfns"]["arm64"]["exact"] is False
-    out = replay(str(TRACES / "arm64-ftrace.txt"), "--capacity", "1").stdout
+    out = replay(str(TRACES / "arm64-ftrace.txt"), "--memory", "320").stdout
     assert "approximate" in out
 
 

@@ -26,7 +26,7 @@ def test_found_through_its_entry_point(arch) -> None:
     assert kvmcore.VM("arm64").arch is arch
     row = next(r for r in kvmcore.list_plugins() if r.name == "arm64")
     assert row.error is None
-    assert row.hooks == ["arch_info", "decode_fault", "describe_syndrome", "encode_fault",
+    assert row.hooks == ["arch_info", "decode_fault", "decode_fault_batch", "describe_syndrome", "encode_fault",
                          "faultin_pfn", "kvm_arch_prepare_memory_fault_exit", "parse_log_text", "parse_trace_event",
                          "prepare_memory_region"]
     assert row.wrappers == ["configure_vm", "prepare_memory_fault_exit"]

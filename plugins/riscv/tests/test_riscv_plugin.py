@@ -42,6 +42,7 @@ def test_found_through_its_entry_point(arch) -> None:
         [
             "arch_info",
             "decode_fault",
+            "decode_fault_batch",
             "faultin_pfn", "kvm_arch_prepare_memory_fault_exit",
             "encode_fault",
             "describe_syndrome",

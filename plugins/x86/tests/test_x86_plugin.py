@@ -39,7 +39,7 @@ def test_found_through_its_entry_point(arch) -> None:
     assert arch.plugin.__name__ == "kvmcore_x86.plugin"
     assert arch.dist == "kvmcore-x86"
     hooks, wrappers = arch.hooks_of(arch.plugin)
-    assert hooks == ["arch_info", "decode_fault", "describe_syndrome", "encode_fault", "faultin_pfn",
+    assert hooks == ["arch_info", "decode_fault", "decode_fault_batch", "describe_syndrome", "encode_fault", "faultin_pfn",
                      "kvm_arch_prepare_memory_fault_exit", "parse_log_text", "parse_trace_event", "prepare_memory_region"]
     assert wrappers == ["configure_vm", "prepare_memory_fault_exit"]
 

@@ -382,6 +382,7 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
             annotate_efault(vcpu, fault, 0)
         return Exit(-abi.EFAULT, "read_perm_fault", "Unexpected L2 read permission error")
 
+    # one hva and one VMA lookup serve the whole fault, as the kernel's vma_lookup() does
     hva = slot.gfn_to_hva(gfn)
     vma = vm.host.find_vma(hva)
     if vma is None:
@@ -393,12 +394,12 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     userfault_slot = bool(slot.flags & abi.KVM_MEM_USERFAULT)
     vma_shift, force_pte = resolve_vma_shift(vm, slot, hva, vma, logging_active or userfault_slot)
 
-    if kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
         if vcpu.kvm_run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
             return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
         return Exit(-abi.EFAULT, "userfault")
 
-    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write)
+    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
     if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
         kvmcore.send_sig_mceerr(vcpu, hva, vma_shift)
         ret = kvmcore.kvm_handle_signal_exit(vcpu)

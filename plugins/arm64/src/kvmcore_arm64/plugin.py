@@ -121,3 +121,11 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
             kvmcore.abi.EFAULT,
             f"slot {new.id}: ends at IPA {new.end_gfn << vm.page_shift:#x}, beyond the VM's {vm.settings['ipa_bits']}-bit IPA space",
         )
+
+
+@hookimpl
+def decode_fault_batch(vcpu: kvmcore.VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Many faults at once, numpy columns in and out (kvmcore_arm64.batch)."""
+    from . import batch  # numpy only when used
+
+    return batch.decode_fault_batch(vcpu, columns)

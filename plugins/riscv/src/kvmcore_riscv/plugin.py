@@ -164,3 +164,11 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
         raise kvmcore.KvmError(
             kvmcore.abi.EFAULT, f"slot {new.id}: ends at GPA {new.end_gfn << vm.page_shift:#x}, at or beyond the 59-bit Sv57x4 G-stage"
         )
+
+
+@hookimpl
+def decode_fault_batch(vcpu: kvmcore.VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Many faults at once, numpy columns in and out (kvmcore_riscv.batch)."""
+    from . import batch  # numpy only when used
+
+    return batch.decode_fault_batch(vcpu, columns)

@@ -188,7 +188,7 @@ def __kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faulti
     vm = vcpu.vm
     slot = fault.slot
     assert slot is not None
-    if kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
         if vcpu.kvm_run.exit_reason == abi.KVM_EXIT_MEMORY_FAULT:
             return Exit(-abi.EFAULT, "userfault")
         return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")

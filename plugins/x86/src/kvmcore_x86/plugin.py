@@ -122,3 +122,11 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
         raise kvmcore.KvmError(
             kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} is beyond kvm_mmu_max_gfn() (52-bit MAXPHYADDR)"
         )
+
+
+@kvmcore.hookimpl
+def decode_fault_batch(vcpu: kvmcore.VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Many faults at once, numpy columns in and out (kvmcore_x86.batch)."""
+    from . import batch  # numpy only when used
+
+    return batch.decode_fault_batch(vcpu, columns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,31 +83,67 @@ def test_constants_match_reference(name: str, value: int) -> None:
     assert getattr(abi, name) == value
 
 
-C_PROGRAM = r"""
-#include <stdio.h>
-#include <stddef.h>
-#include <linux/kvm.h>
-int main(void) {
-    printf("%zu %zu %zu %zu %zu %zu\n", offsetof(struct kvm_run, exit_reason),
-           offsetof(struct kvm_run, mmio.phys_addr), offsetof(struct kvm_run, mmio.len),
-           offsetof(struct kvm_run, memory_fault.flags), offsetof(struct kvm_run, memory_fault.gpa),
-           offsetof(struct kvm_run, memory_fault.size));
-    return 0;
-}
-"""
+# --- compiled against the real uAPI header (Debian's linux-libc-dev of the newest modelled kernel) ---
+#: Fields whose offset the compiled header gives: kvmcore's name -> the C member designator.
+COMPILED_OFFSETS = {
+    "exit_reason": "exit_reason", "mmio.phys_addr": "mmio.phys_addr", "mmio.data": "mmio.data",
+    "mmio.len": "mmio.len", "mmio.is_write": "mmio.is_write", "memory_fault.flags": "memory_fault.flags",
+    "memory_fault.gpa": "memory_fault.gpa", "memory_fault.size": "memory_fault.size",
+    "arm_nisv.esr_iss": "arm_nisv.esr_iss", "arm_nisv.fault_ipa": "arm_nisv.fault_ipa",
+    "kvm_valid_regs": "kvm_valid_regs",
+}  # fmt: skip
 
 
-def test_kvm_run_offsets_match_compiled_header(tmp_path: Path) -> None:
+def uapi_include() -> Path | None:
+    """The include directory with the 7.3 ``linux/kvm.h``: ``$KVMCORE_UAPI_INCLUDE`` (.ci/run sets
+    it from .ci/uapi-headers), else the cache .ci/uapi-headers fills, else None."""
+    env = os.environ.get("KVMCORE_UAPI_INCLUDE")
+    if env:
+        return Path(env)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kvmcore" / "linux-libc-dev-trixie-backports"
+    return cache / "usr" / "include" if (cache / ".complete").exists() else None
+
+
+def compile_and_run(tmp_path: Path, body: str) -> list[str]:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         pytest.skip("no C compiler on this machine")
-    header = Path("/usr/include/linux/kvm.h")
-    if not header.exists() or "memory_fault" not in header.read_text(errors="replace"):
-        pytest.skip("/usr/include/linux/kvm.h missing or older than 6.8 (no memory_fault): install a newer linux-libc-dev")
-    src = tmp_path / "offsets.c"
-    src.write_text(C_PROGRAM)
-    exe = tmp_path / "offsets"
-    subprocess.run([gcc, str(src), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
-    expected = [abi.KVM_RUN_OFFSETS[k] for k in ("exit_reason", "mmio.phys_addr", "mmio.len", "memory_fault.flags", "memory_fault.gpa", "memory_fault.size")]
-    assert [int(x) for x in out] == expected
+    include = uapi_include()
+    if include is None or not (include / "linux" / "kvm.h").exists():
+        pytest.skip("no 7.3 uAPI header: run .ci/uapi-headers (Debian's linux-libc-dev, about 2 MB) or set KVMCORE_UAPI_INCLUDE")
+    triplet = subprocess.run([gcc, "-dumpmachine"], check=True, capture_output=True, text=True).stdout.strip()
+    src = tmp_path / "uapi.c"
+    src.write_text("#include <stdio.h>\n#include <stddef.h>\n#include <linux/kvm.h>\nint main(void) {\n" + body + "return 0;\n}\n")
+    exe = tmp_path / "uapi"
+    subprocess.run([gcc, f"-I{include / triplet}", f"-I{include}", str(src), "-o", str(exe)], check=True)
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def test_kvm_run_offsets_match_compiled_header(tmp_path: Path) -> None:
+    body = "".join(f'printf("%zu\\n", offsetof(struct kvm_run, {c}));\n' for c in COMPILED_OFFSETS.values())
+    body += 'printf("%zu\\n", offsetof(struct kvm_userspace_memory_region2, guest_memfd_offset));\n'
+    body += 'printf("%zu\\n", sizeof(struct kvm_userspace_memory_region2));\n'
+    out = [int(x) for x in compile_and_run(tmp_path, body)]
+    assert out[: len(COMPILED_OFFSETS)] == [abi.KVM_RUN_OFFSETS[k] for k in COMPILED_OFFSETS]
+    # kvm_userspace_memory_region2: guest_memfd_offset at 32, 160 bytes (pad2[14])
+    assert out[len(COMPILED_OFFSETS) :] == [32, 160]
+
+
+def test_every_uapi_looking_name_is_classified() -> None:
+    """A KVM_*/GUEST_MEMFD_* integer added to kvmcore/abi.py must join UAPI_NAMES (and so the
+    compiled check below), DERIVED_NAMES or PROPOSAL_NAMES."""
+    names = {n for n in dir(abi) if n.isupper() and isinstance(getattr(abi, n), int) and n.startswith(("KVM_", "GUEST_MEMFD_"))}
+    lists = (abi.UAPI_NAMES, abi.DERIVED_NAMES, abi.PROPOSAL_NAMES)
+    assert names == set().union(*lists)
+    assert sum(len(x) for x in lists) == len(names)  # no name in two lists
+
+
+def test_uapi_names_match_compiled_header(tmp_path: Path) -> None:
+    """Every upstream name in kvmcore/abi.py (abi.UAPI_NAMES, ioctl numbers included) equals the
+    header's macro; the proposal-only names (abi.PROPOSAL_NAMES) are not in the header at all."""
+    body = "".join(f'printf("%llu\\n", (unsigned long long)({name}));\n' for name in abi.UAPI_NAMES)
+    body += "".join(f'#ifdef {name}\nprintf("defined\\n");\n#else\nprintf("absent\\n");\n#endif\n' for name in abi.PROPOSAL_NAMES)
+    out = compile_and_run(tmp_path, body)
+    values = dict(zip(abi.UAPI_NAMES, (int(x) for x in out[: len(abi.UAPI_NAMES)]), strict=True))
+    assert {n: getattr(abi, n) for n in abi.UAPI_NAMES} == values
+    assert out[len(abi.UAPI_NAMES) :] == ["absent"] * len(abi.PROPOSAL_NAMES)

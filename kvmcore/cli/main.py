@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kvmcore.cli.format import fmt_value, print_json
+from kvmcore.cli import model
+from kvmcore.cli.format import fmt_value, jsonable, print_json
 
 PROG = "kvmcore"
 
@@ -62,7 +63,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     rows = kvmcore.list_plugins()
     if args.json:
-        print_json([row.as_dict() for row in rows])
+        print_json([_with_versions(row.as_dict()) for row in rows])
         return 0
     if not rows:
         print("no kvmcore plugins installed (entry-point groups kvmcore.arch, kvmcore.plugins)")
@@ -78,9 +79,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             if row.error:
                 print(f"  {'':<10} FAILED TO LOAD: {row.error}")
                 continue
+            if kind == "arch":
+                print(f"  {'':<10} kernels: {', '.join(kvmcore.KERNEL_VERSIONS)}; proposals: {', '.join(_proposals_of(row.name))}")
             print(f"  {'':<10} hooks: {', '.join(row.hooks) or '(none)'}")
             print(f"  {'':<10} wraps: {', '.join(row.wrappers) or '(none)'}")
     return 0
+
+
+def _proposals_of(arch: str) -> list[str]:
+    import kvmcore
+
+    return [p.name for p in kvmcore.PROPOSALS.values() if p.applies_to(arch)]
+
+
+def _with_versions(row: dict[str, Any]) -> dict[str, Any]:
+    """An arch row gains the kernels it models and the proposals that apply to it."""
+    import kvmcore
+
+    if row.get("kind") == "arch":
+        row = {**row, "kernels": list(kvmcore.KERNEL_VERSIONS), "default_kernel": kvmcore.KERNEL_VERSIONS[-1],
+               "proposals": _proposals_of(row["name"])}
+    return row
 
 
 # --- kvmcore decode ----------------------------------------------------------------------------
@@ -93,13 +112,20 @@ def _load_arch(name: str) -> Any:
         raise CliError(str(exc)) from None
 
 
-def _make_vm(arch: Any, settings: dict[str, Any]) -> Any:
+def _make_vm(arch: Any, settings: dict[str, Any], choice: model.ModelChoice) -> Any:
     import kvmcore
 
     try:
-        return kvmcore.VM(arch, **settings)
+        return kvmcore.VM(arch, **choice.vm_kwargs(arch.name), **settings)
     except (ValueError, TypeError) as exc:
         raise CliError(f"arch {arch.name!r}: bad VM setting: {exc}") from None
+
+
+def _choice(args: argparse.Namespace) -> model.ModelChoice:
+    try:
+        return model.from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -113,7 +139,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     many = args.input is not None or items == ["-"]
     if not items and not many:
         raise CliError(f"no registers given; {arch.name} takes {', '.join(arch.info.registers) or 'NAME=VALUE pairs'}")
-    vm = _make_vm(arch, settings)
+    vm = _make_vm(arch, settings, _choice(args))
     vcpu = vm.create_vcpu()
     paint = decode.Paint(sys.stdout, False if args.json else None)
     errpaint = decode.Paint(sys.stderr)
@@ -132,7 +158,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             for raw, source in sets:
                 result = decode.decode_raw(arch, vm, vcpu, raw, source)
                 if args.json:
-                    obj = decode.as_json(result, arch.name, vm.page_shift)
+                    obj = {**decode.as_json(result, arch.name, vm.page_shift), **jsonable(model.as_dict(vm))}
                     if many:
                         import json
 
@@ -142,7 +168,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 elif compact:
                     print(decode.short(result, arch.name, paint))
                 else:
-                    print("\n".join(decode.table(result, arch.name, decode.raw_text(settings), paint)))
+                    rows = decode.table(result, arch.name, decode.raw_text(settings), paint)
+                    rows.insert(1, f"  modelled: {model.describe(vm)}")
+                    print("\n".join(rows))
                 if result.error is not None:
                     status = 1
                     if not compact or not many:
@@ -168,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario = schema.load(args.scenario)
     except schema.ScenarioError as exc:
         raise CliError(str(exc)) from None
-    outcome = runner.run(scenario, arch=args.arch)
+    outcome = runner.run(scenario, arch=args.arch, choice=_choice(args))
     if args.json:
         print_json(outcome.as_dict())
     else:
@@ -213,6 +241,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             events=args.events,
             progress=None if args.progress is None else args.progress,
             unwrap=args.unwrap,
+            choice=_choice(args),
         )
     except replay.ReplayError as exc:
         raise CliError(str(exc)) from None
@@ -312,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
                    help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
+    model.add_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
     p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
     p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
@@ -339,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the scenario's 'arch')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
+    model.add_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -392,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rejoin lines a mail client wrapped (they are then malformed)")
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
+    model.add_arguments(p)
     p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
     p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
                    help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "

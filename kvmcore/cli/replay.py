@@ -30,6 +30,8 @@ from typing import Any
 import kvmcore
 from kvmcore.cli import trace_input
 from kvmcore.cli.hotgfns import DEFAULT_BUDGET, HotGfns, SpaceSaving
+from kvmcore.cli.model import ModelChoice
+from kvmcore.cli.model import as_dict as model_dict
 from kvmcore.cli.trace_input import echo
 from kvmcore.errors import strerror
 
@@ -112,6 +114,8 @@ class Summary:
     exit_only_examples: list[tuple[int, str, str]] = field(default_factory=list)
     ambiguous: int = 0
     ambiguous_examples: list[tuple[int, str]] = field(default_factory=list)
+    #: arch -> ``{"kernel": ..., "proposals": [...]}`` of the VM that decoded its events.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def fault_hits(self, arch: str) -> int:
         """Decoded guest faults of ``arch`` (every one counted in the hot-gfn counter)."""
@@ -172,6 +176,7 @@ class Summary:
         return {
             "source": self.source,
             "arch_mode": self.mode,
+            "models": self.models,
             "lines": self.lines,
             "events": self.events,
             "header_lines": self.header_lines,
@@ -221,6 +226,8 @@ class Summary:
         rate = f", {self.lines / self.seconds:,.0f} lines/s" if self.seconds > 0 else ""
         out.append(f"{self.source}: {self.lines:,} lines, {self.events:,} KVM events ({self.seconds:.2f} s{rate})")
         out.append(f"arch: {self.mode}")
+        for arch, m in sorted(self.models.items()):
+            out.append(f"modelled on {arch}: kernel {m['kernel']}, proposals: {', '.join(m['proposals']) or 'none (upstream mode)'}")
         for lineno, arch, event, text in self.arch_decided_by:
             out.append(f"  decided by line {lineno}: {event}: {text}  (only {arch} prints this event so)")
         if self.quoted_lines or self.unwrapped:
@@ -485,7 +492,9 @@ def _exit_label(text: str) -> str | None:
     return f"{reason} ({value})"
 
 
-def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+def _load(
+    arch_opt: str, settings: dict[str, Any], memslots: str | None, choice: ModelChoice | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     notes: list[str] = []
     if arch_opt == "auto":
         names = kvmcore.installed_arches()
@@ -503,6 +512,7 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             layout = schema.load(memslots)
         except kvmcore.ScenarioError as exc:
             raise ReplayError(f"--memslots: {exc}") from None
+    choice = (choice or ModelChoice()).over(ModelChoice(layout.kernel, layout.proposals) if layout is not None else ModelChoice())
     for name in names:
         try:
             arch = kvmcore.load_arch(name)
@@ -516,7 +526,7 @@ def _load(arch_opt: str, settings: dict[str, Any], memslots: str | None) -> tupl
             declared = arch.info.settings
             arch_settings.update({k: v for k, v in settings.items() if k in declared or arch_opt != "auto"})
         try:
-            vm = kvmcore.VM(arch, **arch_settings)
+            vm = kvmcore.VM(arch, **choice.vm_kwargs(name), **arch_settings)
         except (ValueError, TypeError) as exc:
             raise ReplayError(f"arch {name!r}: bad VM setting: {exc}") from None
         if layout is not None:
@@ -545,21 +555,24 @@ def replay(
     progress: bool | None = None,
     events: str | None = None,
     unwrap: bool = True,
+    choice: ModelChoice | None = None,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
 
     ``memory``: bytes the hot-gfn counts of each arch may take (exact while they fit).
     :func:`kvmcore.cli.replay_parallel.replay` runs it on every core. ``events``: also write one
-    row per guest fault event to this Parquet file (:mod:`kvmcore.cli.events`; serial).
+    row per guest fault event to this Parquet file (:mod:`kvmcore.cli.events`; serial). The VMs
+    that decode it model ``choice``'s kernel and proposals (over the ``memslots`` scenario's).
     ``unwrap``: rejoin lines a mail client wrapped (``--no-unwrap`` turns it off).
     """
     try:
         HotGfns(memory)
     except ValueError as exc:
         raise ReplayError(f"--memory: {exc}") from None
-    arches, vcpus, notes = _load(arch, settings or {}, memslots)
+    arches, vcpus, notes = _load(arch, settings or {}, memslots, choice)
     summary = Summary("<stdin>" if source == "-" else source, arch if arch != "auto" else "auto")
     summary.notes.extend(notes)
+    summary.models = {name: model_dict(vcpu.vm) for name, vcpu in vcpus.items()}
     summary.top = top
     summary.unwrap = unwrap
     if source == "-":
@@ -602,7 +615,7 @@ def replay(
         if stream is not sys.stdin:
             stream.close()
     summary.seconds = time.perf_counter() - start
-    _what_kvm_does(summary, arches, settings or {}, memslots)
+    _what_kvm_does(summary, arches, settings or {}, memslots, choice)
     _finish(summary, arches, vcpus)
     return summary
 
@@ -635,7 +648,8 @@ def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progr
         enumerate(stream, 1), progress, total, buffer)
 
 
-def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None) -> None:
+def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None,
+                   choice: ModelChoice | None = None) -> None:
     """For the loops shown: run the loop's registers through a fresh VM of the same layout
     (``vcpu.handle_fault``) and say how the fault ends."""
     ranked = sorted(summary.loops.values(), key=lambda lp: (-lp["longest"], lp["first_line"]))
@@ -644,7 +658,7 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
         if name not in arches:
             continue
         try:
-            _, vcpus, _ = _load(name, settings, memslots)
+            _, vcpus, _ = _load(name, settings, memslots, choice)
             res = vcpus[name].handle_fault(lp["raw"])
         except (kvmcore.KvmcoreError, ValueError, TypeError, KeyError) as exc:
             text = f"not modelled: {echo(str(exc), 120)}"

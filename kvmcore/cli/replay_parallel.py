@@ -26,6 +26,8 @@ from typing import Any
 
 from kvmcore.cli import replay as R
 from kvmcore.cli.hotgfns import HotGfns
+from kvmcore.cli.model import ModelChoice
+from kvmcore.cli.model import as_dict as model_dict
 
 #: Below this many bytes per job, ``--jobs auto`` stays serial (process start-up would dominate).
 MIN_BYTES_PER_JOB = 16 << 20
@@ -83,10 +85,12 @@ class _Range(io.RawIOBase):
         super().close()
 
 
-def _replay_range(task: tuple[str, int, int, str, str | None, dict[str, Any], int, str | None]) -> R.Summary:
+def _replay_range(
+    task: tuple[str, int, int, str, str | None, dict[str, Any], int, str | None, ModelChoice | None],
+) -> R.Summary:
     """One range, in a worker process: the serial scan over its lines."""
-    source, start, end, arch, memslots, settings, memory, established = task
-    arches, vcpus, _ = R._load(arch, settings, memslots)
+    source, start, end, arch, memslots, settings, memory, established, choice = task
+    arches, vcpus, _ = R._load(arch, settings, memslots, choice)
     summary = R.Summary(source, arch)
     resolver = R._Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
     if established is not None and resolver.established is None:
@@ -186,6 +190,7 @@ def replay(
     jobs: int | None = 1,
     events: str | None = None,
     unwrap: bool = True,
+    choice: ModelChoice | None = None,
 ) -> R.Summary:
     """:func:`kvmcore.cli.replay.replay` in ``jobs`` processes (``None``: every CPU once the
     file is large); serial for stdin, ``jobs=1``, ``events`` or a trace that cannot be split.
@@ -202,19 +207,20 @@ def replay(
             raise R.ReplayError(f"cannot read {source}: {exc.strerror or exc}") from None
         n = jobs_for(jobs, size)
         if n > 1:
-            done = replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory)
+            done = replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory, choice)
             if done is not None:
                 return done
-    return R.replay(source, arch, memslots, settings, top, memory, progress, events, unwrap)
+    return R.replay(source, arch, memslots, settings, top, memory, progress, events, unwrap, choice)
 
 
 def replay_parallel(source: str, jobs: int, size: int, arch: str, memslots: str | None, settings: dict[str, Any],
-                    top: int, memory: int) -> R.Summary | None:
+                    top: int, memory: int, choice: ModelChoice | None = None) -> R.Summary | None:
     """The parallel replay of the regular file ``source``; None when it must run serially (the
     arch cannot be settled from the first lines, or the file is one range)."""
-    arches, vcpus, notes = R._load(arch, settings, memslots)
+    arches, vcpus, notes = R._load(arch, settings, memslots, choice)
     summary = R.Summary(source, arch)
     summary.notes.extend(notes)
+    summary.models = {name: model_dict(vcpu.vm) for name, vcpu in vcpus.items()}
     summary.top = top
     start = time.perf_counter()
     resolver = R._Resolver(arches, vcpus, None if arch == "auto" else arch, summary)
@@ -226,7 +232,7 @@ def replay_parallel(source: str, jobs: int, size: int, arch: str, memslots: str 
     points = split_points(source, size, jobs)
     if len(points) <= 2:
         return None
-    tasks = [(source, a, b, arch, memslots, settings, memory, resolver.established)
+    tasks = [(source, a, b, arch, memslots, settings, memory, resolver.established, choice)
              for a, b in itertools.pairwise(points)]
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(len(tasks), mp_context=multiprocessing.get_context(method)) as pool:

@@ -15,6 +15,19 @@ import weakref
 from typing import Any
 
 _owners: dict[int, weakref.ref[Any]] = {}
+
+
+class StandardStream:
+    """stdin, stdout or stderr: open in every process, and no guest_memfd."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __repr__(self) -> str:
+        return f"<standard stream {self.fd}>"
+
+
+_STREAMS = (StandardStream(0), StandardStream(1), StandardStream(2))
 _numbers = itertools.count(3)  # 0, 1 and 2 are stdin, stdout and stderr
 
 
@@ -38,6 +51,8 @@ def fget(fd: Any) -> Any | None:
     """``fget()``: the file behind ``fd``, or None (the caller's EBADF)."""
     if not isinstance(fd, int) or isinstance(fd, bool):
         return None
+    if 0 <= fd < len(_STREAMS):
+        return _STREAMS[fd]
     ref = _owners.get(fd)
     owner = ref() if ref is not None else None
     return None if owner is None else owner.file_of(fd)

@@ -369,13 +369,23 @@ class VM:
             slot.gmem.unbind(slot.id)
 
     def get_dirty_log(self, slot: int) -> bytes:
-        """``KVM_GET_DIRTY_LOG``: the slot's dirty bitmap (cleared, and re-write-protected)."""
-        memslot = self.memslots.by_id.get(slot)
+        """``KVM_GET_DIRTY_LOG``: the slot's dirty bitmap (cleared, and re-write-protected).
+
+        Mirrors ``kvm_get_dirty_log_protect()`` / ``kvm_get_dirty_log()`` (the same in 6.12 and
+        7.3): an address space or slot id out of range is EINVAL; no such slot, or a slot that
+        does not log dirty pages, is ENOENT.
+        """
+        _check_u("slot", slot, 32)
+        as_id, slot_id = slot >> 16, slot & 0xFFFF
+        if as_id >= self.config.nr_memslot_as_ids or slot_id >= self.config.user_mem_slots:
+            raise KvmError(abi.EINVAL, f"get_dirty_log: slot {slot:#x} is out of range")
+        memslot = self._address_space(as_id).by_id.get(slot_id)
         if memslot is None or memslot.dirty_bitmap is None:
-            raise KvmError(abi.ENOENT if memslot is None else abi.EINVAL, f"slot {slot}: no dirty log")
+            raise KvmError(abi.ENOENT, f"get_dirty_log: slot {slot}: " + ("no such slot" if memslot is None else "not logging dirty pages"))
         log = bytes(memslot.dirty_bitmap)
         memslot.dirty_bitmap[:] = bytes(len(memslot.dirty_bitmap))
-        self.stage2.write_protect_range(memslot.base_gfn, memslot.end_gfn)
+        if as_id == 0:
+            self.stage2.write_protect_range(memslot.base_gfn, memslot.end_gfn)
         return log
 
     def gfn_to_memslot(self, gfn: int) -> Memslot | None:

@@ -31,6 +31,7 @@ KVM_MEMORY_ATTRIBUTE_PRIVATE = 0x8
 KVM_MEM_READONLY = 0x2
 KVM_MEM_GUEST_MEMFD = 0x4
 KVM_MEM_USERFAULT = 0x8
+GUEST_MEMFD_FLAG_MMAP = 0x1  # 6.18+
 EINTR = 4
 EFAULT = 14
 EHWPOISON = 133
@@ -187,7 +188,10 @@ def setup_default_layout(vm: kvmcore.VM) -> Layout:
         missing["userfault"] = "KVM_MEM_USERFAULT is off (the userfault proposal)"
     if not config.gmem_slots:
         missing["gmem"] = f"no guest_memfd slots on this VM (kernel {vm.kernel})"
-    gmem_fd = vm.create_guest_memfd(small) if "gmem" not in missing else -1
+    # A VM without private memory uses guest_memfd as mappable shared memory (6.18+ MMAP; upstream
+    # arm64 refuses any other guest_memfd slot, arch/arm64/kvm/mmu.c)
+    mappable = not config.has_private_mem and config.gmem_flags & GUEST_MEMFD_FLAG_MMAP
+    gmem_fd = vm.create_guest_memfd(small, GUEST_MEMFD_FLAG_MMAP if mappable else 0) if "gmem" not in missing else -1
     layout = Layout(vm, userfault_bitmap, gmem_bitmap, gmem_fd, missing=missing)
     vm.set_user_memory_region(0, layout.ram_gpa, layout.ram_size)
     if "rom" not in missing:

@@ -285,7 +285,7 @@ def test_upstream_gmem_abort_passes_its_own_gpa_on_16k() -> None:
     #   v3-helper: gpa = gfn << 14 = 0x10001 << 14 = 0x4000_4000, size 0x4000, flags 0
     for proposals, gpa in (((), 0x4000_5000), (("v3-helper",), 0x4000_4000)):
         vm = kvmcore.VM("arm64", proposals=proposals, granule="16K")
-        fd = vm.create_guest_memfd(2 << 20)
+        fd = vm.create_guest_memfd(2 << 20, abi.GUEST_MEMFD_FLAG_MMAP)  # arm64 gmem slots are mappable (mmu.c)
         vm.set_user_memory_region(0, 0x4000_0000, 2 << 20, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
         vm.guest_memfd(fd).memory_failure(0x4000)
         vcpu = vm.create_vcpu()
@@ -332,7 +332,7 @@ def test_arm64_esr_in_exits_that_are_not_userfault_or_private() -> None:
     # The load's ESR 0x9381_0007 sanitises to EC 0x24 << 26 | IL | DFSC 0x07 = 0x9200_0007; the
     # store's to 0x9200_0047 (see the module docstring). memory_fault.esr is the u64 at offset 56.
     vm = kvmcore.VM("arm64", proposals=("arch-hook", "arm64-esr"))
-    fd = vm.create_guest_memfd(2 << 20)
+    fd = vm.create_guest_memfd(2 << 20, abi.GUEST_MEMFD_FLAG_MMAP)  # arm64 gmem slots are mappable (mmu.c)
     vm.set_user_memory_region(0, 0x4000_0000, 2 << 20, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
     vm.guest_memfd(fd).memory_failure(0x1000)
     vcpu = vm.create_vcpu()

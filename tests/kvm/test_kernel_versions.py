@@ -240,6 +240,29 @@ def test_7_3_checks_the_binding_after_the_arch(kernel, expected) -> None:
     assert errno_of(vm.set_user_memory_region, 1, beyond_ipa, 2 * MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd) == expected
 
 
+def test_tdx_slot_must_not_reach_the_shared_alias() -> None:
+    # 7.3 arch/x86/kvm/x86.c kvm_arch_prepare_memory_region(): kvm_is_gfn_alias(kvm, last gfn)
+    # -> -EINVAL; kvm_gfn_direct_bits() is the TDX shared bit (gpaw 52: bit 51).
+    vm = upstream("x86", vm_type="tdx")
+    vm.set_user_memory_region(0, (1 << 51) - MiB, MiB)  # ends right below the shared bit
+    assert errno_of(vm.set_user_memory_region, 1, 1 << 51, 0x1000) == errno.EINVAL
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "7.3"])
+def test_arm64_guest_memfd_slots_must_be_mappable(kernel) -> None:
+    # 7.3 arch/arm64/kvm/mmu.c kvm_arch_prepare_memory_region(): "Only support guest_memfd backed
+    # memslots with mappable memory": kvm_slot_has_gmem(new) && !kvm_memslot_is_gmem_only(new)
+    # -> -EINVAL (since "KVM: arm64: Enable support for guest_memfd backed memory", 6.18).
+    vm = upstream("arm64", kernel)
+    fd = vm.create_guest_memfd(2 * MiB)
+    assert errno_of(vm.set_user_memory_region, 0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=fd) == errno.EINVAL
+    mappable = vm.create_guest_memfd(2 * MiB, GUEST_MEMFD_FLAG_MMAP)
+    vm.set_user_memory_region(0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=mappable)
+    # kvmcore's arm64-private proposal: private memory lives in unmappable guest_memfd
+    private = kvmcore.VM("arm64", kernel=kernel)
+    private.set_user_memory_region(0, 0, MiB, flags=KVM_MEM_GUEST_MEMFD, guest_memfd=private.create_guest_memfd(MiB))
+
+
 @pytest.mark.parametrize("kernel", VERSIONS)
 def test_guest_memfd_file_checks(kernel) -> None:
     # kvm_gmem_bind() (6.12) / kvm_gmem_prepare_memory_region() (7.3): fget(fd) fails -> -EBADF;
@@ -255,6 +278,20 @@ def test_guest_memfd_file_checks(kernel) -> None:
     assert errno_of(vm.set_user_memory_region, 0, 0, MiB, guest_memfd=mine, guest_memfd_offset=0x800, **args) == errno.EINVAL
     assert errno_of(vm.set_user_memory_region, 0, 0, MiB, guest_memfd=mine, guest_memfd_offset=0x1000, **args) == errno.EINVAL
     assert len(vm.memslots) == 0
+
+
+@pytest.mark.parametrize("kernel", VERSIONS)
+def test_get_dirty_log_errnos(kernel) -> None:
+    # kvm_get_dirty_log_protect() (6.12 and 7.3 kvm_main.c): as_id/id out of range -> -EINVAL;
+    # !memslot || !memslot->dirty_bitmap -> -ENOENT (a slot without LOG_DIRTY_PAGES included).
+    vm = upstream("arm64", kernel)
+    vm.set_user_memory_region(0, 0, MiB)
+    assert errno_of(vm.get_dirty_log, 0) == errno.ENOENT
+    assert errno_of(vm.get_dirty_log, 5) == errno.ENOENT
+    assert errno_of(vm.get_dirty_log, 32767) == errno.EINVAL
+    assert errno_of(vm.get_dirty_log, 1 << 16) == errno.EINVAL
+    vm.set_user_memory_region(1, MiB, MiB, flags=kvmcore.abi.KVM_MEM_LOG_DIRTY_PAGES)
+    assert vm.get_dirty_log(1) == bytes(32)  # 256 pages, one bit each
 
 
 # --- kvm_vm_ioctl_set_mem_attributes() ---------------------------------------------------------
@@ -317,3 +354,18 @@ def test_upstream_exit_has_no_syndrome() -> None:
         else:
             assert words == expect_words
         assert vcpu.kvm_run.syndrome.flags == expect_flags
+
+
+# --- the conformance kit's layout on upstream VMs -------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("kernel", VERSIONS)
+def test_conformance_layout_in_upstream_mode(arch, kernel) -> None:
+    # Upstream: no KVM_MEM_USERFAULT anywhere; guest_memfd slots where the kernel has them on a
+    # default VM (x86-64 and arm64 from 6.18, mappable on arm64; none on RISC-V).
+    from kvmcore.testing._kit import setup_default_layout
+
+    vm = upstream(arch, kernel)
+    layout = setup_default_layout(vm)
+    has_gmem = arch != "riscv" and kernel != "6.12"
+    assert sorted(layout.missing) == (["userfault"] if has_gmem else ["gmem", "userfault"])
+    assert len(vm.memslots) == (3 if has_gmem else 2)

@@ -95,6 +95,13 @@ def render(outcome: Outcome) -> str:
     arches = ", ".join(f"{r.arch} ({r.label}, {size_text(r.page_size)} pages)" if not r.error or r.page_size
                        else f"{r.arch} (not run)" for r in runs)
     out.append(f"arches: {arches}")
+    models = {(r.model["kernel"], tuple(r.model["proposals"])) for r in runs if r.model}
+    if len(models) == 1 and all(r.model for r in runs):
+        kernel, names = next(iter(models))
+        out.append(f"kernel: {kernel}; proposals: {', '.join(names) if names else 'none (upstream mode)'}")
+    elif models:
+        parts = [f"{r.arch} {r.model['kernel']} [{', '.join(r.model['proposals']) or 'upstream'}]" for r in runs if r.model]
+        out.append(f"kernel and proposals: {'; '.join(parts)}")
     policy = f"vmm: userfault exits -> {scn.userfault_policy}, private/shared mismatch -> {scn.mismatch_policy}"
     out.append(policy)
     if scn.memslots:

@@ -10,6 +10,8 @@ from typing import Any
 import kvmcore
 from kvmcore import abi
 from kvmcore.cli.format import flag_list, flag_names, reason_text, ret_text, size_text
+from kvmcore.cli.model import ModelChoice
+from kvmcore.cli.model import as_dict as model_dict
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, SYNDROME_ARCHES, Scenario, SlotSpec, Step
 from kvmcore.errors import KvmError, strerror
 
@@ -31,6 +33,8 @@ class ArchRun:
     arch: str
     label: str = ""
     page_size: int = 0
+    #: ``{"kernel": "7.3", "proposals": [...]}``: what the arch's VM modelled (empty if not made).
+    model: dict[str, Any] = field(default_factory=dict)
     results: list[StepResult | None] = field(default_factory=list)
     error: str | None = None
     #: Setup the VM refused and a tolerant run (``kvmcore compare``) went on without.
@@ -66,7 +70,8 @@ class Outcome:
             "scenario": scn.name,
             "file": scn.file,
             "description": scn.description,
-            "arches": [{"arch": r.arch, "plugin": r.label, "page_size": r.page_size, "error": r.error} for r in self.runs],
+            "arches": [{"arch": r.arch, "plugin": r.label, "page_size": r.page_size, **r.model, "error": r.error}
+                       for r in self.runs],
             "vmm": {"userfault": scn.userfault_policy, "private_mismatch": scn.mismatch_policy},
             "steps": steps,
             "ok": self.ok,
@@ -85,10 +90,14 @@ def select_arches(scenario: Scenario, arch: str | None) -> list[str]:
     return scenario.arches
 
 
-def run(scenario: Scenario, arch: str | None = None, vm_kwargs: dict[str, Any] | None = None) -> Outcome:
+def run(
+    scenario: Scenario, arch: str | None = None, vm_kwargs: dict[str, Any] | None = None, choice: ModelChoice | None = None
+) -> Outcome:
     """Run ``scenario`` on each selected arch (``arch``: a name, ``"all"``, or the scenario's).
 
-    ``vm_kwargs`` go to every ``kvmcore.VM()`` (e.g. ``proposals``, as ``kvmcore compare`` does).
+    ``choice`` is the command line's kernel and proposals (over the scenario's own ``kernel`` and
+    ``proposals``); ``vm_kwargs`` go to every ``kvmcore.VM()`` on top (e.g. ``proposals``, as
+    ``kvmcore compare`` does).
     """
     names = select_arches(scenario, arch)
     outcome = Outcome(scenario, [])
@@ -96,7 +105,8 @@ def run(scenario: Scenario, arch: str | None = None, vm_kwargs: dict[str, Any] |
         outcome.errors.append("no arch plugins installed (see 'kvmcore plugins')")
         return outcome
     for name in names:
-        arch_run = run_arch(scenario, name, vm_kwargs)
+        kwargs = {**choice.vm_kwargs(name), **(vm_kwargs or {})} if choice is not None else vm_kwargs
+        arch_run = run_arch(scenario, name, kwargs)
         outcome.runs.append(arch_run)
         if arch_run.error:
             outcome.errors.append(f"{scenario.file}: {name}: {arch_run.error}")
@@ -133,11 +143,13 @@ def run_arch(scn: Scenario, name: str, vm_kwargs: dict[str, Any] | None = None, 
         return result
     result.label = f"{arch.dist or 'unpublished'} {arch.version or ''}".strip()
     try:
-        vm = kvmcore.VM(arch, **(vm_kwargs or {}), **scn.vm.get(name, {}))
+        scenario_choice = ModelChoice(scn.kernel, scn.proposals).vm_kwargs(name)
+        vm = kvmcore.VM(arch, **{**scenario_choice, **(vm_kwargs or {})}, **scn.vm.get(name, {}))
     except (ValueError, TypeError) as exc:
         result.error = f"vm.{name}: {exc}"
         return result
     result.page_size = vm.page_size
+    result.model = model_dict(vm)
     state = _State(vm, scn)
     state.drop_userfault = not vm.has_proposal("userfault")
     try:

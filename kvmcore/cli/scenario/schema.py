@@ -137,6 +137,9 @@ class Scenario:
     userfault_policy: str = "exit"
     mismatch_policy: str = "exit"
     max_round_trips: int = 8
+    #: Top-level ``kernel = "6.18"`` and ``proposals = [...]`` (None: the defaults).
+    kernel: str | None = None
+    proposals: tuple[str, ...] | None = None
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -278,7 +281,7 @@ class Parser:
 
     # -- the document ----------------------------------------------------------------------------
     def scenario(self, doc: dict[str, Any]) -> Scenario:
-        self.keys(doc, "", ("name", "description", "arch", "vm", "vmm", "memslots", "attributes", "steps"))
+        self.keys(doc, "", ("name", "description", "arch", "kernel", "proposals", "vm", "vmm", "memslots", "attributes", "steps"))
         name = self.string(doc.get("name", Path(self.file).stem), "name")
         scn = Scenario(self.file, name, self.string(doc.get("description", ""), "description"))
         arch = doc.get("arch", "all")
@@ -289,6 +292,16 @@ class Parser:
         else:
             raise self.error("arch", arch, 'an arch name, a list of arch names, or "all"')
 
+        if "kernel" in doc:
+            scn.kernel = self.string(doc["kernel"], "kernel", kvmcore.KERNEL_VERSIONS)
+        if "proposals" in doc:
+            value = doc["proposals"]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise self.error("proposals", value, "a list of proposal names (an empty list is upstream mode)")
+            for name in value:
+                if name not in kvmcore.PROPOSALS:
+                    raise self.error("proposals", value, f"proposal names from {', '.join(kvmcore.PROPOSALS)} ({name!r} is none)")
+            scn.proposals = tuple(value)
         vm = self.table(doc.get("vm", {}), "vm")
         for key, value in vm.items():
             if key == "caps":

@@ -304,7 +304,7 @@ def test_syndrome_words_only_with_the_syndrome_proposal() -> None:
     # only exit_reason and memory_fault (kvm_prepare_memory_fault_exit()), the rest stays 0.
     for proposals, flags in ((None, abi.KVMCORE_SYNDROME_VALID), ((), 0)):
         vm = kvmcore.VM("arm64", proposals=proposals)
-        fd = vm.create_guest_memfd(1 * MiB)
+        fd = vm.create_guest_memfd(1 * MiB, abi.GUEST_MEMFD_FLAG_MMAP)  # arm64 gmem slots must be mappable (mmu.c)
         vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
         vm.guest_memfd(fd).memory_failure(0)
         vcpu = vm.create_vcpu()

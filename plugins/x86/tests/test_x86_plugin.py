@@ -100,6 +100,8 @@ def test_vm_type_implies_the_vendor() -> None:
     ({"mbec": True, "kernel": "7.3", "vendor": "svm"}, "mbec=True needs"),
     ({"mbec": True, "kernel": "6.18"}, "mbec=True needs"),
     ({"kernel": "6.19"}, "kernel='6.19'"),
+    # 6.12 arch/x86/include/uapi/asm/kvm.h defines no KVM_X86_TDX_VM
+    ({"vm_type": "tdx", "kernel": "6.12"}, "has no KVM_X86_TDX_VM"),
     ({"granule": "4K"}, "no VM setting 'granule'"),
 ])
 def test_bad_settings(settings, match) -> None:

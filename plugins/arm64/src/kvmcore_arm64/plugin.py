@@ -121,6 +121,15 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
             kvmcore.abi.EFAULT,
             f"slot {new.id}: ends at IPA {new.end_gfn << vm.page_shift:#x}, beyond the VM's {vm.settings['ipa_bits']}-bit IPA space",
         )
+    # 6.18+ (7.3 arch/arm64/kvm/mmu.c): "Only support guest_memfd backed memslots with mappable
+    # memory": kvm_slot_has_gmem(new) && !kvm_memslot_is_gmem_only(new) -> -EINVAL. kvmcore's
+    # arm64-private proposal adds private (unmappable) guest_memfd memory, so it lifts the rule.
+    if new.gmem is not None and not new.gmem.flags & kvmcore.abi.GUEST_MEMFD_FLAG_MMAP and not vm.has_proposal("arm64-private"):
+        raise kvmcore.KvmError(
+            kvmcore.abi.EINVAL,
+            f"slot {new.id}: arm64 guest_memfd slots need a guest_memfd created with GUEST_MEMFD_FLAG_MMAP "
+            "(no CoCo VM on arm64 has private-only memory; the arm64-private proposal is off)",
+        )
 
 
 @hookimpl

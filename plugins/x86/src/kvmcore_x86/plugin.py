@@ -117,10 +117,16 @@ def parse_log_text(text: str) -> list[dict[str, Any]] | None:
 @kvmcore.hookimpl
 def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
     """Mirrors x86 ``kvm_arch_prepare_memory_region()``: on create and move, the last gfn must
-    not exceed ``kvm_mmu_max_gfn()`` (a 52-bit MAXPHYADDR here) -> ``-EINVAL``."""
+    not exceed ``kvm_mmu_max_gfn()`` (a 52-bit MAXPHYADDR here) -> ``-EINVAL``; on a TDX VM it
+    must not have the shared bit (7.3 ``kvm_is_gfn_alias()``; taken to hold for 6.18's TDX too)."""
     if change in ("create", "move") and new.end_gfn - 1 > (1 << (52 - vm.page_shift)) - 1:
         raise kvmcore.KvmError(
             kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} is beyond kvm_mmu_max_gfn() (52-bit MAXPHYADDR)"
+        )
+    # 7.3 (kvm_is_gfn_alias(), arch/x86/kvm/mmu.h): a TDX slot must not reach the shared-bit alias
+    if change in ("create", "move") and (new.end_gfn - 1) & decode.kvm_gfn_direct_bits(vm):
+        raise kvmcore.KvmError(
+            kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} has the TDX shared bit (kvm_is_gfn_alias())"
         )
 
 

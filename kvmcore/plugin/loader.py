@@ -367,7 +367,8 @@ class Arch:
             raise
         except Exception as exc:
             raise self.plugin_error("parse_trace_event", exc) from exc
-        if ev is not None and (type(ev) is not TraceEvent or type(ev.kind) is not str or not (ev.raw is None or isinstance(ev.raw, Mapping))):
+        if ev is not None and (type(ev) is not TraceEvent or type(ev.kind) is not str
+                               or not (ev.raw is None or type(ev.raw) is dict or isinstance(ev.raw, Mapping))):
             raise self.plugin_error("parse_trace_event", None, f"returned {short_repr(ev)}, expected None or kvmcore.TraceEvent (kind a str, raw a mapping or None)")
         return ev
 

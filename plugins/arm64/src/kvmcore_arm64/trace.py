@@ -42,7 +42,9 @@ def _h(s: str) -> int:
 
 
 def _guest_fault(m: re.Match[str]) -> dict[str, Any]:
-    return {"ipa": _h(m[1]), "hsr": _h(m[2]), "hxfar": _h(m[3]), "vcpu_pc": _h(m[4])}
+    # the hottest line of a replay: int() inline rather than through _h
+    ipa, hsr, hxfar, pc = m.groups()
+    return {"ipa": int(ipa, 16), "hsr": int(hsr, 16), "hxfar": int(hxfar, 16), "vcpu_pc": int(pc, 16)}
 
 
 def _mmio_nisv(m: re.Match[str]) -> dict[str, Any]:

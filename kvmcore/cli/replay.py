@@ -784,6 +784,14 @@ class _Scan:
         for lineno, line in records:  # noqa: B007 - lineno is used after the loop
             m = search(line)
             if m is None:  # the slow path: quoting, prefix-less events, wrapped tails, log lines
+                if len(line) > trace_input.MAX_LINE:  # no event or log line is this long: skip it
+                    if held is not None:            # before any search allocates per character
+                        self.drop_held(held)
+                        held = None
+                    prev_m = None
+                    summary.skip(lineno, line, f"a line of {len(line):,} characters (longer than any trace "
+                                 f"event or log line, {trace_input.MAX_LINE:,})", False)
+                    continue
                 if ">" in line[:16]:
                     line, q = trace_input.strip_quote(line)
                     quoted += q

@@ -39,6 +39,9 @@ HEADER_PREFIXES = ("#", "cpus=", "version =", "version=", "CPU ", "CPU:")
 MIN_WRAPPED = 60
 #: A rejoined line longer than this is not a wrapped event line (memory stays bounded).
 MAX_JOINED = 4096
+#: A line without a ``timestamp: event:`` longer than this is neither a pasted event nor a
+#: kernel-log line (those are under 1 KiB): it is skipped before the tolerant searches.
+MAX_LINE = 1 << 16
 #: At most this many lines are joined into one event line.
 MAX_PARTS = 5
 #: Echoed input is cut to this many characters.

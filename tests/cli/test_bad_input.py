@@ -147,3 +147,25 @@ def test_hostile_scenarios_run_in_bounded_memory(tmp_path: Path, name: str) -> N
         assert all("ENOMEM" in e and "memslots[2]" in e for e in errors.values()), errors
     if name == "two maximal userfault slots":
         assert all("memslots[2]" in e and "userfault bitmaps would take" in e for e in errors.values()), errors
+
+
+def test_a_huge_line_without_an_event_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    """Found by the replay fuzz campaign: 2 MB of ': kvm_exit: ' repeated (no timestamp, so the
+    tolerant searches ran over it) peaked at 41 MB. Such a line is skipped, named by its length,
+    before any search; memory stays within a few copies of the line."""
+    import tracemalloc
+
+    from kvmcore.cli import replay as R
+
+    trace = tmp_path / "huge.txt"
+    trace.write_bytes(b": kvm_exit: " * 164560 + b"\n\n")  # 1,974,720 characters, then a blank line
+    R.replay(str(trace), progress=False)  # first call: plugin imports, not the line's cost
+    tracemalloc.start()
+    try:
+        summary = R.replay(str(trace), progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (summary.lines, summary.skipped, summary.header_lines, summary.events) == (2, 1, 1, 0)
+    assert "a line of 1,974,721 characters" in summary.skipped_examples[0][1]
+    assert peak < 12 * 1_974_721, f"peak {peak:,} bytes"

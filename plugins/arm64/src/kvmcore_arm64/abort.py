@@ -52,7 +52,8 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     if E.is_sea(info):
         return kvm_handle_guest_sea(vcpu, fault)
 
-    if E.is_translation_fault(info):
+    translation = E.is_translation_fault(info)  # a pure function of the ESR: asked once
+    if translation:
         if fault.ipa >= 1 << vm.arch.info.phys_bits:
             return Retry(
                 "size_fault_injected",
@@ -70,7 +71,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
 
     excl_atomic = fault.fsc == FSC_EXCL_ATOMIC and not fault.is_iabt and kernels.excl_atomic_fault_handled(vm)
     if not (
-        E.is_translation_fault(info) or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
+        translation or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
     ):
         return Exit(
             -abi.EFAULT,

@@ -211,6 +211,22 @@ def parse_trace_event(event: str, text: str) -> TraceEvent | None:
 
 
 @hookspec(firstresult=True)
+def parse_log_text(text: str) -> list[dict[str, Any]] | None:
+    """Find this arch's fault registers in one pasted log line (``kvmcore decode``, ``replay``).
+
+    People paste what a kernel or VMM printed rather than register assignments: an arm64 splat's
+    ``ESR = 0x0000000096000045``, KVM's ``Unsupported FSC: EC=0x24 xFSC=0x21 ESR_EL2=0x92000061``,
+    an old x86 ``kvm_exit: reason EPT_VIOLATION rip 0x.. info 181 0``, a ``kvm_page_fault`` line.
+
+    :param text: one line, mail quoting and the kernel log prefix already stripped.
+    :return: the register sets found, in order, each a dict ``decode_fault``/``describe_syndrome``
+        accept (names from ``ArchInfo.registers``; a set may lack registers the line does not
+        give, e.g. an ESR without HPFAR); ``None`` when the line holds nothing of this arch's.
+        Never raises for text it does not recognise.
+    """
+
+
+@hookspec(firstresult=True)
 def decode_fault_batch(vcpu: VCPU, columns: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """Decode many faults at once: numpy arrays of raw register values in, arrays of fields out.
 

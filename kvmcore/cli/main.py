@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvmcore.cli import model
-from kvmcore.cli.format import fmt_value, print_json
+from kvmcore.cli.format import jsonable, print_json
 
 PROG = "kvmcore"
 
@@ -145,122 +145,55 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    import dataclasses
+    """Decode registers, pasted log lines, or one of either per line of ``-``/``--input``
+    (the work is in :mod:`kvmcore.cli.decode`)."""
+    from kvmcore.cli import decode
 
-    import kvmcore
-
-    raw = parse_assignments(args.registers, "register")
     settings = parse_assignments(args.set or [], "setting")
     arch = _load_arch(args.arch)
-    known = tuple(arch.info.registers)
-    if known:
-        accepted = (*known, "private") if "private" not in known else known
-        unknown = [name for name in raw if name not in accepted]
-        if unknown:
-            raise CliError(
-                f"arch {arch.name!r} has no register {unknown[0]!r} (registers: {', '.join(accepted)})"
-            )
-    if not raw:
-        raise CliError(f"no registers given; {arch.name} takes {', '.join(known) or 'NAME=VALUE pairs'}")
+    items = list(args.registers)
+    many = args.input is not None or items == ["-"]
+    if not items and not many:
+        raise CliError(f"no registers given; {arch.name} takes {', '.join(arch.info.registers) or 'NAME=VALUE pairs'}")
     vm = _make_vm(arch, settings, _choice(args))
     vcpu = vm.create_vcpu()
-
-    syndrome = None
+    paint = decode.Paint(sys.stdout, False if args.json else None)
+    errpaint = decode.Paint(sys.stderr)
+    compact = args.short or (many and not args.json)
+    status = 0
     try:
-        syndrome = arch.describe_syndrome(vm, raw)
-    except NotImplementedError:
-        pass
-    except kvmcore.DecodeError as exc:
-        raise CliError(f"{arch.name}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"{arch.name}: cannot decode {_raw_text(raw)}: {exc}") from None
-
-    fault, error = None, None
-    try:
-        fault = arch.decode_fault(vcpu, raw)
-    except kvmcore.DecodeError as exc:
-        error = str(exc)
-    except (TypeError, ValueError, KeyError) as exc:
-        error = f"cannot decode {_raw_text(raw)}: {type(exc).__name__}: {exc}"
-    if syndrome is not None and not syndrome.guest_fault:
-        # the syndrome's own reason ("EC 0x16 (HVC64) is not an abort") beats a missing register
-        error = syndrome.error or error or "not a guest memory fault"
-        fault = None
-
-    fault_fields: dict[str, Any] = {}
-    if fault is not None:
-        if dataclasses.is_dataclass(fault):
-            names = [f.name for f in dataclasses.fields(fault)]
-        else:  # pragma: no cover - the contract asks for a dataclass
-            names = [n for n in dir(fault) if not n.startswith("_")]
-        for name in names:
-            if name != "slot":
-                fault_fields[name] = getattr(fault, name)
-        fault_fields.setdefault("gpa", fault.gfn << vm.page_shift)
-
-    if args.json:
-        obj: dict[str, Any] = {"arch": arch.name}
-        if fault is not None:
-            for name in ("gfn", "gpa", "write", "exec", "is_private"):
-                obj[name] = fault_fields[name]
-            obj.update(fault_fields)
-        if syndrome is not None:
-            for name, value in syndrome.fields.items():
-                obj.setdefault(name, value)
-        obj["guest_fault"] = fault is not None and error is None
-        obj.update(model.as_dict(vm))
-        obj["raw"] = raw
-        obj["page_shift"] = vm.page_shift
-        if syndrome is not None:
-            obj["meanings"] = dict(syndrome.meanings)
-        if error is not None:
-            obj["error"] = error
-        print_json(obj)
-    else:
-        print(f"{arch.name} {_raw_text(raw)}" + (f"  (VM: {_raw_text(settings)})" if settings else ""))
-        print(f"  modelled: {model.describe(vm)}")
-        rows: list[tuple[str, str, str]] = []
-        if syndrome is not None:
-            for name, value in syndrome.fields.items():
-                rows.append((name, fmt_value(value), syndrome.meanings.get(name, "")))
-        if fault is not None:
-            rows.append(("", "", ""))
-            cls = type(fault).__name__
-            rows.append(("fault", cls, "what decode_fault() gives the fault path"))
-            for name, value in fault_fields.items():
-                if syndrome is not None and name in syndrome.fields and syndrome.fields[name] == value:
-                    continue
-                if dataclasses.is_dataclass(value):
-                    shown = f"<{type(value).__name__}>"
-                    rows.append((f"  {name}", shown, "decoded fields above" if syndrome is not None else ""))
-                    continue
-                rows.append((f"  {name}", fmt_value(value), _COMMON_MEANINGS.get(name, "")))
-        width = max((len(r[0]) for r in rows), default=0)
-        vwidth = min(max((len(r[1]) for r in rows), default=0), 20)
-        for name, value, meaning in rows:
-            if not name:
-                print()
+        for text, _ in decode.sources(items, sys.stdin, args.input):
+            try:
+                sets = decode.register_sets(arch, text, parse_assignments)
+            except decode.DecodeInputError as exc:
+                if not many:
+                    raise CliError(str(exc)) from None
+                print(errpaint.error(f"{PROG} decode: {exc}"), file=sys.stderr)
+                status = 1
                 continue
-            line = f"  {name:<{width}}  {value:<{vwidth}}"
-            print((line + "  " + meaning).rstrip() if meaning else line.rstrip())
-    if error is not None:
-        print(f"{PROG} decode: {arch.name}: {error}", file=sys.stderr)
-        return 1
-    return 0
+            for raw, source in sets:
+                result = decode.decode_raw(arch, vm, vcpu, raw, source)
+                if args.json:
+                    obj = {**decode.as_json(result, arch.name, vm.page_shift), **jsonable(model.as_dict(vm))}
+                    if many:
+                        import json
 
-
-_COMMON_MEANINGS = {
-    "gfn": "guest frame number (gpa >> PAGE_SHIFT)",
-    "gpa": "faulting guest physical address",
-    "write": "write access",
-    "exec": "instruction fetch",
-    "is_private": "access to private (guest_memfd) memory",
-    "fault_kind": "the arch's kind of stage-2 fault",
-}
-
-
-def _raw_text(raw: dict[str, Any]) -> str:
-    return " ".join(f"{k}={fmt_value(v)}" for k, v in raw.items())
+                        print(json.dumps(obj))
+                    else:
+                        print_json(obj)
+                elif compact:
+                    print(decode.short(result, arch.name, paint))
+                else:
+                    rows = decode.table(result, arch.name, decode.raw_text(settings), paint)
+                    rows.insert(1, f"  modelled: {model.describe(vm)}")
+                    print("\n".join(rows))
+                if result.error is not None:
+                    status = 1
+                    if not compact or not many:
+                        print(errpaint.error(f"{PROG} decode: {arch.name}: {result.error}"), file=sys.stderr)
+    except decode.DecodeInputError as exc:
+        raise CliError(str(exc)) from None
+    return status
 
 
 # --- kvmcore run -------------------------------------------------------------------------------
@@ -319,6 +252,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             events=args.events,
             progress=None if args.progress is None else args.progress,
+            unwrap=args.unwrap,
             choice=_choice(args),
         )
     except replay.ReplayError as exc:
@@ -415,20 +349,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         description="Decode one raw syndrome (the registers a guest exit reports) with the arch's "
         "describe_syndrome and decode_fault hooks. Values parse as Python integers (0x.., 0b.., "
-        "decimal); non-numeric values stay strings (x86's vendor=vmx).",
+        "decimal); non-numeric values stay strings (x86's vendor=vmx). Anything that is not "
+        "NAME=VALUE pairs is a log line: the arch's parse_log_text hook finds the registers in it.",
         epilog=(
             "examples:\n"
             "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010\n"
             "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010 --set granule=16K --json\n"
             "  kvmcore decode x86 vendor=vmx exit_qualification=0x182 gpa=0xfd000000\n"
-            "\nexit status 1 when the registers are not a guest memory fault (the reason on stderr)"
+            "  kvmcore decode arm64 esr=0x92000061                  (alone: what needs HPFAR is unknown)\n"
+            "  kvmcore decode arm64 'kvm [1234]: Unsupported FSC: EC=0x24 xFSC=0x21 ESR_EL2=0x92000061'\n"
+            "  dmesg | grep ESR | kvmcore decode arm64 -            (one line per result)\n"
+            "\nexit status 1 when nothing could be decoded, or the registers are not a guest memory fault\n"
+            "(the reason on stderr); registers missing for the full fault path are not an error.\n"
+            "Colour on a terminal unless NO_COLOR is set."
         ),
     )
     p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
-    p.add_argument("registers", metavar="REG=VALUE", nargs="*", help="raw register values")
+    p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
+                   help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
     model.add_arguments(p)
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
+    p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
+    p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser(
@@ -443,10 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
             "  kvmcore run                                  built-in example, every installed arch\n"
             "  kvmcore run examples/postcopy-userfault.toml --arch arm64\n"
             "  kvmcore run examples/hwpoison.toml --arch all --json\n"
+            "  generate-scenario | kvmcore run - --arch x86\n"
             "\nexit status 1 when an expectation fails (each failure named on stderr)"
         ),
     )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: built-in example)")
+    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
+                   help="scenario file, - for standard input (default: built-in example)")
     p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
                    "(default: the scenario's 'arch')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -484,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="summarise the guest faults in a kernel trace",
         formatter_class=_Formatter,
         description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
-        "'-' for stdin), decode each guest fault event through the arch's parse_trace_event and "
+        "'-' for stdin; also as pasted into mail: quoted, wrapped, without prefixes, with kernel log lines), "
+        "decode each guest fault event through the arch's parse_trace_event and "
         "decode_fault hooks, and print a summary. Streams in bounded memory: the hottest gfns are "
         "counted exactly within --memory, then by a sketch that reports only what it guarantees.",
         epilog=(
@@ -500,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
+    p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
+                   help="do not rejoin lines a mail client wrapped (they are then malformed)")
     p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
     p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
     model.add_arguments(p)

@@ -144,8 +144,43 @@ def merge(parts: list[R.Summary], into: R.Summary) -> None:
         for note in part.notes:  # e.g. a plugin a worker dropped (PluginError)
             if note not in into.notes:
                 into.notes.append(note)
+        _merge_pasted(part, into, offset)
         offset += part.lines
     into.lines = offset
+
+
+def _merge_pasted(part: R.Summary, into: R.Summary, offset: int) -> None:
+    """The summary parts of pasted-input handling and of the person-facing counts."""
+    into.unwrapped += part.unwrapped
+    into.quoted_lines += part.quoted_lines
+    into.paired_exits += part.paired_exits
+    into.widened += part.widened
+    into.ambiguous += part.ambiguous
+    into.log_lines += part.log_lines
+    if not into.arch_decided_by:
+        into.arch_decided_by.extend((n + offset, a, e, t) for n, a, e, t in part.arch_decided_by)
+    _add(into.exit_only, part.exit_only)
+    _add(into.mmio, part.mmio)
+    for arch, walks in part.walks.items():
+        mine = into.walks.setdefault(arch, [0, 0, 0])
+        for i, n in enumerate(walks):
+            mine[i] += n
+    for arch, per in part.vcpus.items():
+        _add(into.vcpus.setdefault(arch, {}), per)
+    for arch, pcs in part.rips.items():
+        _add(into.rips.setdefault(arch, {}), pcs)
+    for key, lp in part.loops.items():
+        mine_lp = into.loops.get(key)
+        if mine_lp is None:
+            if len(into.loops) < R.MAX_LOOPS:
+                into.loops[key] = {**lp, "first_line": lp["first_line"] + offset}
+        else:
+            mine_lp["longest"] = max(mine_lp["longest"], lp["longest"])
+            mine_lp["faults"] += lp["faults"]
+            mine_lp["runs"] += lp["runs"]
+    for item in part.log_syndromes:
+        if len(into.log_syndromes) < R.MAX_LOG_SYNDROMES:
+            into.log_syndromes.append({**item, "line": item["line"] + offset})
 
 
 def replay(
@@ -158,12 +193,15 @@ def replay(
     progress: bool | None = None,
     jobs: int | None = 1,
     events: str | None = None,
+    unwrap: bool = True,
     choice: ModelChoice | None = None,
 ) -> R.Summary:
     """:func:`kvmcore.cli.replay.replay` in ``jobs`` processes (``None``: every CPU once the
     file is large); serial for stdin, ``jobs=1``, ``events`` or a trace that cannot be split.
-    The summary is the serial one either way."""
-    if source != "-" and jobs != 1 and events is None:
+    The summary is the serial one either way, except that pasted-input handling that spans
+    lines (a wrapped line, an exit and its fault event, a register dump over lines, a fault loop)
+    is not followed across the ranges' boundaries; ``unwrap=False`` (``--no-unwrap``) runs serially."""
+    if source != "-" and jobs != 1 and events is None and unwrap:
         try:
             HotGfns(memory)
             size = os.stat(source).st_size
@@ -176,7 +214,7 @@ def replay(
             done = replay_parallel(source, n, size, arch, memslots, settings or {}, top, memory, choice)
             if done is not None:
                 return done
-    return R.replay(source, arch, memslots, settings, top, memory, progress, events, choice)
+    return R.replay(source, arch, memslots, settings, top, memory, progress, events, unwrap, choice)
 
 
 def replay_parallel(source: str, jobs: int, size: int, arch: str, memslots: str | None, settings: dict[str, Any],

@@ -50,6 +50,7 @@ HOOK_NAMES = (
     "encode_fault",
     "describe_syndrome",
     "parse_trace_event",
+    "parse_log_text",
     "decode_fault_batch",
 )
 
@@ -400,6 +401,11 @@ class Arch:
         except FaultContractError as exc:
             return self.plugin_error("decode_fault", None, f"returned a fault that breaks the contract: {exc}")
         return self.plugin_error("decode_fault", None, f"returned {short_repr(fault)}")  # pragma: no cover
+
+    def parse_log_text(self, text: str) -> list[dict[str, Any]]:
+        """The register sets the arch finds in one log line (``[]`` for none, or no hook)."""
+        found = self.pm.hook.parse_log_text(text=text)
+        return list(found) if found else []
 
     def decode_fault_batch(self, vcpu: Any, columns: Mapping[str, Any]) -> Mapping[str, Any]:
         """The ``decode_fault_batch`` hook; ``NotImplementedError`` if no implementation answers."""

@@ -154,7 +154,15 @@ def _toml() -> Any:
 
 
 def load(path: str | None) -> Scenario:
-    """Read and validate a scenario file (``None``: the built-in example)."""
+    """Read and validate a scenario file (``None``: the built-in example; ``-``: standard input)."""
+    if path == "-":
+        import sys
+
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(f"<stdin>: not UTF-8 text: {exc}") from None
+        return loads(text, "<stdin>")
     if path is None:
         from importlib import resources
 

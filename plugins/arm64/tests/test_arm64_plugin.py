@@ -27,7 +27,8 @@ def test_found_through_its_entry_point(arch) -> None:
     row = next(r for r in kvmcore.list_plugins() if r.name == "arm64")
     assert row.error is None
     assert row.hooks == ["arch_info", "decode_fault", "decode_fault_batch", "describe_syndrome", "encode_fault",
-                         "faultin_pfn", "kvm_arch_prepare_memory_fault_exit", "parse_trace_event", "prepare_memory_region"]
+                         "faultin_pfn", "kvm_arch_prepare_memory_fault_exit", "parse_log_text", "parse_trace_event",
+                         "prepare_memory_region"]
     assert row.wrappers == ["configure_vm", "prepare_memory_fault_exit"]
 
 

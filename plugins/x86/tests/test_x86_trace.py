@@ -24,6 +24,8 @@ def test_kvm_page_fault_vmx_example():
         "guest_rip": 0xFFFFFFFF81A3C2D0,
         "fault_address": 0xFD000000,
         "error_code": 0x182,
+        "vcpu": 0,  # the replay's names for the vCPU and the pc
+        "pc": 0xFFFFFFFF81A3C2D0,
     }
 
 
@@ -35,6 +37,8 @@ def test_kvm_page_fault_svm_example():
         "guest_rip": 0xFFFFFFFF8100ABCD,
         "fault_address": 0xC0000000,
         "error_code": 0x100000006,
+        "vcpu": 1,
+        "pc": 0xFFFFFFFF8100ABCD,
     }
 
 
@@ -139,7 +143,7 @@ def test_kvm_mmu_spte_requested(text, access):
     }
 
 
-@pytest.mark.parametrize("event", ["kvm_guest_fault", "kvm_exit", "kvm_mmio_nisv", "arm64:kvm_access_fault", ""])
+@pytest.mark.parametrize("event", ["kvm_guest_fault", "kvm_mmio_nisv", "arm64:kvm_access_fault", ""])
 def test_unknown_events(event):
     assert parse_event(event, "anything at all") is None
 
@@ -163,7 +167,8 @@ def test_malformed_names_event_and_text(event, text):
 
 
 def test_events_listed():
-    assert set(EVENTS) == {"kvm_page_fault", "kvm_mmio", "kvm_userspace_exit", "fast_page_fault", "kvm_mmu_spte_requested"}
+    assert set(EVENTS) == {"kvm_page_fault", "kvm_mmio", "kvm_userspace_exit", "fast_page_fault", "kvm_mmu_spte_requested",
+                           "kvm_exit", "kvm_nested_vmexit"}
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,8 @@ def trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if fields is None:
         return None
     raw = None
+    if "vcpu_pc" in fields:
+        fields["pc"] = fields["vcpu_pc"]  # the name kvmcore replay reads for per-pc counts
     if event == "kvm_guest_fault":
         raw = {"esr": fields["hsr"], "far": fields["hxfar"], "hpfar": _hpfar(fields["ipa"])}
     elif event == "kvm_mmio_nisv":

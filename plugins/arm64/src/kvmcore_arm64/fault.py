@@ -99,6 +99,12 @@ class Arm64Fault:
     info: EsrInfo
     slot: kvmcore.Memslot | None = None
 
+    @property
+    def page_walk(self) -> bool:
+        """ESR_EL2.ISS[7] S1PTW: the stage-2 fault happened on the guest's stage-1 table walk
+        (Arm ARM, ISS encoding for a Data/Instruction Abort), not on the final access."""
+        return self.s1ptw
+
 
 def check_raw(raw: Mapping[str, Any]) -> None:
     """Refuse unknown keys, missing required registers and values that are not ints.

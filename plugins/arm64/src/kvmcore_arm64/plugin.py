@@ -101,6 +101,14 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
 
 
 @hookimpl
+def parse_log_text(text: str) -> list[dict[str, Any]] | None:
+    """The arm64 registers in one pasted log line (:mod:`kvmcore_arm64.logtext`)."""
+    from kvmcore_arm64.logtext import parse_log_text as find  # imported on first use
+
+    return find(text)
+
+
+@hookimpl
 def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
     """Mirrors arm64 ``kvm_arch_prepare_memory_region()``: no slot beyond the VM's IPA space.
 

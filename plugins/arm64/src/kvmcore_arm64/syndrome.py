@@ -109,6 +109,7 @@ MEANINGS: dict[str, str] = {
     "write": "kvm_is_write_fault(): WnR, never for an IABT, only permission faults for S1PTW",
     "exec": "kvm_vcpu_trap_is_exec_fault(): an IABT_LOW not on a stage-1 walk",
     "is_private": "the raw key private (kvmcore's modelling input; upstream arm64 never sets it)",
+    "page_walk": "the fault hit the guest's stage-1 table walk (S1PTW), not the final access",
 }
 
 _DESCRIBE_KEYS = frozenset(("esr", "far", "hpfar", "private", "data"))
@@ -145,6 +146,7 @@ def describe(vm: kvmcore.VM | None, raw: Mapping[str, Any]) -> kvmcore.Syndrome:
     fields["write"] = E.is_write_fault(info)
     fields["exec"] = E.is_exec_fault(info)
     fields["is_private"] = raw_private(raw)
+    fields["page_walk"] = bool(fields.get("s1ptw")) if info.is_abort else None
     meanings = {key: MEANINGS[key] for key in fields}
     error = None
     if not info.guest_fault:

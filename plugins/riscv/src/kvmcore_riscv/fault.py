@@ -29,7 +29,7 @@ from typing import Any
 import kvmcore
 from kvmcore import DecodeError
 
-from .trap import GUEST_PAGE_FAULT_ACCESS, decode_guest_page_fault, scause_name
+from .trap import decode_guest_page_fault, scause_name
 
 #: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
 REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
@@ -79,6 +79,20 @@ class RiscvFault:
     sepc: int | None
     insn: int | None
     data: int | None
+
+    @property
+    def page_walk(self) -> bool | None:
+        """Whether the fault was an implicit access of the guest's VS-stage page-table walk.
+
+        htinst holds a pseudoinstruction for an implicit access (privileged spec, "Transformed
+        Instruction or Pseudoinstruction for mtinst or htinst"), a transformed instruction for an
+        explicit one; zero (or a custom/invalid value) says nothing: None.
+        """
+        if self.htinst_kind == "pseudo":
+            return True
+        if self.htinst_kind == "transformed":
+            return False
+        return None
     slot: kvmcore.Memslot | None = None
 
 
@@ -156,6 +170,7 @@ MEANINGS: dict[str, str] = {
     "gfn": "guest frame number: gpa >> 12",
     "write": "a store/AMO guest-page fault (the is_write gstage_page_fault() passes to kvm_riscv_mmu_map())",
     "exec": "an instruction guest-page fault",
+    "page_walk": "htinst says: 1 an implicit access of the VS-stage walk (pseudoinstruction), 0 an explicit one, - not said",
     "is_private": "the raw key private (kvmcore's modelling input; upstream RISC-V has no private memory)",
 }
 
@@ -165,10 +180,11 @@ def describe(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
 
     A cause that is not a guest-page fault (only ``scause`` is needed then), or a guest-page
     fault the decoder refuses, gives ``guest_fault=False`` with the decoder's message. Unknown
-    keys, a missing scause (or htval/stval for causes 20/21/23), or a scause that is not a
-    64-bit value raise ``DecodeError``.
+    keys, a missing scause, or a scause that is not a 64-bit value raise ``DecodeError``; a
+    guest-page fault without htval or stval decodes what scause/htinst say and gives ``None``
+    for the fields that need the missing register (gpa, gfn, gva).
     """
-    check_raw(raw, REQUIRED if raw.get("scause") in GUEST_PAGE_FAULT_ACCESS else ("scause",))
+    check_raw(raw, ("scause",))
     scause = raw["scause"]
     if type(scause) is not int or not 0 <= scause <= _U64_MAX:
         raise DecodeError(f"scause={scause!r}: not a 64-bit register value (0 <= scause < 2**64)")
@@ -188,6 +204,14 @@ def describe(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
         return kvmcore.Syndrome("riscv", fields, meanings, guest_fault=False, error=str(err))
     fields = trap.to_dict()
     fields.update(gfn=trap.gfn, write=trap.write, exec=trap.exec, is_private=is_private)
+    fields["page_walk"] = {"pseudo": True, "transformed": False}.get(trap.htinst_kind)
+    # A lone scause (or one without htval/stval) still names the access; what needs the
+    # missing registers is unknown (None), not computed from a stand-in 0.
+    unknown = (("gpa", "kernel_gpa", "gfn") if "htval" not in raw else ()) + (
+        ("gva", "gpa", "kernel_gpa") if "stval" not in raw else ())
+    for name in unknown:
+        if name in fields:
+            fields[name] = None
     meanings = {k: MEANINGS[k] for k in fields}
     return kvmcore.Syndrome("riscv", fields, meanings, guest_fault=True)
 

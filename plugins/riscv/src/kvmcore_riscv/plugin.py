@@ -142,8 +142,16 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if event == "kvm_entry":
         return kvmcore.TraceEvent("entry", fields)
     if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
-        return kvmcore.TraceEvent("guest_fault", fields, raw=dict(fields))
+        return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
+
+
+@hookimpl
+def parse_log_text(text: str) -> list[dict[str, Any]] | None:
+    """The riscv registers in one pasted log line (:mod:`kvmcore_riscv.logtext`)."""
+    from kvmcore_riscv.logtext import parse_log_text as find  # imported on first use
+
+    return find(text)
 
 
 @hookimpl

@@ -52,7 +52,7 @@ VENDORS = ("vmx", "svm")
 #: Keys ``decode_fault`` accepts (the registers, then kvmcore's modelling inputs).
 #: The registers ``decode_fault`` accepts (``ArchInfo.registers``) and kvmcore's modelling inputs.
 REGISTERS = ("vendor", "exit_qualification", "gpa", "gla", "error_code")
-MODEL_KEYS = ("exit_reason", "private", "len", "data")
+MODEL_KEYS = ("exit_reason", "private", "len", "data", "traced")
 RAW_KEYS = frozenset(REGISTERS + MODEL_KEYS)
 #: x86 MAXPHYADDR is at most 52.
 GPA_BITS = 52
@@ -158,11 +158,37 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
     (:func:`_fault`: GPA, GLA, SW-protected attributes, MMIO inputs) runs on every call.
     """
     vm = vcpu.vm
+    if "traced" in raw:
+        raw = traced_registers(vm.settings, raw)
     key = _exit_key(vm, raw)
     exit_ = _EXITS.get(key) if key is not None else None
     if exit_ is None:
         return _decode_fault(vm, raw, key)
     return _fault(vm, raw, check_gpa(raw["gpa"]), *exit_)
+
+
+def traced_registers(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The registers behind ``kvm_page_fault``'s printed ``error_code`` (raw ``traced=1``).
+
+    The tracepoint prints what ``kvm_mmu_page_fault()`` got: on VMX the raw exit qualification
+    (``handle_ept_violation()``), on SVM the #NPF error code with PFERR_PRIVATE_ACCESS possibly
+    added by ``npf_interception()``. Raw ``vendor``, else the VM's ``vendor`` setting, says which.
+    """
+    out = {k: v for k, v in raw.items() if k != "traced"}
+    if not raw.get("traced"):
+        return out
+    vendor = raw.get("vendor") or settings["vendor"]
+    out["vendor"] = vendor
+    ec = out.pop("error_code", None)
+    if ec is None or ec.__class__ is not int:
+        if ec is not None:
+            out["error_code"] = ec  # let the decoder name the bad value
+        return out
+    if vendor == "vmx":
+        out.setdefault("exit_qualification", ec)
+    else:
+        out["error_code"] = ec & ~PFERR_PRIVATE_ACCESS
+    return out
 
 
 #: ``_exit_key()`` -> ``(vendor, exit qualification, EXITINFO1, PFERR word)`` for inputs

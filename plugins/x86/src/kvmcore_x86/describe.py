@@ -23,7 +23,7 @@ from kvmcore_x86.pferr import (
     pferr_names,
 )
 from kvmcore_x86.svm import decode_npf, npf_to_pferr
-from kvmcore_x86.trace import parse_event, vendor_hint
+from kvmcore_x86.trace import SVM_NPF_NAMES, VMX_EPT_VIOLATION_NAMES, parse_event, vendor_hint
 from kvmcore_x86.vmx import (
     decode_ept_violation,
     ept_violation_to_pferr,
@@ -40,6 +40,7 @@ _COMMON_MEANINGS = {
     "write": "the access was a write (PFERR_WRITE)",
     "exec": "the access was an instruction fetch (PFERR_FETCH)",
     "is_private": "the access was to private memory (PFERR_PRIVATE_ACCESS)",
+    "page_walk": "1: the fault hit the guest's page-table walk, 0: the final translation, -: not said",
 }
 
 VMX_MEANINGS = {
@@ -84,6 +85,7 @@ SVM_MEANINGS = {
     "gpa": _COMMON_MEANINGS["gpa"],
     "exec": _COMMON_MEANINGS["exec"],
     "is_private": _COMMON_MEANINGS["is_private"],
+    "page_walk": _COMMON_MEANINGS["page_walk"],
 }
 
 _VMX_BITS = (
@@ -201,6 +203,8 @@ def _describe_vmx(vm: kvmcore.VM | None, settings: dict[str, Any], eq: int, gpa:
     bits = ept.to_dict()
     fields: dict[str, Any] = {"vendor": "vmx", **{name: bits[name] for name in _VMX_BITS}}
     fields.update(_tail(vm, error_code, gpa, is_private))
+    # SDM Table 28-7: bit 8 (translated address vs paging structure) is defined only with bit 7
+    fields["page_walk"] = None if not eq & 0x80 else not eq & 0x100
     return Syndrome("x86", fields, VMX_MEANINGS, True)
 
 
@@ -228,6 +232,8 @@ def _describe_svm(
     tail = _tail(vm, error_code, gpa, is_private)
     del tail["write"]  # the NPF RW bit above is the same bit
     fields.update(tail)
+    # APM #NPF EXITINFO1 bit 33 GUEST_PAGE, bit 32 GUEST_FINAL; a 32-bit truncated value lost both
+    fields["page_walk"] = True if ec & (1 << 33) else False if ec & (1 << 32) else None
     return Syndrome("x86", fields, SVM_MEANINGS, True)
 
 
@@ -250,6 +256,8 @@ TRACE_KINDS = {
     "kvm_userspace_exit": "exit",
     "fast_page_fault": "fast_page_fault",
     "kvm_mmu_spte_requested": "spte_requested",
+    "kvm_exit": "exit",
+    "kvm_nested_vmexit": "nested_exit",
 }
 
 
@@ -260,25 +268,42 @@ def trace_event(event: str, text: str) -> TraceEvent | None:
     vendor: VMX ``{"vendor": "vmx", "exit_qualification": error_code, "gpa": fault_address}``,
     SVM ``{"vendor": "svm", "error_code": error_code & ~PFERR_PRIVATE_ACCESS, "gpa": ...}``
     (EXITINFO1: the PRIVATE bit was added by ``npf_interception()`` from ENC and is re-derived on
-    decode). Otherwise ``"guest_fault_unknown_vendor"`` with raw None: decode it with
-    ``describe_syndrome`` and an explicit vendor. Malformed text raises ValueError.
+    decode). Otherwise ``"guest_fault_ambiguous"`` with raw ``{"error_code", "gpa", "traced": 1}``:
+    the VM's ``vendor`` setting (``--set vendor=``) decides how ``decode_fault`` reads it, or the
+    ``kvm_exit`` of the same vCPU that the replay pairs it with.
+
+    ``kvm_exit`` / ``kvm_nested_vmexit`` with reason EPT_VIOLATION or npf are
+    ``"guest_fault_exit"``: VMX raw ``{"vendor": "vmx", "exit_qualification": info1}`` (VMX's
+    info2 is the IDT-vectoring info, not the GPA: ``vmx_get_exit_info()``), SVM raw
+    ``{"vendor": "svm", "error_code": info1, "gpa": info2}`` (EXITINFO1/EXITINFO2,
+    ``svm_get_exit_info()``, full 64 bits). Other exits are ``"exit"`` / ``"nested_exit"``.
+    Malformed text raises ValueError.
     """
     fields = parse_event(event, text)
     if fields is None:
         return None
     name = fields["event"]
-    if name != "kvm_page_fault":
-        return TraceEvent(TRACE_KINDS[name], fields)
-    ec = fields["error_code"]
-    vendor = vendor_hint(ec)
-    if vendor is None:
-        return TraceEvent("guest_fault_unknown_vendor", fields)
-    raw: dict[str, Any] = {"vendor": vendor, "gpa": fields["fault_address"]}
-    if vendor == "vmx":
-        raw["exit_qualification"] = ec
-    else:
-        raw["error_code"] = ec & ~PFERR_PRIVATE_ACCESS
-    return TraceEvent("guest_fault", fields, raw)
+    if name == "kvm_page_fault":  # the common case first
+        ec = fields["error_code"]
+        vendor = vendor_hint(ec)
+        if vendor is None:
+            return TraceEvent("guest_fault_ambiguous", fields, {"error_code": ec, "gpa": fields["fault_address"], "traced": 1})
+        raw: dict[str, Any] = {"vendor": vendor, "gpa": fields["fault_address"]}
+        if vendor == "vmx":
+            raw["exit_qualification"] = ec
+        else:
+            raw["error_code"] = ec & ~PFERR_PRIVATE_ACCESS
+        return TraceEvent("guest_fault", fields, raw)
+    if name in ("kvm_exit", "kvm_nested_vmexit"):
+        reason = fields["exit_reason"]
+        exit_raw: dict[str, Any]
+        if reason in VMX_EPT_VIOLATION_NAMES:
+            exit_raw = {"vendor": "vmx", "exit_qualification": fields["info1"]}
+            return TraceEvent("guest_fault_exit", fields, exit_raw)
+        if reason in SVM_NPF_NAMES:
+            exit_raw = {"vendor": "svm", "error_code": fields["info1"], "gpa": fields["info2"]}
+            return TraceEvent("guest_fault_exit", fields, exit_raw)
+    return TraceEvent(TRACE_KINDS[name], fields)
 
 
 __all__ = ["SVM_MEANINGS", "TRACE_KINDS", "VMX_MEANINGS", "describe_syndrome", "trace_event"]

@@ -86,6 +86,27 @@ class X86Fault:
     #: The value a write stores (for the KVM_EXIT_MMIO of an emulated write).
     mmio_data: int = 0
 
+    @property
+    def page_walk(self) -> bool | None:
+        """Whether the fault hit the guest's own page-table walk (True) or the final translation
+        (False); None when the syndrome does not say.
+
+        VMX: exit qualification bit 7 (guest linear address valid) and bit 8 (1: access to the
+        translated address, 0: access to a guest paging structure), SDM Table 28-7; bit 7 clear
+        leaves bit 8 undefined. SVM: #NPF EXITINFO1 bit 33 GUEST_PAGE / bit 32 GUEST_FINAL (APM
+        vol. 2, 15.25.6).
+        """
+        eq = self.exit_qualification
+        if eq is not None:
+            return None if not eq & 0x80 else not eq & 0x100
+        npf = self.npf_error_code
+        if npf is not None:
+            if npf & (1 << 33):
+                return True
+            if npf & (1 << 32):
+                return False
+        return None
+
 
 def fault_kind(error_code: int) -> str:
     """Name the fault from its PFERR word (kvmcore's naming, documented in ``docs/arch/x86.md``).

@@ -107,6 +107,14 @@ def _load_trace_event() -> Any:
 
 
 @kvmcore.hookimpl
+def parse_log_text(text: str) -> list[dict[str, Any]] | None:
+    """The x86 registers in one pasted log line (:mod:`kvmcore_x86.logtext`)."""
+    from kvmcore_x86.logtext import parse_log_text as find  # imported on first use
+
+    return find(text)
+
+
+@kvmcore.hookimpl
 def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmcore.Memslot, change: str) -> None:
     """Mirrors x86 ``kvm_arch_prepare_memory_region()``: on create and move, the last gfn must
     not exceed ``kvm_mmu_max_gfn()`` (a 52-bit MAXPHYADDR here) -> ``-EINVAL``; on a TDX VM it

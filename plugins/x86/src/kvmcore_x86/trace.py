@@ -54,15 +54,40 @@ _FAST_PAGE_FAULT = re.compile(
 # kvmmmu:kvm_mmu_spte_requested, "gfn %llx pfn %llx level %d access %x" (access optional:
 # older kernels print only gfn/pfn/level).
 _KVM_MMU_SPTE_REQUESTED = re.compile(rf"gfn {_HEX} pfn {_HEX} level (\d+)(?: access {_HEX})?")
+# kvm:kvm_exit and kvm:kvm_nested_vmexit (TRACE_EVENT_KVM_EXIT in arch/x86/kvm/trace.h):
+#   5.12-6.x: "vcpu %u reason %s%s%s rip 0x%lx info1 0x%016llx info2 0x%016llx intr_info 0x%08x
+#              error_code 0x%08x", 7.x adds " requests 0x%016llx";
+#   before:   "reason %s rip 0x%lx info %llx %llx".
+# The reason is __print_symbolic(): a VMX_EXIT_REASONS / SVM_EXIT_REASONS name, or the number in
+# hex; VMX exit-reason flags (" VMENTRY_FAIL"...) may follow it.
+_KVM_EXIT = re.compile(
+    rf"(?:vcpu (\d+) )?reason (\S+)((?: [A-Z_]+)*) rip 0x{_HEX} "
+    rf"(?:info1 0x{_HEX} info2 0x{_HEX}(?: intr_info 0x{_HEX} error_code 0x{_HEX})?(?: requests 0x{_HEX})?"
+    rf"|info {_HEX} {_HEX})"
+)
+# Old kvm_nested_vmexit (before it shared kvm_exit's format):
+#   "rip: 0x%016llx reason: %s ext_inf1: 0x%016llx ext_inf2: 0x%016llx ext_int: 0x%08x ext_int_err: 0x%08x"
+_KVM_NESTED_VMEXIT_OLD = re.compile(
+    rf"rip: 0x{_HEX} reason: (\S+)((?: [A-Z_]+)*) ext_inf1: 0x{_HEX} ext_inf2: 0x{_HEX} "
+    rf"ext_int: 0x{_HEX} ext_int_err: 0x{_HEX}"
+)
+#: VMX exit reasons and SVM exit codes (uapi asm/vmx.h, asm/svm.h) that carry a stage-2 fault:
+#: EXIT_REASON_EPT_VIOLATION (48), SVM_EXIT_NPF (0x400), by the name the tracepoint prints.
+VMX_EPT_VIOLATION_NAMES = frozenset({"EPT_VIOLATION", "0x30"})
+SVM_NPF_NAMES = frozenset({"npf", "NPF", "EXIT_NPF", "0x400"})
 
 
 def _kvm_page_fault(m: re.Match[str]) -> dict:
+    vcpu, rip = int(m[1]), int(m[2], 16)
+    # "vcpu"/"pc": the names kvmcore replay reads for per-vCPU and per-pc counts (docs/hooks.md)
     return {
         "event": "kvm_page_fault",
-        "vcpu_id": int(m[1]),
-        "guest_rip": int(m[2], 16),
+        "vcpu_id": vcpu,
+        "guest_rip": rip,
         "fault_address": int(m[3], 16),
         "error_code": int(m[4], 16),
+        "vcpu": vcpu,
+        "pc": rip,
     }
 
 
@@ -127,7 +152,46 @@ def _kvm_mmu_spte_requested(m: re.Match[str]) -> dict:
     }
 
 
+def _kvm_exit(m: re.Match[str]) -> dict:
+    new = m[5] is not None  # "info1 0x.. info2 0x.." (5.12+) rather than "info %llx %llx"
+    return {
+        "event": "kvm_exit",
+        "vcpu_id": int(m[1]) if m[1] is not None else None,
+        "exit_reason": m[2],
+        "exit_reason_flags": m[3].split(),
+        "guest_rip": int(m[4], 16),
+        "info1": int(m[5] if new else m[10], 16),
+        "info2": int(m[6] if new else m[11], 16),
+        "intr_info": int(m[7], 16) if m[7] is not None else None,
+        "error_code": int(m[8], 16) if m[8] is not None else None,
+        "vcpu": int(m[1]) if m[1] is not None else None,
+        "pc": int(m[4], 16),
+    }
+
+
+def _kvm_nested_vmexit_old(m: re.Match[str]) -> dict:
+    return {
+        "event": "kvm_nested_vmexit",
+        "vcpu_id": None,
+        "exit_reason": m[2],
+        "exit_reason_flags": m[3].split(),
+        "guest_rip": int(m[1], 16),
+        "info1": int(m[4], 16),
+        "info2": int(m[5], 16),
+        "intr_info": int(m[6], 16),
+        "error_code": int(m[7], 16),
+        "vcpu": None,
+        "pc": int(m[1], 16),
+    }
+
+
+def _kvm_nested_vmexit(m: re.Match[str]) -> dict:
+    return {**_kvm_exit(m), "event": "kvm_nested_vmexit"}
+
+
 _PARSERS = {
+    "kvm_exit": ((_KVM_EXIT, _kvm_exit),),
+    "kvm_nested_vmexit": ((_KVM_EXIT, _kvm_nested_vmexit), (_KVM_NESTED_VMEXIT_OLD, _kvm_nested_vmexit_old)),
     "kvm_page_fault": ((_KVM_PAGE_FAULT, _kvm_page_fault), (_KVM_PAGE_FAULT_OLD, _kvm_page_fault_old)),
     "kvm_mmio": ((_KVM_MMIO, _kvm_mmio),),
     "kvm_userspace_exit": ((_KVM_USERSPACE_EXIT, _kvm_userspace_exit),),

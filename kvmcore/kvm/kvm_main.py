@@ -24,6 +24,7 @@ from kvmcore.kvm.proposals import PROPOSALS, resolve_proposals
 from kvmcore.kvm.stage2 import Stage2
 from kvmcore.kvm.userfault import as_bitmap
 from kvmcore.kvm.version import DEFAULT_KERNEL, KernelVersion
+from kvmcore.plugin.contract import check_fault
 from kvmcore.plugin.isolation import short_repr
 from kvmcore.plugin.loader import Arch, arch_from
 
@@ -553,28 +554,52 @@ class VCPU:
         run = self.kvm_run
         run.exit_reason = abi.KVM_EXIT_UNKNOWN  # KVM_RUN resets it on entry
         self.pending_signal = None
-        arch = self.vm.arch
+        vm = self.vm
+        arch = vm.arch
+        # The hooks are called through the arch's bound direct callers (Arch._bind) inside this
+        # one guard, which attributes a failure to the hook that was running (``hook``) as the
+        # facade methods Arch.decode_fault/faultin_pfn do, without their extra frames.
+        hook: str | None = "decode_fault"
         try:
-            fault = arch.decode_fault(self, raw)
-            fault.slot = self.vm.memslots.find(fault.gfn)
-            result = arch.faultin_pfn(self, fault)
+            fault = arch._decode_fault(self, raw)
+            if (
+                type(fault) is not arch._fault_type
+                or type(fault.gfn) is not int
+                or type(fault.write) is not bool
+                or type(fault.exec) is not bool
+                or type(fault.is_private) is not bool
+            ):
+                raise arch.bad_decode(fault, raw)
+            if arch.debug:
+                check_fault(fault, arch.name, arch.info.fault_type)
+            hook = None
+            fault.slot = slot = vm.memslots.find(fault.gfn)
+            hook = "faultin_pfn"
+            result = arch._faultin_pfn(self, fault)
+            hook = None
             if type(result) is Mapped:
-                self.vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
-                if result.writable and fault.slot is not None and fault.slot.dirty_bitmap is not None:
-                    fault.slot.mark_dirty(fault.gfn)
+                vm.stage2.map(fault.gfn, result.pfn, result.size, result.writable, result.exec)
+                if result.writable and slot is not None and slot.dirty_bitmap is not None:
+                    slot.mark_dirty(fault.gfn)
                 return FaultResult(fault, 0, None, result.outcome, result, self.pending_signal)
             if type(result) is Retry:
                 return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
             if type(result) is Exit:
-                if self.vm._annotate_efault and result.ret == -abi.EFAULT and run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+                if vm._annotate_efault and result.ret == -abi.EFAULT and run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
                     # annotate-efault: common code annotates what the arch left bare
                     kvm_prepare_memory_fault_exit(self, fault)
                 return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)
         except KvmcoreError:
             raise
-        except Exception as exc:  # the core choking on what a hook returned (the hooks are guarded)
+        except Exception as exc:
+            if hook is not None:  # a hook implementation raised
+                error = arch.hook_failed(hook, exc, raw)
+                if type(error) is TypeError:
+                    raise error from None
+                raise error from exc
+            # the core choking on what a hook returned
             if not isinstance(raw, Mapping):
-                raise  # the caller's TypeError (the facade's check of raw)
+                raise  # the caller's TypeError
             raise arch.plugin_error("faultin_pfn", exc, f"its result broke the fault path: {type(exc).__name__}: {exc}") from exc
         raise arch.plugin_error("faultin_pfn", None, f"returned {short_repr(result)}, expected Mapped, Retry or Exit")
 

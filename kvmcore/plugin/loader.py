@@ -311,6 +311,21 @@ class Arch:
             check_fault(fault, self.name, self.info.fault_type)
         return fault
 
+    def bad_decode(self, fault: Any, raw: Mapping[str, int]) -> KvmcoreError:
+        """The error for a ``decode_fault`` result that failed the facade's type checks
+        (``DecodeError`` when no implementation answered)."""
+        if fault is None:
+            return DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
+        return self._broken_fault(fault)
+
+    def hook_failed(self, hook: str, exc: Exception, raw: Any) -> Exception:
+        """What ``VCPU.handle_fault`` raises when the direct caller of ``hook`` (``_decode_fault``
+        or ``_faultin_pfn``) raised ``exc`` (not a kvmcore error): the same as the facade
+        methods :meth:`decode_fault` and :meth:`faultin_pfn` raise."""
+        if hook == "decode_fault" and not isinstance(raw, Mapping):  # the caller's mistake
+            return TypeError(f"handle_fault: raw must be a mapping of register names to values, got {short_repr(raw)}")
+        return self.plugin_error(hook, exc)
+
     def faultin_pfn(self, vcpu: Any, fault: Any) -> FaultinResult:
         try:
             return self._faultin_pfn(vcpu, fault)
@@ -454,6 +469,13 @@ class Arch:
         direct = [_positional(i.function, spec_args, tuple(i.argnames)) for i in ordered if not i.wrapper]
         if len(direct) == 1:
             function = direct[0]
+        elif len(direct) == 2:  # an arch's implementation over the core's trylast default
+            first, second = direct
+
+            def function(*args: Any) -> Any:
+                result = first(*args)
+                return second(*args) if result is None else result
+
         else:
 
             def function(*args: Any) -> Any:

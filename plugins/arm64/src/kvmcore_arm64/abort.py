@@ -52,7 +52,8 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     if E.is_sea(info):
         return kvm_handle_guest_sea(vcpu, fault)
 
-    if E.is_translation_fault(info):
+    translation = E.is_translation_fault(info)  # a pure function of the ESR: asked once
+    if translation:
         if fault.ipa >= 1 << vm.arch.info.phys_bits:
             return Retry(
                 "size_fault_injected",
@@ -70,7 +71,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
 
     excl_atomic = fault.fsc == FSC_EXCL_ATOMIC and not fault.is_iabt and kernels.excl_atomic_fault_handled(vm)
     if not (
-        E.is_translation_fault(info) or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
+        translation or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
     ):
         return Exit(
             -abi.EFAULT,
@@ -79,7 +80,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
         )
 
     slot = fault.slot
-    private_on = vm.has_proposal("arm64-private")
+    private_on = "arm64-private" in vm.proposals  # has_proposal() without its name check (a known name)
     # "arm64-private": checked before the no-slot branch, as x86's kvm_mmu_faultin_pfn()
     # does, so that a private access is never emulated as MMIO.
     if private_on and fault.is_private != vm.mem_is_private(fault.gfn):
@@ -276,6 +277,13 @@ def cont_shifts(page_shift: int) -> tuple[int, int]:
     return page_shift + cont_pte, level_shift(page_shift, 2) + cont_pmd
 
 
+#: Per granule (PAGE_SHIFT 12, 14, 16): (PMD shift, PUD shift, CONT_PTE_SHIFT, CONT_PMD_SHIFT),
+#: from :func:`level_shift` and :func:`cont_shifts`, computed once instead of per fault.
+_BLOCK_SHIFTS = {
+    ps: (level_shift(ps, 2), level_shift(ps, 1), *cont_shifts(ps)) for ps in (12, 14, 16)
+}
+
+
 def memslot_is_logging(slot: kvmcore.Memslot) -> bool:
     """Mirrors ``memslot_is_logging()``: a dirty bitmap and not READONLY (a read-only slot
     that logs dirty pages is not "logging": it keeps its block mappings)."""
@@ -315,13 +323,16 @@ def resolve_vma_shift(vm: kvmcore.VM, slot: kvmcore.Memslot, hva: int, vma: kvmc
     force_pte. A hugetlbfs size the kernel does not offer is taken as PAGE_SHIFT (the kernel
     WARNs; no such VMA exists on arm64).
     """
+    page_shift = vm.page_shift
     if force_pte:
-        return vm.page_shift, True
+        return page_shift, True
+    if vma.page_size <= vm.page_size or vma.thp:
+        # get_vma_page_shift() gives PAGE_SHIFT, which is none of the block shifts below
+        # (PMD/PUD/CONT_PTE/CONT_PMD are all larger for every granule): the switch's default
+        return page_shift, False
     shift = get_vma_page_shift(vm, vma)
-    pmd = level_shift(vm.page_shift, 2)
-    pud = level_shift(vm.page_shift, 1)
-    cont_pte, cont_pmd = cont_shifts(vm.page_shift)
-    if shift == pud and vm.page_shift == 12:
+    pmd, pud, cont_pte, cont_pmd = _BLOCK_SHIFTS[page_shift]
+    if shift == pud and page_shift == 12:
         if fault_supports_stage2_huge_mapping(vm, slot, hva, 1 << pud):
             return pud, False
         shift = pmd
@@ -340,7 +351,7 @@ def transparent_hugepage_adjust(vm: kvmcore.VM, slot: kvmcore.Memslot, hva: int)
     """Mirrors ``transparent_hugepage_adjust()``: PMD_SIZE when the block fits the memslot
     (:func:`fault_supports_stage2_huge_mapping`) and the host maps the hva with at least a
     PMD (``get_user_mapping_size()``); otherwise PAGE_SIZE. Only PMD-sized THPs."""
-    pmd_size = 1 << level_shift(vm.page_shift, 2)
+    pmd_size = 1 << _BLOCK_SHIFTS[vm.page_shift][0]
     if fault_supports_stage2_huge_mapping(vm, slot, hva, pmd_size):
         if vm.host.mapping_size(hva) >= pmd_size:
             return pmd_size

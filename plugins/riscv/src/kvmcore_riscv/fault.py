@@ -132,14 +132,21 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
     """
     check_raw(raw)
     t = decode_guest_page_fault(raw["scause"], raw["htval"], raw["stval"], raw.get("htinst", 0))
+    is_private = _private(raw)  # checked before the optional registers, as before
+    get = raw.get
+    # the optional registers checked only when given (_optional_int() passes None through)
+    sepc, insn, data = get("sepc"), get("insn"), get("data")
+    if sepc is not None:
+        sepc = _optional_int(raw, "sepc", _U64_MAX, "a 64-bit register value")
+    if insn is not None:
+        insn = _optional_int(raw, "insn", 0xFFFFFFFF, "a 16- or 32-bit instruction encoding")
+    if data is not None:
+        data = _optional_int(raw, "data", _U64_MAX, "a 64-bit store value")
     # positional, in field order (keywords cost more for 24 fields)
     return RiscvFault(
-        t.gfn, t.exec, t.write, _private(raw), t.scause, t.scause_name, t.access, FAULT_KINDS[t.access],
+        t.gfn, t.exec, t.write, is_private, t.scause, t.scause_name, t.access, FAULT_KINDS[t.access],
         t.gpa, t.kernel_gpa, t.gva, t.htval, t.stval, t.htinst, t.htinst_kind, t.insn_length,
-        t.access_size, t.rd, t.rs2, t.sign_extend, t.addr_offset,
-        _optional_int(raw, "sepc", _U64_MAX, "a 64-bit register value"),
-        _optional_int(raw, "insn", 0xFFFFFFFF, "a 16- or 32-bit instruction encoding"),
-        _optional_int(raw, "data", _U64_MAX, "a 64-bit store value"),
+        t.access_size, t.rd, t.rs2, t.sign_extend, t.addr_offset, sepc, insn, data,
     )
 
 

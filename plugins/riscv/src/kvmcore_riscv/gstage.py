@@ -48,7 +48,8 @@ def gstage_page_fault(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     guest_memfd) -> no memslot or a store to a read-only slot (MMIO emulation, or a fetch
     from nowhere) -> :func:`kvm_riscv_mmu_map`.
     """
-    if vcpu.vm.has_proposal("riscv-private"):
+    # the proposal set tested directly: has_proposal() without its check of a known name
+    if "riscv-private" in vcpu.vm.proposals:
         if fault.is_private != vcpu.vm.mem_is_private(fault.gfn):
             return private_mismatch(vcpu, fault)
         if fault.is_private:
@@ -86,7 +87,7 @@ def private_faultin(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinRes
         return Exit(
             -abi.EFAULT, "private_no_slot", f"private access to gfn {fault.gfn:#x} with no memslot"
         )
-    if vm.has_proposal("riscv-userfault") and kvmcore.kvm_do_userfault(vcpu, fault):
+    if "riscv-userfault" in vm.proposals and kvmcore.kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
     if not slot.has_gmem():
         kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
@@ -244,7 +245,7 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     if fault_gfn < slot.base_gfn and not kernels.faultin_uses_the_fault_memslot(vm):
         fault_slot = vm.memslots.find(fault_gfn)
 
-    if vm.has_proposal("riscv-userfault") and kvmcore.kvm_do_userfault(vcpu, fault):
+    if "riscv-userfault" in vm.proposals and kvmcore.kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
     if fault_slot is None:
         pfn, writable = kvmcore.KVM_PFN_NOSLOT, False

@@ -58,7 +58,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
     """Mirrors the trap reading of ``gstage_page_fault()``. The raw key ``private`` needs the
     proposal "riscv-private" (upstream RISC-V has no private memory)."""
     fault = decode_riscv_fault(raw)
-    if fault.is_private and not vcpu.vm.has_proposal("riscv-private"):
+    if fault.is_private and "riscv-private" not in vcpu.vm.proposals:
         raise kvmcore.DecodeError(
             "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
             "'riscv-private', which is off for this VM"

@@ -270,9 +270,15 @@ def _fault(
     # kvm_mmu_page_fault(): a SW-protected VM's memory attributes are the source of truth.
     if settings["vm_type"] == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
         error_code |= PFERR_PRIVATE_ACCESS
-    mmio_len = reg(raw, "len", required=False)
+    # reg() only for a register that is given (it passes an absent optional one as None)
+    mmio_len = raw.get("len")
+    if mmio_len is not None:
+        mmio_len = reg(raw, "len", required=False)
     if mmio_len is not None and mmio_len not in MMIO_LENGTHS:
         raise DecodeError(f"len={mmio_len}: an MMIO access is 1, 2, 4 or 8 bytes")
+    data = raw.get("data")
+    if data is not None:
+        data = reg(raw, "data", required=False)
     # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word. Positional, in field
     # order (keyword arguments cost more), the defaults from the dataclass.
     exec_, write, is_private, present, rsvd, user, kind = _pferr_fields(error_code)
@@ -281,7 +287,7 @@ def _fault(
         (gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm), exec_, write, is_private, None, gpa,
         error_code, present, rsvd, user, vendor, gpa, kind, eq, npf, gla,
         *_DEFAULTS_BEFORE_NX, bool(settings.get("nx_huge_pages", False)), *_DEFAULTS_AFTER_NX,
-        mmio_len, reg(raw, "data", required=False) or 0,
+        mmio_len, data or 0,
     )  # fmt: skip
 
 

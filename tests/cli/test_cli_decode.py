@@ -11,29 +11,7 @@ import subprocess
 import sys
 
 import pytest
-
-import kvmcore
-
-ARCHES = ("arm64", "x86", "riscv")
-
-
-def _ready(name: str) -> bool:
-    try:
-        kvmcore.load_arch(name)
-    except Exception:
-        return False
-    return True
-
-
-def needs(*names: str) -> pytest.MarkDecorator:
-    missing = [n for n in names if not _ready(n)]
-    return pytest.mark.skipif(bool(missing), reason=f"arch plugin(s) {', '.join(missing)} not installed or not loading")
-
-
-def kvmcore_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvmcore.cli", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120)
-
+from clitools import ARCHES, kvmcore_cli, needs
 
 # esr=0x93c08006 = 1001 0011 1100 0000 1000 0000 0000 0110
 #   [31:26] 100100 = 0x24 DABT_LOW    [25] IL = 1     [24] ISV = 1

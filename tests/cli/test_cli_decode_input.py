@@ -9,31 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
-import pytest
+from clitools import kvmcore_cli as cli
+from clitools import needs
 
 import kvmcore
 
-ARCHES = ("arm64", "x86", "riscv")
-
-
-def _ready(name: str) -> bool:
-    try:
-        kvmcore.load_arch(name)
-    except Exception:
-        return False
-    return True
-
-
-MISSING = [n for n in ARCHES if not _ready(n)]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"arch plugin(s) {', '.join(MISSING)} not installed")
-
-
-def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvmcore.cli", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120, env={**os.environ, **(env or {})})
+pytestmark = needs()
 
 
 # --- the hook ----------------------------------------------------------------------------------

@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-import kvmcore
+from clitools import kvmcore_cli, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = Path(__file__).resolve().parent / "traces"
 
-
-def _ready(name: str) -> bool:
-    try:
-        kvmcore.load_arch(name)
-    except Exception:
-        return False
-    return True
-
-
-MISSING = [n for n in ("arm64", "x86", "riscv") if not _ready(n)]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"arch plugin(s) {', '.join(MISSING)} not installed or not loading")
+pytestmark = needs()
 
 
 def replay(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvmcore.cli", "replay", *args], capture_output=True, text=True,
-                          input=stdin, timeout=120, cwd=ROOT)
+    return kvmcore_cli("replay", *args, stdin=stdin)
 
 
 def summary(*args: str) -> dict:

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-import kvmcore
+from clitools import ARCHES, kvmcore_cli, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
-ARCHES = ("arm64", "x86", "riscv")
-
-
-def _ready(name: str) -> bool:
-    try:
-        kvmcore.load_arch(name)
-    except Exception:
-        return False
-    return True
-
-
-MISSING = [n for n in ARCHES if not _ready(n)]
-needs_all = pytest.mark.skipif(bool(MISSING), reason=f"arch plugin(s) {', '.join(MISSING)} not installed or not loading")
-needs_arm64 = pytest.mark.skipif(not _ready("arm64"), reason="arm64 plugin not installed or not loading")
-
-
-def kvmcore_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvmcore.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+needs_all = needs()
+needs_arm64 = needs("arm64")
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -13,24 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
+from clitools import needs
 
-import kvmcore
 from kvmcore.cli import replay as R
 
 REAL = Path(__file__).resolve().parent / "traces" / "real"
 FILES = sorted(p.name for p in REAL.glob("*.txt"))
 
-
-def _ready(name: str) -> bool:
-    try:
-        kvmcore.load_arch(name)
-    except Exception:
-        return False
-    return True
-
-
-MISSING = [n for n in ("arm64", "x86", "riscv") if not _ready(n)]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"arch plugin(s) {', '.join(MISSING)} not installed")
+pytestmark = needs()
 
 
 def replay(name: str, **kw) -> dict:

@@ -11,8 +11,11 @@ from kvmcore.kvm.host_mm import PROT_EXEC, PROT_READ, PROT_WRITE
 
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy of ``value``: dataclasses and mappings become objects, enums their
-    names, ints stay ints (JSON numbers), bytes become hex strings, anything else ``str``."""
+    names, ints stay ints (JSON numbers; one of more than 4096 bits, which ``json`` cannot print
+    as digits, becomes a hex string), bytes become hex strings, anything else ``str``."""
     if value is None or isinstance(value, (bool, int, float, str)):
+        if type(value) is int and value.bit_length() > 4096:  # beyond what json can print as digits
+            return hex(value)
         return value
     if isinstance(value, dict) or hasattr(value, "items"):
         return {str(k): jsonable(v) for k, v in value.items()}

@@ -25,6 +25,11 @@ class CliError(Exception):
     """Bad input: printed as ``kvmcore <cmd>: <message>`` on stderr, exit status 1."""
 
 
+#: The longest ``NAME=VALUE`` value the command takes: a 64-bit register in binary with ``_``
+#: separators fits; a longer one is refused before ``int()`` (whose result JSON could not print).
+MAX_VALUE_TEXT = 128
+
+
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
     """``NAME=VALUE`` pairs; values parse with ``int(v, 0)``, otherwise stay strings.
 
@@ -39,6 +44,9 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
             raise CliError(f"{what} {item!r}: expected NAME=VALUE")
         if not text:
             raise CliError(f"{what} {name}: empty value")
+        if len(text) > MAX_VALUE_TEXT:
+            raise CliError(f"{what} {name}: a value of {len(text):,} characters (registers and settings "
+                           f"are at most 64 bits; {MAX_VALUE_TEXT} characters allow them in binary with '_')")
         try:
             value: Any = int(text, 0)
         except ValueError:

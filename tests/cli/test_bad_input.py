@@ -169,3 +169,22 @@ def test_a_huge_line_without_an_event_is_skipped_in_bounded_memory(tmp_path: Pat
     assert (summary.lines, summary.skipped, summary.header_lines, summary.events) == (2, 1, 1, 0)
     assert "a line of 1,974,721 characters" in summary.skipped_examples[0][1]
     assert peak < 12 * 1_974_721, f"peak {peak:,} bytes"
+
+
+@needs_arches
+@pytest.mark.parametrize("value", ["0x" + "f" * 4000, "1" * 5000])
+def test_a_register_value_of_thousands_of_digits_is_a_clear_error(value: str) -> None:
+    """Found by the decode fuzz campaign: esr=0x<4,000 hex digits> decoded, then --json crashed
+    printing the echoed register (Python's int-to-decimal limit of 4,300 digits). Register values
+    longer than a 64-bit register written in binary are refused first, naming the register."""
+    status, out, err = cli(["decode", "arm64", f"esr={value}", "hpfar=0x400010", "--json"])
+    assert status == 1
+    obj = json.loads(out)
+    assert obj["guest_fault"] is False and f"register esr: a value of {len(value):,} characters" in obj["error"]
+
+
+def test_json_output_prints_an_int_json_cannot_write_as_digits() -> None:
+    from kvmcore.cli.format import jsonable
+
+    huge = 1 << 20000  # 6,021 decimal digits: past the 4,300-digit int-to-str limit
+    assert json.loads(json.dumps(jsonable({"v": huge, "small": 7}))) == {"v": "0x1" + "0" * 5000, "small": 7}

@@ -108,24 +108,28 @@ def _add(into: dict[Any, int], more: dict[Any, int]) -> None:
         into[key] = into.get(key, 0) + n
 
 
+#: Summary counters that add up across ranges.
+_COUNTS = ("events", "header_lines", "lost_events", "lost_lines", "malformed", "skipped", "undecodable",
+           "unwrapped", "quoted_lines", "paired_exits", "widened", "ambiguous", "log_lines")
+#: Summary fields of per-arch counts (arch -> key -> n) that add up across ranges.
+_PER_ARCH_COUNTS = ("by_arch_kind", "slots", "vcpus", "rips")
+
+
 def merge(parts: list[R.Summary], into: R.Summary) -> None:
     """Add ``parts`` (summaries of consecutive ranges, in file order) into ``into``."""
     offset = 0
     for part in parts:
-        into.events += part.events
-        into.header_lines += part.header_lines
-        into.lost_events += part.lost_events
-        into.lost_lines += part.lost_lines
-        into.malformed += part.malformed
-        into.skipped += part.skipped
-        into.undecodable += part.undecodable
+        for name in _COUNTS:
+            setattr(into, name, getattr(into, name) + getattr(part, name))
+        for name in _PER_ARCH_COUNTS:
+            mine = getattr(into, name)
+            for arch, counts in getattr(part, name).items():
+                _add(mine.setdefault(arch, {}), counts)
         if into.first_malformed_line is None and part.first_malformed_line is not None:
             into.first_malformed_line = part.first_malformed_line + offset
         for lineno, why, text in part.skipped_examples:
             if len(into.skipped_examples) < R.SHOW_SKIPPED:
                 into.skipped_examples.append((lineno + offset, why, text))
-        for arch, kinds in part.by_arch_kind.items():
-            _add(into.by_arch_kind.setdefault(arch, {}), kinds)
         for name, n in part.other_events.items():
             if name in into.other_events or len(into.other_events) < R.MAX_NAMES:
                 into.other_events[name] = into.other_events.get(name, 0) + n
@@ -139,8 +143,6 @@ def merge(parts: list[R.Summary], into: R.Summary) -> None:
                 into.hot[arch] = counter
             else:
                 mine.merge(counter)
-        for arch, slots in part.slots.items():
-            _add(into.slots.setdefault(arch, {}), slots)
         for note in part.notes:  # e.g. a plugin a worker dropped (PluginError)
             if note not in into.notes:
                 into.notes.append(note)
@@ -151,12 +153,6 @@ def merge(parts: list[R.Summary], into: R.Summary) -> None:
 
 def _merge_pasted(part: R.Summary, into: R.Summary, offset: int) -> None:
     """The summary parts of pasted-input handling and of the person-facing counts."""
-    into.unwrapped += part.unwrapped
-    into.quoted_lines += part.quoted_lines
-    into.paired_exits += part.paired_exits
-    into.widened += part.widened
-    into.ambiguous += part.ambiguous
-    into.log_lines += part.log_lines
     if not into.arch_decided_by:
         into.arch_decided_by.extend((n + offset, a, e, t) for n, a, e, t in part.arch_decided_by)
     _add(into.exit_only, part.exit_only)
@@ -165,10 +161,6 @@ def _merge_pasted(part: R.Summary, into: R.Summary, offset: int) -> None:
         mine = into.walks.setdefault(arch, [0, 0, 0])
         for i, n in enumerate(walks):
             mine[i] += n
-    for arch, per in part.vcpus.items():
-        _add(into.vcpus.setdefault(arch, {}), per)
-    for arch, pcs in part.rips.items():
-        _add(into.rips.setdefault(arch, {}), pcs)
     for key, lp in part.loops.items():
         mine_lp = into.loops.get(key)
         if mine_lp is None:

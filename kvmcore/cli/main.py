@@ -13,12 +13,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kvmcore.cli import model
-from kvmcore.cli.format import jsonable, print_json
+if TYPE_CHECKING:
+    from kvmcore.cli import model
 
 PROG = "kvmcore"
+
+
+def print_json(obj: Any) -> None:
+    """:func:`kvmcore.cli.format.print_json`, imported when a command prints JSON (the module
+    imports the model, which ``kvmcore plugins`` does not need)."""
+    from kvmcore.cli import format
+
+    format.print_json(obj)
 
 
 class CliError(Exception):
@@ -132,6 +140,8 @@ def _make_vm(arch: Any, settings: dict[str, Any], choice: model.ModelChoice) -> 
 
 
 def _choice(args: argparse.Namespace) -> model.ModelChoice:
+    from kvmcore.cli import model
+
     try:
         return model.from_args(args)
     except ValueError as exc:
@@ -155,7 +165,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     """Decode registers, pasted log lines, or one of either per line of ``-``/``--input``
     (the work is in :mod:`kvmcore.cli.decode`)."""
-    from kvmcore.cli import decode
+    from kvmcore.cli import decode, model
+    from kvmcore.cli.format import jsonable
 
     settings = parse_assignments(args.set or [], "setting")
     arch = _load_arch(args.arch)
@@ -322,7 +333,22 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--kernel``, ``--upstream`` and ``--proposals`` (:mod:`kvmcore.cli.model`)."""
+    from kvmcore.cli import model
+
+    model.add_arguments(parser)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kvmcore`` parser. With ``command`` (the subcommand about to run), only that
+    subcommand's arguments are added: every subcommand is still listed (``kvmcore --help``, an
+    unknown command's error), but adding every option of every one was a tenth of what
+    ``kvmcore plugins`` spends beyond importing pluggy and stevedore."""
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=_Formatter,
@@ -348,8 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "distribution and version, the hooks it implements and wraps, and why it failed to load.",
         epilog="example:\n  kvmcore plugins --json",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plugins)
+    if wanted("plugins"):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser(
         "decode",
@@ -372,15 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Colour on a terminal unless NO_COLOR is set."
         ),
     )
-    p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
-    p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
-                   help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
-    model.add_arguments(p)
-    p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
-    p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
-    p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
-    p.set_defaults(func=cmd_decode)
+    if wanted("decode"):
+        p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
+        p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
+                       help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
+        p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
+        _model_arguments(p)
+        p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
+        p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
+        p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
+        p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser(
         "run",
@@ -398,14 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
             "\nexit status 1 when an expectation fails (each failure named on stderr)"
         ),
     )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
-                   help="scenario file, - for standard input (default: built-in example)")
-    p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
-                   "(default: the scenario's 'arch')")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
-    model.add_arguments(p)
-    p.set_defaults(func=cmd_run)
+    if wanted("run"):
+        p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
+                       help="scenario file, - for standard input (default: built-in example)")
+        p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
+                       "(default: the scenario's 'arch')")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
+        _model_arguments(p)
+        p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "compare",
@@ -424,13 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
             "\ndesigns: upstream, v3, kvmcore, compromise, arm64-esr, rwx, annotate-efault (or all)"
         ),
     )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: the built-in tour)")
-    p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
-    p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
-    p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
-    p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_compare)
+    if wanted("compare"):
+        p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: the built-in tour)")
+        p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
+        p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
+        p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
+        p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "replay",
@@ -450,36 +480,37 @@ def build_parser() -> argparse.ArgumentParser:
             "\nexit status 1 with --strict when any event line could not be parsed"
         ),
     )
-    p.add_argument("tracefile", metavar="TRACEFILE", help="trace text file, or - for stdin")
-    p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
-    p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
-                   help="do not rejoin lines a mail client wrapped (they are then malformed)")
-    p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
-    model.add_arguments(p)
-    p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
-    p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
-                   help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
-                   "that reports only what it guarantees")
-    p.add_argument("--events", metavar="OUT.parquet",
-                   help="also write one row per guest fault event (registers and decoded fields) to a "
-                   "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
-    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
-                   help="processes for a large trace file (default auto: every CPU from 16 MiB per "
-                   "process); the summary is the serial one")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="progress bar on stderr (default: when stderr is a terminal)")
-    prog.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=cmd_replay)
+    if wanted("replay"):
+        p.add_argument("tracefile", metavar="TRACEFILE", help="trace text file, or - for stdin")
+        p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
+        p.add_argument("--json", action="store_true", help="machine-readable summary")
+        p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
+        p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
+                       help="do not rejoin lines a mail client wrapped (they are then malformed)")
+        p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
+        p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
+        _model_arguments(p)
+        p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
+        p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
+                       help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
+                       "that reports only what it guarantees")
+        p.add_argument("--events", metavar="OUT.parquet",
+                       help="also write one row per guest fault event (registers and decoded fields) to a "
+                       "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
+        p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                       help="processes for a large trace file (default auto: every CPU from 16 MiB per "
+                       "process); the summary is the serial one")
+        prog = p.add_mutually_exclusive_group()
+        prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="progress bar on stderr (default: when stderr is a terminal)")
+        prog.add_argument("--no-progress", dest="progress", action="store_false")
+        p.set_defaults(func=cmd_replay)
 
-    _add_check_host_parser(sub, _Formatter)
+    _add_check_host_parser(sub, _Formatter, wanted("check-host"))
     return parser
 
 
-def _add_check_host_parser(sub: Any, formatter: Any) -> None:
+def _add_check_host_parser(sub: Any, formatter: Any, arguments: bool = True) -> None:
     """Register ``kvmcore check-host``; the command's module (its dataclasses, the expected
     differences, ``kvmcore.uapi``) is imported only when it runs."""
     p = sub.add_parser(
@@ -500,6 +531,8 @@ def _add_check_host_parser(sub: Any, formatter: Any) -> None:
             "or /dev/kvm cannot be used"
         ),
     )
+    if not arguments:  # another subcommand runs (see build_parser)
+        return
     p.add_argument("--seed", type=int, default=0, help="seed of the random call sequences (default 0)")
     p.add_argument("--count", type=int, default=1000, help="number of random calls (default 1000)")
     p.add_argument("--cpl", choices=("auto", "0", "3"), default="auto",
@@ -524,8 +557,14 @@ def _version() -> str:
         return "unknown"
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the top-level
+    options, ``-h`` and ``--version``, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -14,7 +14,6 @@ from typing import Any
 import kvmcore
 from kvmcore import abi, hookimpl
 
-from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
 from .trace import parse_event
@@ -112,6 +111,8 @@ _SCAUSE_ACCESS_FLAG = {
 def encode_fault(access: kvmcore.Access) -> dict[str, int]:
     """The trap CSRs for a logical access (``encode_guest_page_fault``), plus ``private`` and,
     for a write, ``data``."""
+    from .encode import encode_guest_page_fault  # on first use: handling faults does not need it
+
     if access.cause not in CAUSES:
         raise ValueError(
             f"cause={access.cause!r}: RISC-V cannot express it; scause reports only the access "

@@ -100,34 +100,51 @@ def test_every_public_name_resolves() -> None:
     assert [name for name in kvmcore.__all__ if getattr(kvmcore, name, None) is None] == []
 
 
-SUBCOMMANDS = ("plugins", "decode", "run", "compare", "replay", "check-host")
+def _choices(parser) -> dict:
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices
 
 
-def _help(parser, command: str | None) -> str:
-    if command is None:
-        return parser.format_help()
-    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command")
-    return sub.choices[command].format_help()
+def test_subcommands_lists_every_subcommand_the_parser_has() -> None:
+    assert tuple(_choices(cli_main.build_parser(None))) == cli_main.SUBCOMMANDS
 
 
-@pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
-def test_a_parser_built_for_one_command_gives_the_same_help(command: str | None) -> None:
-    """The full parser is the oracle: the top-level help (its command list) and the
-    subcommand's help are the same whether or not the other subcommands were built."""
-    full = cli_main.build_parser(None)
-    assert _help(cli_main.build_parser(command), command) == _help(full, command)
-    if command is not None:  # the top-level help does not depend on the command about to run
-        assert cli_main.build_parser(command).format_help() == full.format_help()
+@pytest.mark.parametrize("command", cli_main.SUBCOMMANDS)
+def test_a_parser_built_for_one_command_gives_that_command_the_same_parser(command: str) -> None:
+    """The full parser is the oracle: the subcommand's help and the top-level usage (what an
+    error prints) are the same whether or not the other subcommands were built."""
+    full, one = cli_main.build_parser(None), cli_main.build_parser(command)
+    assert list(_choices(one)) == [command]
+    assert _choices(one)[command].format_help() == _choices(full)[command].format_help()
+    assert one.format_usage() == full.format_usage()
+
+
+@pytest.mark.parametrize("argv", [
+    ["plugins", "--bogus"], ["decode"], ["decode", "arm64", "--kernel", "9.9"], ["decode", "--help"],
+    ["replay"], ["run", "--arch"], ["compare", "--json", "x", "y"], ["check-host", "--count", "x"],
+    ["bogus"], ["-h"], ["--help", "decode"], [],
+])
+def test_usage_errors_and_help_are_those_of_the_whole_parser(argv: list[str], monkeypatch, capsys) -> None:
+    def run() -> tuple[object, str, str]:
+        with pytest.raises(SystemExit) as stop:
+            cli_main.main(argv)
+        out = capsys.readouterr()
+        return stop.value.code, out.out, out.err
+
+    built_for_one = run()
+    monkeypatch.setattr(cli_main, "_command_in", lambda argv: None)  # the whole parser, the oracle
+    assert run() == built_for_one
 
 
 @pytest.mark.parametrize(("argv", "command"), [
     (["plugins"], "plugins"),
     (["decode", "arm64", "esr=1"], "decode"),
-    (["--", "decode", "arm64"], "decode"),
-    (["-h", "decode"], "decode"),  # the top-level help: every subcommand is still listed
+    (["check-host", "--json"], "check-host"),
+    (["--", "decode", "arm64"], None),
+    (["-h", "decode"], None),  # the top-level help lists every subcommand
     (["--help"], None),
     (["--version"], None),
+    (["bogus"], None),  # argparse's error lists every subcommand
     ([], None),
 ])
-def test_the_command_is_the_first_word_that_is_not_an_option(argv: list[str], command: str | None) -> None:
+def test_the_command_is_the_first_word_when_it_is_a_subcommand(argv: list[str], command: str | None) -> None:
     assert cli_main._command_in(argv) == command

@@ -65,8 +65,9 @@ def test_plugins_imports_neither_the_model_nor_the_decode_tools() -> None:
         "kvmcore.kvm.kconfig", "kvmcore.kvm.memslot",
         # the decode command and what only it and the JSON writer use
         "kvmcore.cli.decode", "kvmcore.cli.model", "kvmcore.cli.format",
-        # riscv's encoder: encode_fault only
-        "kvmcore_riscv.encode",
+        # the arches' encoders and trace parsers: encode_fault and parse_trace_event only
+        "kvmcore_arm64.convert", "kvmcore_arm64.trace", "kvmcore_arm64.encode",
+        "kvmcore_riscv.encode", "kvmcore_riscv.trace", "kvmcore_x86.describe",
         *NOT_ON_EITHER_PATH,
     }
     assert sorted(deferred & modules) == []
@@ -80,7 +81,8 @@ def test_decode_imports_one_arch_and_no_trace_tools() -> None:
     modules = set(report["modules"])
     loaded_other = {m for m in modules if m.split(".")[0] in ("kvmcore_x86", "kvmcore_riscv")}
     assert loaded_other == set()
-    deferred = {"kvmcore_arm64.logtext", "kvmcore_arm64.batch", *NOT_ON_EITHER_PATH}
+    deferred = {"kvmcore_arm64.logtext", "kvmcore_arm64.batch", "kvmcore_arm64.convert", "kvmcore_arm64.trace",
+                *NOT_ON_EITHER_PATH}
     assert sorted(deferred & modules) == []
     assert report["stevedore_scanned"] is False
 

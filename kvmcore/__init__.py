@@ -16,9 +16,9 @@ Example (see README.md)::
 Only the names exported here are public; modules starting with ``_`` are not.
 
 The model's VM and what only a VM uses (``VM``, ``VCPU``, ``GuestMemfd``, ``HostMemory``,
-``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags) and ``decode_by_syndrome``
-are imported on first use (:func:`__getattr__`): ``kvmcore plugins`` and a plugin's own import
-need none of them.
+``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags), ``decode_by_syndrome``
+and ``PluginStatus`` are imported on first use (:func:`__getattr__`): ``kvmcore plugins``,
+``kvmcore decode`` and a plugin's own import each need only some of them.
 """
 
 import importlib
@@ -80,7 +80,6 @@ from kvmcore.plugin.loader import (
     EXTENSION_GROUP,
     HOOK_NAMES,
     Arch,
-    PluginStatus,
     installed_arches,
     list_plugins,
     load_arch,
@@ -95,6 +94,7 @@ if TYPE_CHECKING:  # imported on first use, see __getattr__
     from kvmcore.kvm.kvm_main import VCPU, VM
     from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
     from kvmcore.plugin.batch import decode_by_syndrome
+    from kvmcore.plugin.status import PluginStatus
 
 #: Public names imported on first use: name -> the module that defines it.
 _LAZY = {
@@ -113,6 +113,7 @@ _LAZY = {
     "S2_WRITABLE": "kvmcore.kvm.stage2",
     "S2_YOUNG": "kvmcore.kvm.stage2",
     "decode_by_syndrome": "kvmcore.plugin.batch",
+    "PluginStatus": "kvmcore.plugin.status",
 }
 
 

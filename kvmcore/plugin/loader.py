@@ -14,8 +14,8 @@ import os
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -30,6 +30,9 @@ from kvmcore.errors import (
 )
 from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
+
+if TYPE_CHECKING:
+    from kvmcore.plugin.status import PluginStatus
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
 #: as ``(name, module)``: the model's generic defaults (``kvmcore/kvm/default_hooks.py``, the
@@ -64,32 +67,6 @@ class EntryPointInfo:
     value: str
     dist: str | None
     version: str | None
-
-
-@dataclass(slots=True)
-class PluginStatus:
-    """A row of ``kvmcore plugins``: an installed plugin and whether it loaded."""
-
-    name: str
-    kind: str  # "arch" or "extension"
-    dist: str | None
-    version: str | None
-    module: str
-    hooks: list[str] = field(default_factory=list)
-    wrappers: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "distribution": self.dist,
-            "version": self.version,
-            "module": self.module,
-            "hooks": self.hooks,
-            "wrappers": self.wrappers,
-            "error": self.error,
-        }
 
 
 def _env_flag(name: str) -> bool:
@@ -723,6 +700,8 @@ def installed_arches() -> list[str]:
 
 def list_plugins() -> list[PluginStatus]:
     """Every installed arch and extension plugin with what it implements, or why it failed."""
+    from kvmcore.plugin.status import PluginStatus
+
     rows: list[PluginStatus] = []
     for name, candidates in sorted(entry_points(ARCH_GROUP).items()):
         try:

@@ -82,7 +82,7 @@ def test_decode_imports_one_arch_and_no_trace_tools() -> None:
     loaded_other = {m for m in modules if m.split(".")[0] in ("kvmcore_x86", "kvmcore_riscv")}
     assert loaded_other == set()
     deferred = {"kvmcore_arm64.logtext", "kvmcore_arm64.batch", "kvmcore_arm64.convert", "kvmcore_arm64.trace",
-                *NOT_ON_EITHER_PATH}
+                "kvmcore.plugin.status", *NOT_ON_EITHER_PATH}
     assert sorted(deferred & modules) == []
     assert report["stevedore_scanned"] is False
 

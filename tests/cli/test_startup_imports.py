@@ -45,6 +45,7 @@ NOT_ON_EITHER_PATH = (
     "kvmcore.cli.replay_parallel",
     "kvmcore.cli.trace_input",
     "kvmcore.cli.compare",
+    "kvmcore.kvm.presets",
     "kvmcore.cli.check_host",
     "kvmcore.cli.scenario.runner",
     "kvmcore.plugin.batch",

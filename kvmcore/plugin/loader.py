@@ -182,7 +182,9 @@ def _share_with_stevedore(points: dict[str, list[importlib.metadata.EntryPoint]]
     entry and reads its on-disk cache, which cost as much as this scan."""
     import stevedore
 
-    cache = stevedore.ExtensionManager.ENTRY_POINT_CACHE
+    cache = getattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", None)
+    if not isinstance(cache, dict):  # a stevedore without it finds them itself, as before
+        return
     for group, eps in points.items():
         unique: dict[tuple[str, str, str], importlib.metadata.EntryPoint] = {}
         for ep in eps:

@@ -2,7 +2,8 @@
 
 Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode),
 ``abort`` (``kvm_handle_guest_abort()`` and what it calls), ``syndrome`` (memory-fault
-syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events).
+syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events; imported
+on first use: listing plugins and decoding registers do not need the trace parsers).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import kvmcore
 from kvmcore import ArchInfo, hookimpl
 
-from . import abort, convert, syndrome
+from . import abort, syndrome
 from . import fault as _fault
 from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
 
@@ -85,6 +86,8 @@ def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) ->
 @hookimpl
 def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, int]:
     """``kvmcore.Access`` -> the ESR/FAR/HPFAR an arm64 CPU reports for it."""
+    from . import convert  # imported on first use
+
     return convert.encode_access(access)
 
 
@@ -97,7 +100,19 @@ def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, int]) -> kvmcore.Syndrom
 @hookimpl
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """``kvm_guest_fault``, ``kvm_mmio_nisv``, ``kvm_access_fault``, ``kvm_exit``... lines."""
-    return convert.trace_event(event, text)
+    return (_trace_event or _load_trace_event())(event, text)
+
+
+_trace_event: Any = None
+
+
+def _load_trace_event() -> Any:
+    """Import ``convert`` (and the trace parsers) on first use only, once."""
+    global _trace_event
+    from .convert import trace_event
+
+    _trace_event = trace_event
+    return trace_event
 
 
 @hookimpl

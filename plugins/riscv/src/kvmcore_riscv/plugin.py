@@ -14,10 +14,8 @@ from typing import Any
 import kvmcore
 from kvmcore import abi, hookimpl
 
-from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
-from .trace import parse_event
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_LOAD_GUEST_PAGE_FAULT,
@@ -112,6 +110,8 @@ _SCAUSE_ACCESS_FLAG = {
 def encode_fault(access: kvmcore.Access) -> dict[str, int]:
     """The trap CSRs for a logical access (``encode_guest_page_fault``), plus ``private`` and,
     for a write, ``data``."""
+    from .encode import encode_guest_page_fault  # on first use: handling faults does not need it
+
     if access.cause not in CAUSES:
         raise ValueError(
             f"cause={access.cause!r}: RISC-V cannot express it; scause reports only the access "
@@ -136,7 +136,7 @@ def describe_syndrome(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """``kvm_exit`` (a guest-page fault for scause 20/21/23) and ``kvm_entry`` from
     ``arch/riscv/kvm/trace.h``; None for other events."""
-    fields = parse_event(event, text)
+    fields = (_parse_event or _load_parse_event())(event, text)
     if fields is None:
         return None
     if event == "kvm_entry":
@@ -144,6 +144,19 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
         return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
+
+
+_parse_event: Any = None
+
+
+def _load_parse_event() -> Any:
+    """Import the trace parser on first use only (listing plugins and decoding registers do
+    not need it), once."""
+    global _parse_event
+    from .trace import parse_event
+
+    _parse_event = parse_event
+    return parse_event
 
 
 @hookimpl

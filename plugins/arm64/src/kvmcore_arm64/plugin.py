@@ -26,6 +26,7 @@ ARCH_INFO = ArchInfo(
     extra_keys=MODEL_KEYS,
     description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
     designs=("v3-helper", "arch-hook", "arm64-esr", "rwx-flags", "annotate-efault"),
+    trace_patterns=convert.TRACE_PATTERNS,
     settings={
         "granule": tuple(GRANULE_SHIFTS),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),

@@ -17,7 +17,7 @@ from kvmcore import abi, hookimpl
 from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
-from .trace import parse_event
+from .trace import TRACE_PATTERNS, parse_event
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_LOAD_GUEST_PAGE_FAULT,
@@ -50,6 +50,7 @@ def arch_info() -> kvmcore.ArchInfo:
         settings=SETTINGS,
         causes=CAUSES,
         designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
+        trace_patterns=TRACE_PATTERNS,
     )
 
 

@@ -1,0 +1,489 @@
+"""The block fast path of ``kvmcore replay``: whole blocks of canonical fault lines counted in C.
+
+The per-line scan (:class:`kvmcore.cli.replay._Scan`) costs several microseconds a line: the event
+regex, the arch's parser, a ``TraceEvent``, the memo, the counters, all in Python. A trace is
+mostly one event printed the same way millions of times, so this module reads the input in
+blocks of :data:`BLOCK_SIZE` characters cut at line boundaries and, for each block, runs one
+regular expression over the whole block (``findall``, in C) that splits every line into its
+tracing thread and its event text when the line is an event the arches declare in
+``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
+``kvm_exit``) printed in the kernel's canonical ftrace form. The counting is then done with C
+tools over the block's columns: ``collections.Counter`` of the texts, ``map``/``compress`` over
+the per-vCPU sequences for the fault-loop runs.
+
+The per-line path is the oracle, in three ways:
+
+* every distinct text is parsed by the arch's ``parse_trace_event`` (through the same resolver
+  cache entry the per-line scan would use) and decoded by ``decode_fault`` through the same
+  memo, once, and remembered (:data:`TEXT_MEMO_SIZE` texts, then forgotten);
+* every line the block pattern does not match, every text whose parse or decode does not give a
+  plain counted event, and the first and last line of every stretch of fast lines go to the
+  per-line scan, in order (so wrapped lines, mail quoting, x86 exit pairing, log lines, malformed
+  lines and skipped-line accounting behave exactly as before);
+* a stretch whose counting would depend on the order of its lines (the hot-gfn counter turning
+  into a sketch, more than ``MAX_NAMES`` vCPUs, faults of two arches) goes to the per-line scan.
+
+What the fast path counts for a stretch is what the per-line scan would count for the same lines
+(tests/cli/test_replay_block.py and tests/fuzz/test_fuzz_replay.py compare the two summaries).
+``KVMCORE_REPLAY_PER_LINE=1`` (or ``replay(..., per_line=True)``) forces the per-line scan, for
+developers comparing the two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from bisect import bisect_left
+from collections import (
+    Counter,
+    _count_elements,  # type: ignore[attr-defined]  # C: counts into a dict
+)
+from collections.abc import Iterator
+from itertools import compress, filterfalse, repeat
+from operator import eq, ge, is_, itemgetter, ne, sub
+from typing import Any
+
+from kvmcore.cli import replay as R
+from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
+
+#: Characters read at once (the block is cut back to its last newline).
+BLOCK_SIZE = 4 << 20
+#: Distinct event texts remembered with their parse and decode (then all forgotten at once).
+TEXT_MEMO_SIZE = 1 << 17
+#: Distinct line prefixes (tracing threads) remembered with the vCPU they name.
+THREAD_MEMO_SIZE = 1 << 12
+#: Set to 1 to force the per-line scan (developers: the oracle of the fast path).
+PER_LINE_ENV = "KVMCORE_REPLAY_PER_LINE"
+
+_SLOW = "slow"  # a text the per-line scan must see (its verdict is remembered)
+_UNRESOLVED = "unresolved"  # the event's arch is not known yet: ask the per-line scan once
+_THREAD = itemgetter(0)
+_KEY = itemgetter(1)
+
+
+def per_line_forced() -> bool:
+    return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
+    """The block regex: per line, ``(thread, "event: text")`` for a canonical event line, else
+    ``("", "")``; one match per line (every line ends with a newline).
+
+    The prefix part agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line it
+    matches: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
+    ``[system:]event:`` as EVENT_RE splits it, and at least one blank after the event's colon (so
+    EVENT_RE cannot read the text's first word as the event). The thread group is the line up to
+    the blank before the timestamp (what the per-line scan cuts the vCPU name from).
+    """
+    if not patterns:
+        return None
+    alternatives = "|".join(
+        rf"{re.escape(event)}:[^\S\n]+(?:{'|'.join(f'(?:{p})' for p in texts)})"
+        for event, texts in sorted(patterns.items())
+    )
+    return re.compile(
+        r"(?:([^:\n]*)[^\S\n]\d+(?:\.\d+)?:[^\S\n]+(?:\w+:)?(" + alternatives + r")[^\S\n]*|[^\n]*)\n"
+    )
+
+
+class _ThreadVcpus(dict[str, str]):
+    """Line prefix -> the vCPU key the per-line scan cuts from it (``comm-pid`` before ``[cpu]``)."""
+
+    def __missing__(self, thread: str) -> str:
+        cut = thread.find("[")
+        vkey = thread[:cut] if cut > 0 else "(unknown vCPU)"
+        if len(self) >= THREAD_MEMO_SIZE:
+            self.clear()
+        self[thread] = vkey
+        return vkey
+
+
+class Blocks:
+    """Feeds :meth:`kvmcore.cli.replay._Scan.run` the lines it must see, counting the rest."""
+
+    def __init__(self, scan: Any, block_size: int = BLOCK_SIZE) -> None:
+        self.scan = scan
+        self.block_size = max(1, block_size)
+        patterns: dict[str, list[str]] = {}
+        for arch in scan.resolver.arches.values():
+            for event, text in (getattr(arch.info, "trace_patterns", None) or {}).items():
+                patterns.setdefault(event, []).append(text)
+        self.events = sorted(patterns)
+        self.rx = block_pattern(patterns)
+        self.snapshot: tuple[Any, ...] = ()
+        self.reset()
+        self.threads = _ThreadVcpus()
+
+    def reset(self) -> None:
+        """Forget every text (their verdicts depend on the resolver cache, or the memo is full)."""
+        self.texts: dict[str, Any] = {}  # text -> verdict: its class id, or _SLOW
+        # per judged text, for map() over a block's column of texts:
+        self.class_of: dict[str, int] = {}  # -> class id: (label, kind, fault key or None, entry)
+        self.is_fault: dict[str, bool] = {}
+        self.sig_of: dict[str, int] = {}  # -> fault signature id: equal ids, the same (hit, pc)
+        self.gfn_of: dict[str, int] = {}
+        self.pc_of: dict[str, Any] = {}
+        self.vf_of: dict[str, Any] = {}  # -> the event's own vCPU field (x86 "vcpu"), or None
+        self.vfields = False  # some text has one
+        self.class_ids: dict[tuple[Any, ...], int] = {}
+        self.class_info: dict[int, tuple[Any, ...]] = {}
+        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (hit, pc) -> id
+        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc, vcpu field, raw)
+
+    # -- reading -------------------------------------------------------------------------------
+    def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
+        """``(lineno, line)`` of every line the per-line scan must see, as ``enumerate(stream, 1)``
+        would give them (the head lines the arch probe read first, then the rest of ``stream``)."""
+        lineno = 0
+        rest = "".join(head)
+        read = stream.read
+        while True:
+            chunk = read(self.block_size)
+            if chunk and "\n" not in chunk:  # a very long line: gather its pieces, join once
+                pieces = [rest, chunk]
+                while chunk and "\n" not in chunk:
+                    chunk = read(self.block_size)
+                    pieces.append(chunk)
+                rest, chunk = "", "".join(pieces)
+            buf = rest + chunk if rest else chunk
+            if not chunk:
+                cut = buf.rfind("\n") + 1
+                if cut:
+                    yield from self.block(buf[:cut], lineno)
+                    lineno += buf.count("\n", 0, cut)
+                if cut < len(buf):
+                    yield lineno + 1, buf[cut:]  # the last line, without a newline
+                return
+            cut = buf.rfind("\n") + 1
+            rest = buf[cut:]
+            block = buf[:cut]
+            del buf
+            yield from self.block(block, lineno)
+            lineno += block.count("\n")
+
+    def block(self, block: str, base: int) -> Iterator[tuple[int, str]]:
+        """The lines of ``block`` (line ``base + 1`` first) the per-line scan must see."""
+        n = block.count("\n")
+        found = self.rx.findall(block) if self.rx is not None and self.scan.sink is None else None
+        lines: list[str] | None = None
+        if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
+            yield from enumerate(_lines(block), base + 1)
+            return
+        keys = list(map(_KEY, found))
+        unmatched = [i for i, k in enumerate(keys) if not k] if "" in keys else []
+        i = 0
+        u = 0
+        while i < n:
+            if u < len(unmatched) and unmatched[u] == i:
+                if lines is None:
+                    lines = _lines(block)
+                yield base + i + 1, lines[i]
+                i += 1
+                u += 1
+                continue
+            j = unmatched[u] if u < len(unmatched) else n  # the stretch of matched lines [i, j)
+            if j - i <= 2:
+                if lines is None:
+                    lines = _lines(block)
+                for k in range(i, j):
+                    yield base + k + 1, lines[k]
+                i = j
+                continue
+            if lines is None:
+                lines = _lines(block)
+            yield from self.stretch(found, keys, lines, base, i, j)
+            i = j
+
+    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: list[str], base: int, i: int,
+                j: int) -> Iterator[tuple[int, str]]:
+        """Lines ``[i, j)`` of a block, all matched: the first and last, and the lines whose
+        text is not a plain counted event, go to the per-line scan; the rest is counted here."""
+        scan = self.scan
+        yield base + i + 1, lines[i]  # the per-line scan drops a held malformed line, resolves
+        i += 1
+        end = j - 1  # the last line goes to the per-line scan too (the line before the next)
+        while i < end:
+            if scan.pending:  # an x86 exit waits for its fault event: the per-line scan pairs them
+                yield base + i + 1, lines[i]
+                i += 1
+                continue
+            if self.changed():
+                self.reset()
+            seg = keys[i:end]
+            bad = self.classify(dict.fromkeys(seg))
+            if bad is None:  # too many distinct texts for the memo: the per-line scan
+                for k in range(i, end):
+                    yield base + k + 1, lines[k]
+                i = end
+                break
+            slow = list(compress(range(i, end), map(bad.__contains__, seg))) if bad else []
+            s = 0
+            while i < end:
+                stop = slow[s] if s < len(slow) else end
+                if stop > i:
+                    if not self.count(found, keys, base, i, stop):
+                        for k in range(i, stop):
+                            yield base + k + 1, lines[k]
+                    i = stop
+                if i >= end:
+                    break
+                yield base + i + 1, lines[i]  # a slow line, then the next line too (held, prev)
+                i += 1
+                s += 1
+                if i < end:
+                    yield base + i + 1, lines[i]
+                    i += 1
+                    s = bisect_left(slow, i, s)
+                if scan.pending or self.changed():
+                    break  # judge the rest again
+        for k in range(max(i, j - 1), j):
+            yield base + k + 1, lines[k]
+
+    # -- verdicts --------------------------------------------------------------------------------
+    def changed(self) -> bool:
+        """The resolver cache entries of the pattern events are not the ones the texts were
+        judged with (an arch was dropped, or an event newly resolved): forget the verdicts."""
+        cache = self.scan.resolver.cache
+        now = tuple(cache.get(e, R._MISSING) for e in self.events)
+        if len(now) == len(self.snapshot) and all(map(is_, now, self.snapshot)):
+            return False
+        self.snapshot = now
+        return True
+
+    def classify(self, distinct: dict[str, None]) -> set[str] | None:
+        """Judge the texts not judged yet; the set of texts the per-line scan must see (None:
+        more distinct texts than the memo holds)."""
+        texts = self.texts
+        new = list(filterfalse(texts.__contains__, distinct))
+        if len(texts) + len(new) > TEXT_MEMO_SIZE:
+            if len(distinct) > TEXT_MEMO_SIZE:
+                return None
+            self.reset()
+            texts = self.texts
+            new = list(distinct)
+        bad = set()
+        for key in new:
+            verdict = self.judge(key)
+            if verdict is _UNRESOLVED:
+                bad.add(key)
+                continue
+            if verdict is _SLOW:
+                texts[key] = _SLOW
+                bad.add(key)
+                continue
+            cid, sig, gfn, pc, vf = verdict
+            texts[key] = cid
+            self.class_of[key] = cid
+            self.is_fault[key] = sig is not None
+            if sig is not None:
+                self.sig_of[key] = sig
+                self.gfn_of[key] = gfn
+                self.pc_of[key] = pc
+                self.vf_of[key] = vf
+                if vf is not None:
+                    self.vfields = True
+        if len(new) < len(distinct):
+            bad.update(k for k in distinct if texts.get(k) is _SLOW)
+        return bad
+
+    def judge(self, key: str) -> Any:
+        """What the per-line scan does with a line whose event text is ``key``: ``(class id,
+        fault signature id or None, gfn, pc, vcpu field)`` for an event it only counts or a
+        guest fault it decodes (through the memo), else :data:`_SLOW` (or :data:`_UNRESOLVED`:
+        the event's arch is not known yet)."""
+        scan = self.scan
+        event, _, text = key.partition(":")
+        text = text.strip()
+        entry = scan.resolver.cache.get(event, R._MISSING)
+        if entry is R._MISSING:
+            return _UNRESOLVED
+        if not entry or event in R._GENERIC:
+            return _SLOW
+        try:
+            ev = entry[1](event, text)
+        except Exception:  # noqa: BLE001 - the per-line scan reports it as it always did
+            return _SLOW
+        if ev is None:
+            return _SLOW
+        label, kind, raw = entry[0], ev.kind, ev.raw
+        if kind == "guest_fault" and raw is not None and entry[2] is not None:
+            try:
+                memo_key = (label, *raw.items())
+                pc = ev.fields.get("pc")
+                vf = ev.fields.get("vcpu")
+                hash((memo_key, pc, vf))
+            except (TypeError, AttributeError):
+                return _SLOW
+            hit = scan.memo.get(memo_key)
+            if hit is None:
+                hit = scan.memo_old.get(memo_key)
+                if hit is None:
+                    try:
+                        decoded = entry[2](entry[3], raw)
+                    except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
+                        return _SLOW
+                    hit = R._hit(label, decoded, memo_key)
+                scan.remember(memo_key, hit)
+            sig = self.sig_ids.get((hit, pc))
+            if sig is None:
+                sig = self.sig_ids[(hit, pc)] = len(self.sig_ids) + 1
+                self.sig_info[sig] = (hit, pc, vf, raw)
+            return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
+        if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
+            return _SLOW
+        if kind == "mmio" or event == "kvm_userspace_exit":
+            return _SLOW
+        return (self.class_id(label, kind, None, entry), None, None, None, None)
+
+    def class_id(self, label: str, kind: str, key: Any, entry: Any) -> int:
+        """A small id for (label, kind, fault key): what a line adds to the summary's tables."""
+        ident = (label, kind, key, id(entry))
+        cid = self.class_ids.get(ident)
+        if cid is None:
+            cid = self.class_ids[ident] = len(self.class_ids)
+            self.class_info[cid] = (label, kind, key, entry)
+        return cid
+
+    # -- counting --------------------------------------------------------------------------------
+    def count(self, found: list[tuple[str, str]], keys: list[str], base: int, i: int, stop: int) -> bool:
+        """Count lines ``[i, stop)`` (every text a plain counted event) as the per-line scan
+        would, column by column; False, with nothing counted, when the result would depend on
+        the order of the lines (then the per-line scan counts them)."""
+        scan = self.scan
+        summary = scan.summary
+        seg = keys[i:stop]
+        classes = Counter(map(self.class_of.__getitem__, seg))  # first-occurrence order
+        info = self.class_info
+        labels = {info[c][0] for c in classes if info[c][2] is not None}
+        if len(labels) > 1:
+            return False
+        has_faults = bool(labels)
+        label = ""
+        fkeys = seg
+        fpos: list[int] | None = None
+        threads_of = found[i:stop]
+        if labels:
+            label = labels.pop()
+            if len(labels) != len(classes) and any(info[c][2] is None for c in classes):
+                mask = list(map(self.is_fault.__getitem__, seg))  # counted-only events among them
+                fpos = list(compress(range(len(seg)), mask))
+                fkeys = list(compress(seg, mask))
+                threads_of = list(compress(threads_of, mask))
+            state = scan.labels.get(label)
+            # the hot-gfn counter must stay exact through these faults (a sketch counts in order)
+            gfns = list(map(self.gfn_of.__getitem__, fkeys))
+            if state is not None:
+                hot = state[1]
+                if hot.sketch is not None:
+                    return False
+                known: Any = hot.counts
+            else:
+                known = {}
+            if len(known) + len(set(gfns).difference(known)) > scan.memory // EXACT_ENTRY_BYTES:
+                return False
+            if self.vfields:
+                fields = list(map(self.vf_of.__getitem__, fkeys))
+                threads = self.threads
+                vks = [f if f is not None else threads[t[0]] for f, t in zip(fields, threads_of, strict=True)]
+            else:
+                vks = list(map(self.threads.__getitem__, map(_THREAD, threads_of)))
+            order = list(dict.fromkeys(vks))
+            runs = state[0] if state is not None else {}
+            if len(order) > R.MAX_NAMES or len(runs) + sum(1 for v in order if v not in runs) > R.MAX_NAMES:
+                return False
+        # -- from here on nothing can fail: count --
+        scan.fast_events += stop - i
+        by_arch = summary.by_arch_kind
+        faults = summary.faults
+        for c, n in classes.items():
+            lab, kind, key, _ = info[c]
+            kinds = by_arch.get(lab)
+            if kinds is None:
+                kinds = by_arch[lab] = {}
+            kinds[kind] = kinds.get(kind, 0) + n
+            if key is not None:
+                faults[key] = faults.get(key, 0) + n
+        if not has_faults:
+            return True
+        state = scan.labels.get(label) or scan._per_label(label)
+        _count_elements(state[1].counts, gfns)  # exact, and fits: checked above
+        pcs = state[2]
+        pcol = list(map(self.pc_of.__getitem__, fkeys))
+        seen = set(pcol)
+        if None in seen:
+            seen.discard(None)
+            pcol = [p for p in pcol if p is not None]
+        if len(pcs) + len(seen.difference(pcs)) <= R.MAX_PCS:
+            _count_elements(pcs, pcol)
+        else:  # the first MAX_PCS distinct pcs only, in the order they come
+            for p in pcol:
+                have = pcs.get(p)
+                if have is not None:
+                    pcs[p] = have + 1
+                elif len(pcs) < R.MAX_PCS:
+                    pcs[p] = 1
+        if scan.with_slots:
+            entry = info[next(c for c in classes if info[c][2] is not None)][3]
+            for gfn, n in Counter(gfns).items():
+                scan.count_slot(label, entry, gfn, n)
+        fsigs = list(map(self.sig_of.__getitem__, fkeys))
+        self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
+        return True
+
+    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],
+             fpos: list[int] | None, first_line: int) -> None:
+        """The per-vCPU runs of identical faults (fault loops) over these faults, as the
+        per-line scan's run tracking would leave them; loops that end here are closed in line
+        order (``close_run``'s keep-the-longest choice depends on it)."""
+        sig_info = self.sig_info
+        closes: list[tuple[int, Any, list[Any]]] = []
+        nf = len(fsigs)
+        for v in order:
+            if len(order) == 1:
+                where: list[int] | None = None
+                seq = fsigs
+            else:
+                where = list(compress(range(nf), map(eq, vks, repeat(v))))
+                seq = list(map(fsigs.__getitem__, where))
+            m = len(seq)
+
+            def line_of(t: int, where: list[int] | None = where) -> int:
+                q = where[t] if where is not None else t
+                return first_line + (fpos[q] if fpos is not None else q)
+
+            starts = [0, *compress(range(1, m), map(ne, seq[1:], seq[:-1]))]
+            ends = [*starts[1:], m]
+            lengths = list(map(sub, ends, starts))
+            run = runs.get(v)
+            total = run[5] if run is not None else 0
+            hit, pc, _, raw = sig_info[seq[0]]
+            first = 0
+            if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
+                before = run[1]
+                run[1] = before + lengths[0]
+                if before < 2 <= run[1]:
+                    run[3] = raw
+                if len(starts) == 1:
+                    run[5] = total + m
+                    continue
+                if run[1] >= R.LOOP_MIN:
+                    closes.append((line_of(starts[1]), v, run))
+                first = 1
+            elif run is not None and run[1] >= R.LOOP_MIN:
+                closes.append((line_of(0), v, run))
+            last = len(starts) - 1
+            for s in compress(range(first, last), map(ge, lengths[first:last], repeat(R.LOOP_MIN))):
+                hit, pc, _, raw = sig_info[seq[starts[s]]]
+                closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
+            hit, pc, _, raw = sig_info[seq[starts[last]]]
+            runs[v] = [hit, lengths[last], line_of(starts[last]), raw, pc, total + m]
+        closes.sort(key=itemgetter(0))
+        for _, v, run in closes:
+            self.scan.close_run(v, run)
+
+
+def _lines(block: str) -> list[str]:
+    """The lines of ``block`` (which ends with a newline) as iterating a text file gives them."""
+    parts = block.split("\n")
+    parts.pop()
+    return [p + "\n" for p in parts]

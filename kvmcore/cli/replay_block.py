@@ -31,13 +31,11 @@ developers comparing the two.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 from bisect import bisect_left
-from collections import (
-    Counter,
-    _count_elements,  # type: ignore[attr-defined]  # C: counts into a dict
-)
+from collections import Counter
 from collections.abc import Iterator
 from itertools import compress, filterfalse, repeat
 from operator import eq, ge, is_, itemgetter, ne, sub
@@ -45,6 +43,9 @@ from typing import Any
 
 from kvmcore.cli import replay as R
 from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
+
+#: ``Counter.update``'s C helper: ``mapping[x] = mapping.get(x, 0) + 1`` for each ``x``, in C.
+_count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - private, not in the stubs
 
 #: Characters read at once (the block is cut back to its last newline).
 BLOCK_SIZE = 4 << 20

@@ -7,6 +7,7 @@ drift (frequency, a noisy neighbour) hits both alike and their ratio stays fair.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import statistics
@@ -213,6 +214,23 @@ def handwired(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Callable[[list[Any]], int]:
                         gfn_to_memslot=vm.gfn_to_memslot, stage2_map=vm.stage2.map)
 
 
+def objects_only(vm: kvmcore.VM, vcpu: kvmcore.VCPU, raws: list[Any]) -> tuple[Callable[[list[Any]], int], list[Any]] | None:
+    """A loop that only builds what ``handle_fault`` returns for a mapped fault (the arch's
+    fault, ``Mapped``, ``FaultResult``) from values decoded beforehand, and its inputs: the
+    allocations the API implies, with no modelling work. Information beside the verdict: how
+    much of the floor's time they alone take. None if the arch's fault type is no dataclass."""
+    faults = [vm.arch.decode_fault(vcpu, raw) for raw in raws]
+    fault_type = type(faults[0])
+    if not dataclasses.is_dataclass(fault_type):
+        return None
+    names = [f.name for f in dataclasses.fields(fault_type)]
+    args = [tuple(getattr(f, name) for name in names) for f in faults]
+    body = 'FaultResult(fault_type(*raw), 0, None, "mapped", Mapped(1, True, page_size, True, "mapped"), None)'
+    loop = compile_loop(body, fault_type=fault_type, FaultResult=kvmcore.FaultResult, Mapped=kvmcore.Mapped,
+                        page_size=vm.page_size)
+    return loop, args
+
+
 def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     """The pipeline on one VM, the hand-wired path on a twin VM and the floor, same inputs,
     interleaved sample by sample."""
@@ -235,6 +253,9 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     loops = {"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)}
     if floor is not None:
         loops["floor"] = (floor_loop(floor), raws)
+        built = objects_only(vm, vcpu, raws)
+        if built is not None:
+            loops["objects"] = built
     samples: dict[str, list[float]] = {name: [] for name in loops}
     rates = interleaved(loops, p.repeats, p.chunk, reset, samples)
     for v in (vm, twin):
@@ -248,6 +269,9 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
             raise RuntimeError(f"{arch.name}: the floor mapped {len(floor.stage2)} of {p.pass_faults} pages")
         out["mapped_floor_per_s"] = rates["floor"]
         out["mapped_ratio"] = ratio_stats(samples["pipeline"], samples["floor"])
+        if "objects" in rates:
+            out["objects_per_s"] = rates["objects"]
+            out["objects_ratio"] = ratio_stats(samples["objects"], samples["floor"])
     return out
 
 

@@ -176,6 +176,10 @@ def table(result: dict[str, Any]) -> str:
     for name, a in result["arches"].items():
         lines.append(f"  {name:8} decode only {fmt(a['decode_per_s'])}, mapped {fmt(a['mapped_per_s'])}, "
                      f"userfault round trip {fmt(a['userfault_roundtrips_per_s'])}, MMIO exit {fmt(a.get('mmio_exits_per_s'))}")
+    for name, a in result["arches"].items():
+        if a.get("objects_ratio"):
+            lines.append(f"  {name:8} the objects a mapped fault returns, built from decoded values and nothing else: "
+                         f"{fmt(a['objects_per_s'], 'us')}, {fmt_ratio(a['objects_ratio'])} the floor")
     rp, sc = result["replay"], result["scaling"]
     if rp.get("events_per_s"):
         lines.append(f"  replay, whole process: {rp['events']:,} events in {rp['wall_s']:.2f} s "

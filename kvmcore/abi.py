@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import struct
 
 # --- Exit reasons (struct kvm_run.exit_reason) -----------------------------------------------
 KVM_EXIT_UNKNOWN = 0
@@ -324,6 +325,19 @@ KVM_RUN_OFFSETS: dict[str, int] = {
     "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
 }
 
+
+#: ``mmio`` (phys_addr, data as a little-endian u64, len, is_write) written or read in one call at
+#: ``KVM_RUN_OFFSETS["exit"]``: the same bytes as setting the fields one by one (each ctypes
+#: access of the union builds a view object; the fault paths fill an exit per fault).
+MMIO_STRUCT = struct.Struct("<QQIB")
+#: ``memory_fault`` (flags, gpa, size) at ``KVM_RUN_OFFSETS["exit"]``.
+MEMORY_FAULT_STRUCT = struct.Struct("<QQQ")
+#: ``memory_fault`` followed by kvmcore's syndrome extension (flags, arch, the words), the union
+#: member ``kvmcore``, at ``KVM_RUN_OFFSETS["exit"]``.
+MEMORY_FAULT_SYNDROME_STRUCT = struct.Struct("<QQQII" + "Q" * KVMCORE_SYNDROME_WORDS)
+assert MMIO_STRUCT.size <= ctypes.sizeof(kvm_run_mmio)
+assert MEMORY_FAULT_SYNDROME_STRUCT.size == ctypes.sizeof(kvm_run_memory_fault_ext)
+assert kvm_run_mmio.len.offset == 16 and kvm_run_mmio.is_write.offset == 20
 
 #: The names above that are upstream uAPI: each equals the macro of the same name in
 #: ``include/uapi/linux/kvm.h`` (checked against the 7.3 header by tests/test_abi.py, which

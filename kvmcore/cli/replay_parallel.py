@@ -173,6 +173,12 @@ def _merge_pasted(part: R.Summary, into: R.Summary, offset: int) -> None:
     for item in part.log_syndromes:
         if len(into.log_syndromes) < R.MAX_LOG_SYNDROMES:
             into.log_syndromes.append({**item, "line": item["line"] + offset})
+    for lineno, why, text in part.exit_only_examples:
+        if len(into.exit_only_examples) < R.SHOW_SKIPPED:
+            into.exit_only_examples.append((lineno + offset, why, text))
+    for lineno, why in part.ambiguous_examples:
+        if len(into.ambiguous_examples) < R.SHOW_SKIPPED:
+            into.ambiguous_examples.append((lineno + offset, why))
 
 
 def replay(

@@ -61,27 +61,32 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     design = vm.exit_design
     run = vcpu.kvm_run
     run.exit_reason = abi.KVM_EXIT_MEMORY_FAULT
-    ext = run.exit.kvmcore
-    if design.syndrome:
-        syn = ext.syndrome
-        syn.flags = 0
-        syn.arch = abi.KVMCORE_SYNDROME_ARCH_NONE
-        words = syn.syndrome
-        words[0] = words[1] = words[2] = words[3] = 0
-    mf = ext.memory_fault
-    mf.gpa = gpa = fault.gfn << vm.page_shift
-    mf.size = size = vm.page_size
-    if design.helper == HELPER_ARCH_HOOK:
-        mf.flags = 0
-        vm.arch.kvm_arch_prepare_memory_fault_exit(vcpu, fault)
-        _arch_flags(vcpu, design, gpa, size)
+    gpa = fault.gfn << vm.page_shift
+    size = vm.page_size
+    arch_hook = design.helper == HELPER_ARCH_HOOK
+    if arch_hook:
+        flags = 0
     else:
         # RWX flags are not (yet) defined or communicated to userspace (unless rwx-flags).
         flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
         if design.rwx:
             flags |= access_flags(fault.write, fault.exec)
-        mf.flags = flags
-    return MemoryFault(mf.flags, gpa, size)
+    # memory_fault (and, with syndrome, the cleared extension after it) in one write
+    if design.syndrome:
+        _MF_SYNDROME.pack_into(run, _EXIT, flags, gpa, size, 0, abi.KVMCORE_SYNDROME_ARCH_NONE, *_NO_WORDS)
+    else:
+        _MF.pack_into(run, _EXIT, flags, gpa, size)
+    if arch_hook:
+        vm.arch.kvm_arch_prepare_memory_fault_exit(vcpu, fault)
+        _arch_flags(vcpu, design, gpa, size)
+        flags = _MF.unpack_from(run, _EXIT)[0]
+    return MemoryFault(flags, gpa, size)
+
+
+_EXIT = abi.KVM_RUN_OFFSETS["exit"]
+_MF = abi.MEMORY_FAULT_STRUCT
+_MF_SYNDROME = abi.MEMORY_FAULT_SYNDROME_STRUCT
+_NO_WORDS = (0,) * abi.KVMCORE_SYNDROME_WORDS
 
 
 def _arch_flags(vcpu: VCPU, design: ExitDesign, gpa: int, size: int) -> None:

@@ -6,12 +6,20 @@ An arch's ``faultin_pfn`` calls them in its own kernel's order; the core's defau
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
 from kvmcore._types import KVM_PFN_ERR_RO_FAULT, MemoryFault, Memslot, Signal
 from kvmcore.errors import FaultContractError, KvmError
 from kvmcore.kvm.userfault import test_bit
+
+#: The exit union's offset in ``struct kvm_run`` and the layouts written there in one call each
+#: (the same bytes as the ctypes fields; see kvmcore.abi).
+_EXIT = abi.KVM_RUN_OFFSETS["exit"]
+_MMIO = abi.MMIO_STRUCT
+_MF = abi.MEMORY_FAULT_STRUCT
+_FLAGS = struct.Struct("<Q")  # memory_fault.flags
 
 if TYPE_CHECKING:
     from kvmcore.kvm.kvm_main import VCPU, VM
@@ -29,7 +37,6 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     """
     common = vcpu.vm.arch.prepare_memory_fault_exit(vcpu, fault)
     run = vcpu.kvm_run
-    mf = run.exit.memory_fault
     if common is None:
         raise FaultContractError(vcpu.vm.arch.name, "prepare_memory_fault_exit", "a MemoryFault result", "None")
     if run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
@@ -37,17 +44,16 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
             vcpu.vm.arch.name, "exit_reason",
             f"KVM_EXIT_MEMORY_FAULT (39) ({vcpu.vm.exit_design.ownership_rule()})", str(run.exit_reason),
         )
-    if mf.flags != common.flags or mf.gpa != common.gpa or mf.size != common.size:
-        for name in ("flags", "gpa", "size"):
-            found = getattr(mf, name)
-            expected = getattr(common, name)
-            if found != expected:
+    found = _MF.unpack_from(run, _EXIT)  # (flags, gpa, size)
+    if found != (common.flags, common.gpa, common.size):
+        for name, value, expected in zip(("flags", "gpa", "size"), found, (common.flags, common.gpa, common.size), strict=True):
+            if value != expected:
                 raise FaultContractError(
                     vcpu.vm.arch.name,
                     f"memory_fault.{name}",
                     f"{expected:#x} as the common helper set it: a wrapper changed it "
                     f"({vcpu.vm.exit_design.ownership_rule()})",
-                    f"{found:#x}",
+                    f"{value:#x}",
                 )
     return common
 
@@ -70,7 +76,8 @@ def kvm_do_userfault(vcpu: VCPU, fault: Any) -> bool:
     if not marked:
         return False
     kvm_prepare_memory_fault_exit(vcpu, fault)
-    vcpu.kvm_run.exit.memory_fault.flags |= abi.KVM_MEMORY_EXIT_FLAG_USERFAULT
+    run = vcpu.kvm_run
+    _FLAGS.pack_into(run, _EXIT, _FLAGS.unpack_from(run, _EXIT)[0] | abi.KVM_MEMORY_EXIT_FLAG_USERFAULT)
     return True
 
 
@@ -109,12 +116,8 @@ def kvm_prepare_mmio_exit(vcpu: VCPU, phys_addr: int, length: int, is_write: boo
     """
     run = vcpu.kvm_run
     run.exit_reason = abi.KVM_EXIT_MMIO
-    mmio = run.exit.mmio
-    mmio.phys_addr = phys_addr
-    mmio.len = length
-    mmio.is_write = 1 if is_write else 0
-    payload = (data & ((1 << (8 * min(length, 8))) - 1)).to_bytes(8, "little") if is_write else bytes(8)
-    mmio.data[:] = list(payload)
+    value = data & ((1 << (8 * min(length, 8))) - 1) if is_write else 0
+    _MMIO.pack_into(run, _EXIT, phys_addr, value, length, 1 if is_write else 0)
 
 
 def kvm_mapping_size(vm: VM, slot: Memslot, gfn: int, sizes: tuple[int, ...], host_size: int | None = None) -> int:

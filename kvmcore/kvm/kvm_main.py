@@ -569,7 +569,7 @@ class VCPU:
                 or type(fault.exec) is not bool
                 or type(fault.is_private) is not bool
             ):
-                raise arch.bad_decode(fault, raw)
+                raise arch._bad_decode(fault, raw)
             if arch.debug:
                 check_fault(fault, arch.name, arch.info.fault_type)
             hook = None
@@ -593,15 +593,15 @@ class VCPU:
             raise
         except Exception as exc:
             if hook is not None:  # a hook implementation raised
-                error = arch.hook_failed(hook, exc, raw)
+                error = arch._hook_failed(hook, exc, raw)
                 if type(error) is TypeError:
                     raise error from None
                 raise error from exc
             # the core choking on what a hook returned
             if not isinstance(raw, Mapping):
                 raise  # the caller's TypeError
-            raise arch.plugin_error("faultin_pfn", exc, f"its result broke the fault path: {type(exc).__name__}: {exc}") from exc
-        raise arch.plugin_error("faultin_pfn", None, f"returned {short_repr(result)}, expected Mapped, Retry or Exit")
+            raise arch._plugin_error("faultin_pfn", exc, f"its result broke the fault path: {type(exc).__name__}: {exc}") from exc
+        raise arch._plugin_error("faultin_pfn", None, f"returned {short_repr(result)}, expected Mapped, Retry or Exit")
 
 
 def _check_u(name: str, value: Any, bits: int) -> None:

@@ -296,7 +296,7 @@ class Arch:
         except Exception as exc:
             if not isinstance(raw, Mapping):  # the caller's mistake, not the plugin's
                 raise TypeError(f"handle_fault: raw must be a mapping of register names to values, got {short_repr(raw)}") from None
-            raise self.plugin_error("decode_fault", exc) from exc
+            raise self._plugin_error("decode_fault", exc) from exc
         if (
             type(fault) is not self._fault_type
             or type(fault.gfn) is not int
@@ -311,20 +311,20 @@ class Arch:
             check_fault(fault, self.name, self.info.fault_type)
         return fault
 
-    def bad_decode(self, fault: Any, raw: Mapping[str, int]) -> KvmcoreError:
+    def _bad_decode(self, fault: Any, raw: Mapping[str, int]) -> KvmcoreError:
         """The error for a ``decode_fault`` result that failed the facade's type checks
         (``DecodeError`` when no implementation answered)."""
         if fault is None:
             return DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
         return self._broken_fault(fault)
 
-    def hook_failed(self, hook: str, exc: Exception, raw: Any) -> Exception:
+    def _hook_failed(self, hook: str, exc: Exception, raw: Any) -> Exception:
         """What ``VCPU.handle_fault`` raises when the direct caller of ``hook`` (``_decode_fault``
         or ``_faultin_pfn``) raised ``exc`` (not a kvmcore error): the same as the facade
         methods :meth:`decode_fault` and :meth:`faultin_pfn` raise."""
         if hook == "decode_fault" and not isinstance(raw, Mapping):  # the caller's mistake
             return TypeError(f"handle_fault: raw must be a mapping of register names to values, got {short_repr(raw)}")
-        return self.plugin_error(hook, exc)
+        return self._plugin_error(hook, exc)
 
     def faultin_pfn(self, vcpu: Any, fault: Any) -> FaultinResult:
         try:
@@ -332,7 +332,7 @@ class Arch:
         except KvmcoreError:
             raise
         except Exception as exc:
-            raise self.plugin_error("faultin_pfn", exc) from exc
+            raise self._plugin_error("faultin_pfn", exc) from exc
 
     def prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> MemoryFault:
         try:
@@ -340,9 +340,9 @@ class Arch:
         except KvmcoreError:
             raise
         except Exception as exc:
-            raise self.plugin_error("prepare_memory_fault_exit", exc) from exc
+            raise self._plugin_error("prepare_memory_fault_exit", exc) from exc
         if type(common) is not MemoryFault and common is not None:  # None: kvm_prepare_memory_fault_exit says so
-            raise self.plugin_error("prepare_memory_fault_exit", None, f"returned {short_repr(common)}, expected kvmcore.MemoryFault")
+            raise self._plugin_error("prepare_memory_fault_exit", None, f"returned {short_repr(common)}, expected kvmcore.MemoryFault")
         return common
 
     def kvm_arch_prepare_memory_fault_exit(self, vcpu: Any, fault: Any) -> None:
@@ -351,7 +351,7 @@ class Arch:
     def configure_vm(self, vm: Any, settings: Mapping[str, Any]) -> Any:
         result = self.pm.hook.configure_vm(vm=vm, settings=settings)
         if result is not None and not isinstance(result, Mapping):
-            raise self.plugin_error("configure_vm", None, f"returned {short_repr(result)}, expected the settings as a mapping")
+            raise self._plugin_error("configure_vm", None, f"returned {short_repr(result)}, expected the settings as a mapping")
         return result
 
     def prepare_memory_region(self, vm: Any, old: Any, new: Any, change: str) -> None:
@@ -364,7 +364,7 @@ class Arch:
         if not isinstance(raw, Mapping) or not all(
             type(k) is str and (type(v) is int or type(v) is str) for k, v in raw.items()
         ):
-            raise self.plugin_error("encode_fault", None, f"returned {short_repr(raw)}, expected a mapping of register names to int (or str) values")
+            raise self._plugin_error("encode_fault", None, f"returned {short_repr(raw)}, expected a mapping of register names to int (or str) values")
         return raw
 
     def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
@@ -372,7 +372,7 @@ class Arch:
         if syndrome is None:
             raise NotImplementedError(f"arch {self.name!r} implements no describe_syndrome hook")
         if type(syndrome) is not Syndrome or not isinstance(syndrome.fields, Mapping) or not isinstance(syndrome.meanings, Mapping):
-            raise self.plugin_error("describe_syndrome", None, f"returned {short_repr(syndrome)}, expected kvmcore.Syndrome with fields and meanings mappings")
+            raise self._plugin_error("describe_syndrome", None, f"returned {short_repr(syndrome)}, expected kvmcore.Syndrome with fields and meanings mappings")
         return syndrome
 
     def parse_trace_event(self, event: str, text: str) -> TraceEvent | None:
@@ -381,14 +381,14 @@ class Arch:
         except (KvmcoreError, ValueError):  # ValueError: a malformed line (the hook's contract)
             raise
         except Exception as exc:
-            raise self.plugin_error("parse_trace_event", exc) from exc
+            raise self._plugin_error("parse_trace_event", exc) from exc
         if ev is not None and (type(ev) is not TraceEvent or type(ev.kind) is not str
                                or not (ev.raw is None or type(ev.raw) is dict or isinstance(ev.raw, Mapping))):
-            raise self.plugin_error("parse_trace_event", None, f"returned {short_repr(ev)}, expected None or kvmcore.TraceEvent (kind a str, raw a mapping or None)")
+            raise self._plugin_error("parse_trace_event", None, f"returned {short_repr(ev)}, expected None or kvmcore.TraceEvent (kind a str, raw a mapping or None)")
         return ev
 
     # -- errors --------------------------------------------------------------------------------
-    def plugin_error(self, hook: str, exc: BaseException | None, problem: str | None = None) -> PluginError:
+    def _plugin_error(self, hook: str, exc: BaseException | None, problem: str | None = None) -> PluginError:
         """The :class:`PluginError` for ``hook``: the plugin whose implementation raised ``exc``
         (found in its traceback), or the arch plugin for a bad result (``problem``)."""
         impls = getattr(self.pm.hook, hook).get_hookimpls() if hasattr(self.pm.hook, hook) else []
@@ -396,12 +396,12 @@ class Arch:
 
     def _broken_fault(self, fault: Any) -> PluginError:
         if type(fault) is not self._fault_type:
-            return self.plugin_error("decode_fault", None, f"returned {short_repr(fault)}, expected {self._fault_type.__name__}")
+            return self._plugin_error("decode_fault", None, f"returned {short_repr(fault)}, expected {self._fault_type.__name__}")
         try:
             check_fault(fault, self.name, self.info.fault_type)
         except FaultContractError as exc:
-            return self.plugin_error("decode_fault", None, f"returned a fault that breaks the contract: {exc}")
-        return self.plugin_error("decode_fault", None, f"returned {short_repr(fault)}")  # pragma: no cover
+            return self._plugin_error("decode_fault", None, f"returned a fault that breaks the contract: {exc}")
+        return self._plugin_error("decode_fault", None, f"returned {short_repr(fault)}")  # pragma: no cover
 
     def parse_log_text(self, text: str) -> list[dict[str, Any]]:
         """The register sets the arch finds in one log line (``[]`` for none, or no hook)."""
@@ -447,7 +447,7 @@ class Arch:
             except passes:
                 raise
             except Exception as exc:
-                raise self.plugin_error(name, exc) from exc
+                raise self._plugin_error(name, exc) from exc
 
         return guard
 

@@ -80,3 +80,22 @@ def test_split_points_cut_after_newlines(tmp_path: Path) -> None:
         assert len(points) - 1 <= jobs
         assert all(data[p - 1:p] == b"\n" for p in points[1:-1])
     assert split_points(str(path), len(data), 2)[1] == data.index(b"x" * 3000) + 3001  # the cut after the long line
+
+
+def test_parallel_keeps_the_examples_of_every_range(tmp_path: Path) -> None:
+    """The examples the text report lists (exits without a fault event, faults too ambiguous to
+    decode alone) come from every range with their file line numbers, as in the serial run."""
+    real = TRACES / "real"
+    parts = [(real / "x86-vmx-nested-hlt-loop-2025.txt").read_text(),  # one exit without its fault
+             (real / "x86-shadow-pf-loop-smep-2023.txt").read_text()]  # one ambiguous error code
+    filler = "".join(f" CPU 0/KVM-4711   [000] d..1. {1.0 + i * 1e-6:.6f}: kvm_entry: vcpu 0, rip 0xffffffff81a3c2d0\n"
+                     for i in range(400))
+    path = tmp_path / "t"
+    path.write_text("".join(part + filler for _ in range(6) for part in parts))
+    serial = replay.replay(str(path), progress=False)
+    assert len(serial.exit_only_examples) >= 3 and len(serial.ambiguous_examples) >= 3
+    merged = replay_parallel(str(path), 4, path.stat().st_size, "auto", None, {}, 10, 64 << 20)
+    assert merged is not None
+    assert merged.exit_only_examples == serial.exit_only_examples
+    assert merged.ambiguous_examples == serial.ambiguous_examples
+    assert merged.render().split("\n", 1)[1] == serial.render().split("\n", 1)[1]

@@ -29,7 +29,14 @@ from typing import Any
 import kvmcore
 from kvmcore import DecodeError
 
-from .trap import decode_guest_page_fault, scause_name
+from .trap import (
+    EXC_INST_GUEST_PAGE_FAULT,
+    EXC_STORE_GUEST_PAGE_FAULT,
+    PAGE_SHIFT,
+    decode_guest_page_fault,
+    guest_page_fault_fields,
+    scause_name,
+)
 
 #: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
 REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
@@ -126,12 +133,15 @@ _private = kvmcore.raw_private
 def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
     """Decode one trap into a :class:`RiscvFault` (the ``decode_fault`` hook).
 
-    The CSRs go through :func:`kvmcore_riscv.trap.decode_guest_page_fault`, which mirrors the
-    reading in ``gstage_page_fault()``; its ``DecodeError`` (wrong cause, bad value, htinst
+    The CSRs go through the checks of :func:`kvmcore_riscv.trap.decode_guest_page_fault`
+    (:func:`~kvmcore_riscv.trap.guest_page_fault_fields`), which mirror the reading in
+    ``gstage_page_fault()``; its ``DecodeError`` (wrong cause, bad value, htinst
     contradicting scause) propagates.
     """
     check_raw(raw)
-    t = decode_guest_page_fault(raw["scause"], raw["htval"], raw["stval"], raw.get("htinst", 0))
+    scause, htval, stval, htinst = raw["scause"], raw["htval"], raw["stval"], raw.get("htinst", 0)
+    syndrome, gpa, kernel_gpa = guest_page_fault_fields(scause, htval, stval, htinst)
+    name, access, kind, ilen, size, rd, rs2, sext, off = syndrome
     is_private = _private(raw)  # checked before the optional registers, as before
     get = raw.get
     # the optional registers checked only when given (_optional_int() passes None through)
@@ -142,11 +152,12 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
         insn = _optional_int(raw, "insn", 0xFFFFFFFF, "a 16- or 32-bit instruction encoding")
     if data is not None:
         data = _optional_int(raw, "data", _U64_MAX, "a 64-bit store value")
-    # positional, in field order (keywords cost more for 24 fields)
+    # positional, in field order (keywords cost more for 24 fields); the same values as
+    # decode_guest_page_fault()'s GuestPageFault (gfn, write, exec are its properties)
     return RiscvFault(
-        t.gfn, t.exec, t.write, is_private, t.scause, t.scause_name, t.access, FAULT_KINDS[t.access],
-        t.gpa, t.kernel_gpa, t.gva, t.htval, t.stval, t.htinst, t.htinst_kind, t.insn_length,
-        t.access_size, t.rd, t.rs2, t.sign_extend, t.addr_offset, sepc, insn, data,
+        gpa >> PAGE_SHIFT, scause == EXC_INST_GUEST_PAGE_FAULT, scause == EXC_STORE_GUEST_PAGE_FAULT, is_private,
+        scause, name, access, FAULT_KINDS[access], gpa, kernel_gpa, stval, htval, stval, htinst, kind, ilen,
+        size, rd, rs2, sext, off, sepc, insn, data,
     )
 
 

@@ -9,6 +9,7 @@ difference documented on :attr:`GuestPageFault.gpa`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, NamedTuple, NoReturn
 
 from kvmcore import DecodeError
@@ -241,6 +242,11 @@ _TRANSFORMED_IS_WRITE: dict[int, bool | None] = {
 }
 
 
+#: :func:`trap_syndrome`: ``(scause_name, access, htinst_kind, insn_length, access_size, rd, rs2,
+#: sign_extend, addr_offset)``.
+TrapSyndrome = tuple[str, Access, HtinstKind, "int | None", "int | None", "int | None", "int | None", "bool | None", "int | None"]
+
+
 def _bad_register(name: str, value: object) -> NoReturn:
     raise DecodeError(f"{name}={value!r}: not a 64-bit register value (0 <= {name} < 2**64)")
 
@@ -255,6 +261,17 @@ def decode_guest_page_fault(scause: int, htval: int, stval: int, htinst: int = 0
     (e.g. SW with a load guest-page fault). ``htval = 0`` is accepted: it is GPA 0..3 as much as
     "no information", and the kernel uses it as-is.
     """
+    syndrome, gpa, kernel_gpa = guest_page_fault_fields(scause, htval, stval, htinst)
+    name, access, kind, ilen, size, rd, rs2, sext, off = syndrome
+    return _new_guest_page_fault(
+        scause, name, access, gpa, kernel_gpa, stval, htval, stval, htinst, kind, ilen, size, rd, rs2, sext, off
+    )
+
+
+def guest_page_fault_fields(scause: int, htval: int, stval: int, htinst: int) -> tuple[TrapSyndrome, int, int]:
+    """:func:`decode_guest_page_fault`'s checks, in its order, and its values without the
+    object: ``(trap_syndrome(scause, htinst), gpa, kernel_gpa)``. The fault paths build their
+    own fault type from these."""
     if type(scause) is not int or not 0 <= scause <= _U64_MAX:
         _bad_register("scause", scause)
     if type(htval) is not int or not 0 <= htval <= _U64_MAX:
@@ -263,53 +280,47 @@ def decode_guest_page_fault(scause: int, htval: int, stval: int, htinst: int = 0
         _bad_register("stval", stval)
     if type(htinst) is not int or not 0 <= htinst <= _U64_MAX:
         _bad_register("htinst", htinst)
-    access = GUEST_PAGE_FAULT_ACCESS.get(scause)
-    if access is None:
+    if scause not in GUEST_PAGE_FAULT_ACCESS:
         raise DecodeError(f"{describe_scause(scause)} is not a guest-page fault (20, 21 or 23)")
     if htval > HTVAL_MAX:
         raise DecodeError(
             f"htval=0x{htval:x}: wider than 57 bits; htval holds GPA >> 2 and the widest GPA "
             f"(Sv57x4) has {GPA_BITS} bits"
         )
-    info = _decode_htinst(htinst)  # htinst already validated
-    kind = info.kind
+    syndrome = trap_syndrome(scause, htinst)
     kernel_gpa = (htval << 2) | (stval & 3)
-    if kind == "pseudo":
-        gpa = htval << 2
-    else:
-        gpa = kernel_gpa
-        if kind == "transformed" or kind == "custom":
-            allowed = _TRANSFORMED_IS_WRITE[scause]
-            if allowed is None:
-                raise DecodeError(
-                    f"htinst=0x{htinst:x}: a {kind} value ({info.mnemonic or 'custom'}) cannot "
-                    f"accompany {describe_scause(scause)}; instruction guest-page faults carry "
-                    "only zero or a pseudoinstruction"
-                )
-            if kind == "transformed" and info.is_write != allowed:
-                raise DecodeError(
-                    f"htinst=0x{htinst:x}: transformed {info.mnemonic} "
-                    f"({'a store/AMO' if info.is_write else 'a load'}) cannot cause "
-                    f"{describe_scause(scause)}"
-                )
-    return _new_guest_page_fault(
-        scause,
-        EXCEPTION_NAMES[scause].name,
-        access,
-        gpa,
-        kernel_gpa,
-        stval,
-        htval,
-        stval,
-        htinst,
-        kind,
-        info.insn_length,
-        info.access_size,
-        info.rd,
-        info.rs2,
-        info.sign_extend,
-        info.addr_offset,
-    )
+    return syndrome, htval << 2 if syndrome[2] == "pseudo" else kernel_gpa, kernel_gpa
+
+
+@lru_cache(maxsize=4096)
+def trap_syndrome(scause: int, htinst: int) -> TrapSyndrome:
+    """What ``scause`` and ``htinst`` alone decide, once per distinct pair (guests repeat a few):
+    ``(scause_name, access, htinst_kind, insn_length, access_size, rd, rs2, sign_extend,
+    addr_offset)``.
+
+    Both must be validated u64 ints and ``scause`` a guest-page-fault cause
+    (:func:`decode_guest_page_fault` checks that first). Raises :class:`DecodeError` (never
+    cached) for a transformed/custom htinst on an instruction guest-page fault, or a transformed
+    one whose direction contradicts ``scause``.
+    """
+    info = _decode_htinst(htinst)
+    kind = info.kind
+    if kind == "transformed" or kind == "custom":
+        allowed = _TRANSFORMED_IS_WRITE[scause]
+        if allowed is None:
+            raise DecodeError(
+                f"htinst=0x{htinst:x}: a {kind} value ({info.mnemonic or 'custom'}) cannot "
+                f"accompany {describe_scause(scause)}; instruction guest-page faults carry "
+                "only zero or a pseudoinstruction"
+            )
+        if kind == "transformed" and info.is_write != allowed:
+            raise DecodeError(
+                f"htinst=0x{htinst:x}: transformed {info.mnemonic} "
+                f"({'a store/AMO' if info.is_write else 'a load'}) cannot cause "
+                f"{describe_scause(scause)}"
+            )
+    return (EXCEPTION_NAMES[scause].name, GUEST_PAGE_FAULT_ACCESS[scause], kind, info.insn_length,
+            info.access_size, info.rd, info.rs2, info.sign_extend, info.addr_offset)
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__ (~1.2 us for 16

@@ -37,8 +37,8 @@ import re
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
-from itertools import compress, filterfalse, repeat
-from operator import eq, ge, is_, itemgetter, ne, sub
+from itertools import compress, repeat
+from operator import eq, ge, is_, itemgetter, ne, not_, sub
 from typing import Any
 
 from kvmcore.cli import replay as R
@@ -72,19 +72,19 @@ def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
 
     The prefix part agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line it
     matches: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
-    ``[system:]event:`` as EVENT_RE splits it, and at least one blank after the event's colon (so
-    EVENT_RE cannot read the text's first word as the event). The thread group is the line up to
-    the blank before the timestamp (what the per-line scan cuts the vCPU name from).
+    ``[system:]event:`` as EVENT_RE splits it, and at least one space after the event's colon (so
+    EVENT_RE cannot read the text's first word as the event). It is stricter than EVENT_RE (spaces,
+    not any blank; ASCII digits and names): what it does not take goes to the per-line scan. The
+    thread group is the line up to the space before the timestamp (what the per-line scan cuts
+    the vCPU name from).
     """
     if not patterns:
         return None
     alternatives = "|".join(
-        rf"{re.escape(event)}:[^\S\n]+(?:{'|'.join(f'(?:{p})' for p in texts)})"
+        rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
         for event, texts in sorted(patterns.items())
     )
-    return re.compile(
-        r"(?:([^:\n]*)[^\S\n]\d+(?:\.\d+)?:[^\S\n]+(?:\w+:)?(" + alternatives + r")[^\S\n]*|[^\n]*)\n"
-    )
+    return re.compile(r"(?:([^:\n]*) [0-9]+(?:\.[0-9]+)?: +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
 
 
 class _ThreadVcpus(dict[str, str]):
@@ -117,18 +117,23 @@ class Blocks:
 
     def reset(self) -> None:
         """Forget every text (their verdicts depend on the resolver cache, or the memo is full)."""
-        self.texts: dict[str, Any] = {}  # text -> verdict: its class id, or _SLOW
-        # per judged text, for map() over a block's column of texts:
-        self.class_of: dict[str, int] = {}  # -> class id: (label, kind, fault key or None, entry)
-        self.is_fault: dict[str, bool] = {}
-        self.sig_of: dict[str, int] = {}  # -> fault signature id: equal ids, the same (hit, pc)
-        self.gfn_of: dict[str, int] = {}
-        self.pc_of: dict[str, Any] = {}
-        self.vf_of: dict[str, Any] = {}  # -> the event's own vCPU field (x86 "vcpu"), or None
-        self.vfields = False  # some text has one
+        #: text -> its id; per id (lists, so that a block's column of ids is read with map()
+        #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
+        #: own vCPU field. Id 0: a text not judged (its arch is not known yet).
+        self.tid_of: dict[str, int] = {}
+        self.t_slow: list[bool] = [True]
+        self.t_fault: list[bool] = [False]
+        self.t_class: list[int] = [-1]
+        self.t_sig: list[int] = [0]
+        self.t_gfn: list[int] = [0]
+        self.t_pc: list[Any] = [None]
+        self.t_vf: list[Any] = [None]
+        self.vfields = False  # some text has a vCPU field (x86 "vcpu")
+        self.pc_none = False  # some fault text has no pc
+        self.count_only = False  # some text is an event only counted
         self.class_ids: dict[tuple[Any, ...], int] = {}
-        self.class_info: dict[int, tuple[Any, ...]] = {}
-        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (hit, pc) -> id
+        self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
+        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (hit, pc) -> id: equal ids, the same fault
         self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc, vcpu field, raw)
 
     # -- reading -------------------------------------------------------------------------------
@@ -166,36 +171,30 @@ class Blocks:
         """The lines of ``block`` (line ``base + 1`` first) the per-line scan must see."""
         n = block.count("\n")
         found = self.rx.findall(block) if self.rx is not None and self.scan.sink is None else None
-        lines: list[str] | None = None
         if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
             yield from enumerate(_lines(block), base + 1)
             return
+        lines = _Lines(block, n)
         keys = list(map(_KEY, found))
-        unmatched = [i for i, k in enumerate(keys) if not k] if "" in keys else []
+        unmatched = list(compress(range(n), map(not_, keys))) if "" in keys else []
         i = 0
         u = 0
         while i < n:
             if u < len(unmatched) and unmatched[u] == i:
-                if lines is None:
-                    lines = _lines(block)
                 yield base + i + 1, lines[i]
                 i += 1
                 u += 1
                 continue
             j = unmatched[u] if u < len(unmatched) else n  # the stretch of matched lines [i, j)
             if j - i <= 2:
-                if lines is None:
-                    lines = _lines(block)
                 for k in range(i, j):
                     yield base + k + 1, lines[k]
                 i = j
                 continue
-            if lines is None:
-                lines = _lines(block)
             yield from self.stretch(found, keys, lines, base, i, j)
             i = j
 
-    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: list[str], base: int, i: int,
+    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: _Lines, base: int, i: int,
                 j: int) -> Iterator[tuple[int, str]]:
         """Lines ``[i, j)`` of a block, all matched: the first and last, and the lines whose
         text is not a plain counted event, go to the per-line scan; the rest is counted here."""
@@ -210,19 +209,20 @@ class Blocks:
                 continue
             if self.changed():
                 self.reset()
-            seg = keys[i:end]
-            bad = self.classify(dict.fromkeys(seg))
-            if bad is None:  # too many distinct texts for the memo: the per-line scan
+            start = i
+            tids = self.classify(keys[i:end])
+            if tids is None:  # too many distinct texts for the memo: the per-line scan
                 for k in range(i, end):
                     yield base + k + 1, lines[k]
                 i = end
                 break
-            slow = list(compress(range(i, end), map(bad.__contains__, seg))) if bad else []
+            t_slow = self.t_slow
+            slow = list(compress(range(i, end), map(t_slow.__getitem__, tids))) if any(map(t_slow.__getitem__, tids)) else []
             s = 0
             while i < end:
                 stop = slow[s] if s < len(slow) else end
                 if stop > i:
-                    if not self.count(found, keys, base, i, stop):
+                    if not self.count(found, tids[i - start:stop - start], base, i, stop):
                         for k in range(i, stop):
                             yield base + k + 1, lines[k]
                     i = stop
@@ -235,8 +235,11 @@ class Blocks:
                     yield base + i + 1, lines[i]
                     i += 1
                     s = bisect_left(slow, i, s)
-                if scan.pending or self.changed():
-                    break  # judge the rest again
+                if scan.pending:
+                    break
+                if self.changed():  # judge the rest again
+                    self.reset()
+                    break
         for k in range(max(i, j - 1), j):
             yield base + k + 1, lines[k]
 
@@ -251,41 +254,44 @@ class Blocks:
         self.snapshot = now
         return True
 
-    def classify(self, distinct: dict[str, None]) -> set[str] | None:
-        """Judge the texts not judged yet; the set of texts the per-line scan must see (None:
-        more distinct texts than the memo holds)."""
-        texts = self.texts
-        new = list(filterfalse(texts.__contains__, distinct))
-        if len(texts) + len(new) > TEXT_MEMO_SIZE:
+    def classify(self, seg: list[str]) -> list[int] | None:
+        """The text ids of ``seg``, judging the texts not judged yet (0: not judged, its arch is
+        not known yet); None when it holds more distinct texts than the memo."""
+        tid_of = self.tid_of
+        tids = list(map(tid_of.get, seg, repeat(0)))
+        if 0 not in tids:
+            return tids
+        new = list(dict.fromkeys(compress(seg, map(eq, tids, repeat(0)))))
+        if len(tid_of) + len(new) > TEXT_MEMO_SIZE:
+            distinct = dict.fromkeys(seg)
             if len(distinct) > TEXT_MEMO_SIZE:
                 return None
             self.reset()
-            texts = self.texts
+            tid_of = self.tid_of
             new = list(distinct)
-        bad = set()
+        judged = False
         for key in new:
             verdict = self.judge(key)
             if verdict is _UNRESOLVED:
-                bad.add(key)
                 continue
+            judged = True
+            tid_of[key] = len(self.t_slow)
             if verdict is _SLOW:
-                texts[key] = _SLOW
-                bad.add(key)
-                continue
+                verdict = (-1, None, 0, None, None)
             cid, sig, gfn, pc, vf = verdict
-            texts[key] = cid
-            self.class_of[key] = cid
-            self.is_fault[key] = sig is not None
+            self.t_slow.append(cid < 0)
+            self.t_fault.append(sig is not None)
+            self.t_class.append(cid)
+            self.t_sig.append(sig or 0)
+            self.t_gfn.append(gfn or 0)
+            self.t_pc.append(pc)
+            self.t_vf.append(vf)
+            if cid >= 0 and sig is None:
+                self.count_only = True
             if sig is not None:
-                self.sig_of[key] = sig
-                self.gfn_of[key] = gfn
-                self.pc_of[key] = pc
-                self.vf_of[key] = vf
-                if vf is not None:
-                    self.vfields = True
-        if len(new) < len(distinct):
-            bad.update(k for k in distinct if texts.get(k) is _SLOW)
-        return bad
+                self.vfields = self.vfields or vf is not None
+                self.pc_none = self.pc_none or pc is None
+        return list(map(tid_of.get, seg, repeat(0))) if judged else tids
 
     def judge(self, key: str) -> Any:
         """What the per-line scan does with a line whose event text is ``key``: ``(class id,
@@ -346,33 +352,34 @@ class Blocks:
         return cid
 
     # -- counting --------------------------------------------------------------------------------
-    def count(self, found: list[tuple[str, str]], keys: list[str], base: int, i: int, stop: int) -> bool:
-        """Count lines ``[i, stop)`` (every text a plain counted event) as the per-line scan
-        would, column by column; False, with nothing counted, when the result would depend on
-        the order of the lines (then the per-line scan counts them)."""
+    def count(self, found: list[tuple[str, str]], tids: list[int], base: int, i: int, stop: int) -> bool:
+        """Count lines ``[i, stop)`` (``tids``: their text ids, every one a plain counted event)
+        as the per-line scan would, column by column; False, with nothing counted, when the
+        result would depend on the order of the lines (then the per-line scan counts them)."""
         scan = self.scan
         summary = scan.summary
-        seg = keys[i:stop]
-        classes = Counter(map(self.class_of.__getitem__, seg))  # first-occurrence order
         info = self.class_info
+        if len(info) == 1:  # one kind of line so far (the usual trace): no column to count
+            classes: dict[int, int] = {next(iter(info)): stop - i}
+        else:
+            classes = Counter(map(self.t_class.__getitem__, tids))  # first-occurrence order
         labels = {info[c][0] for c in classes if info[c][2] is not None}
         if len(labels) > 1:
             return False
         has_faults = bool(labels)
-        label = ""
-        fkeys = seg
+        label = labels.pop() if labels else ""
+        ftids = tids
         fpos: list[int] | None = None
-        threads_of = found[i:stop]
-        if labels:
-            label = labels.pop()
-            if len(labels) != len(classes) and any(info[c][2] is None for c in classes):
-                mask = list(map(self.is_fault.__getitem__, seg))  # counted-only events among them
-                fpos = list(compress(range(len(seg)), mask))
-                fkeys = list(compress(seg, mask))
+        threads_of: Any = found[i:stop]
+        if has_faults:
+            if self.count_only and any(info[c][2] is None for c in classes):
+                mask = list(map(self.t_fault.__getitem__, tids))  # events only counted among them
+                fpos = list(compress(range(len(tids)), mask))
+                ftids = list(compress(tids, mask))
                 threads_of = list(compress(threads_of, mask))
             state = scan.labels.get(label)
             # the hot-gfn counter must stay exact through these faults (a sketch counts in order)
-            gfns = list(map(self.gfn_of.__getitem__, fkeys))
+            gfns = list(map(self.t_gfn.__getitem__, ftids))
             if state is not None:
                 hot = state[1]
                 if hot.sketch is not None:
@@ -380,10 +387,11 @@ class Blocks:
                 known: Any = hot.counts
             else:
                 known = {}
-            if len(known) + len(set(gfns).difference(known)) > scan.memory // EXACT_ENTRY_BYTES:
+            limit = scan.memory // EXACT_ENTRY_BYTES
+            if len(known) + len(gfns) > limit and len(known) + len(set(gfns).difference(known)) > limit:
                 return False
             if self.vfields:
-                fields = list(map(self.vf_of.__getitem__, fkeys))
+                fields = list(map(self.t_vf.__getitem__, ftids))
                 threads = self.threads
                 vks = [f if f is not None else threads[t[0]] for f, t in zip(fields, threads_of, strict=True)]
             else:
@@ -409,12 +417,10 @@ class Blocks:
         state = scan.labels.get(label) or scan._per_label(label)
         _count_elements(state[1].counts, gfns)  # exact, and fits: checked above
         pcs = state[2]
-        pcol = list(map(self.pc_of.__getitem__, fkeys))
-        seen = set(pcol)
-        if None in seen:
-            seen.discard(None)
+        pcol = list(map(self.t_pc.__getitem__, ftids))
+        if self.pc_none:
             pcol = [p for p in pcol if p is not None]
-        if len(pcs) + len(seen.difference(pcs)) <= R.MAX_PCS:
+        if len(pcs) + len(pcol) <= R.MAX_PCS or len(pcs) + len(set(pcol).difference(pcs)) <= R.MAX_PCS:
             _count_elements(pcs, pcol)
         else:  # the first MAX_PCS distinct pcs only, in the order they come
             for p in pcol:
@@ -427,7 +433,7 @@ class Blocks:
             entry = info[next(c for c in classes if info[c][2] is not None)][3]
             for gfn, n in Counter(gfns).items():
                 scan.count_slot(label, entry, gfn, n)
-        fsigs = list(map(self.sig_of.__getitem__, fkeys))
+        fsigs = list(map(self.t_sig.__getitem__, ftids))
         self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
         return True
 
@@ -481,6 +487,28 @@ class Blocks:
         closes.sort(key=itemgetter(0))
         for _, v, run in closes:
             self.scan.close_run(v, run)
+
+
+class _Lines:
+    """The lines of a block, split only if a line other than the first and the last is asked for
+    (a block of canonical lines hands only those two to the per-line scan)."""
+
+    __slots__ = ("block", "n", "split")
+
+    def __init__(self, block: str, n: int) -> None:
+        self.block = block
+        self.n = n
+        self.split: list[str] | None = None
+
+    def __getitem__(self, k: int) -> str:
+        if self.split is None:
+            block = self.block
+            if k == 0:
+                return block[: block.index("\n") + 1]
+            if k == self.n - 1:
+                return block[block.rfind("\n", 0, len(block) - 1) + 1:]
+            self.split = _lines(block)
+        return self.split[k]
 
 
 def _lines(block: str) -> list[str]:

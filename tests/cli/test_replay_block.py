@@ -250,14 +250,16 @@ def test_block_pattern_agrees_with_the_event_regex() -> None:
     rx = B.block_pattern({"kvm_guest_fault": ["ipa 0x[0-9a-f]+"]})
     assert rx is not None
     taken = [" CPU 0/KVM-1 [000] ..... 1.5: kvm_guest_fault: ipa 0x10  ",
-             "x 2: kvm:kvm_guest_fault:\tipa 0x10",
+             "x 2: kvm:kvm_guest_fault: ipa 0x10",
              "  12: kvm_guest_fault: ipa 0x10"]
     left = ["a: b 1.0: kvm_guest_fault: ipa 0x10",  # a colon before the timestamp
             " 1.0: kvm_guest_fault:ipa 0x10",  # no blank after the event
             " 1.0: kvm_guest_fault: ipa 0x10 more",
             " 1.2.3: kvm_guest_fault: ipa 0x10",
             " 1.0: other_fault: ipa 0x10",
-            " 1.0: kvm_guest_fault:x: ipa 0x10"]
+            " 1.0: kvm_guest_fault:x: ipa 0x10",
+            " 1.0: kvm_guest_fault:\tipa 0x10",  # stricter than EVENT_RE: the per-line scan takes it
+            " 1.0: KVM:kvm_guest_fault: ipa 0x10x"]
     for line in taken:
         (thread, key), = rx.findall(line + "\n")
         m = R._EVENT_RE.search(line)

@@ -35,7 +35,6 @@ import collections
 import os
 import re
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Iterator
 from itertools import compress, repeat
 from operator import eq, ge, is_, itemgetter, ne, not_, sub
@@ -117,6 +116,11 @@ class Blocks:
 
     def reset(self) -> None:
         """Forget every text (their verdicts depend on the resolver cache, or the memo is full)."""
+        if getattr(self, "pending", None):
+            self.flush()
+        self.pending: dict[int, int] = {}  # text id -> lines counted, not yet in the summary
+        self.unreserved: set[int] = set()  # text ids judged, not counted yet
+        self.mixed = False  # more than one class of lines
         #: text -> its id; per id (lists, so that a block's column of ids is read with map()
         #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
         #: own vCPU field. Id 0: a text not judged (its arch is not known yet).
@@ -159,6 +163,7 @@ class Blocks:
                     lineno += buf.count("\n", 0, cut)
                 if cut < len(buf):
                     yield lineno + 1, buf[cut:]  # the last line, without a newline
+                self.flush()
                 return
             cut = buf.rfind("\n") + 1
             rest = buf[cut:]
@@ -286,6 +291,10 @@ class Blocks:
             self.t_gfn.append(gfn or 0)
             self.t_pc.append(pc)
             self.t_vf.append(vf)
+            if cid >= 0:
+                self.unreserved.add(tid_of[key])
+                if len(self.class_info) > 1:
+                    self.mixed = True
             if cid >= 0 and sig is None:
                 self.count_only = True
             if sig is not None:
@@ -354,15 +363,27 @@ class Blocks:
     # -- counting --------------------------------------------------------------------------------
     def count(self, found: list[tuple[str, str]], tids: list[int], base: int, i: int, stop: int) -> bool:
         """Count lines ``[i, stop)`` (``tids``: their text ids, every one a plain counted event)
-        as the per-line scan would, column by column; False, with nothing counted, when the
-        result would depend on the order of the lines (then the per-line scan counts them)."""
+        as the per-line scan would; False, with nothing counted, when the result would depend on
+        the order of the lines (then the per-line scan counts them).
+
+        The counts themselves are deferred: each text id's lines are counted in C into
+        ``self.pending`` and folded into the summary's tables by :meth:`flush` (at the end, before
+        the memo forgets the ids, and before the hot-gfn counter turns into a sketch, which
+        reads the counts). What depends on order is done now: a text id counted for the first
+        time reserves its table entries (fault kind, arch/kind, pc, gfn, memslot) in the order
+        the lines come, so the tables keep the per-line scan's insertion order and caps; the
+        fault-loop runs are followed line by line (:meth:`runs`).
+        """
         scan = self.scan
-        summary = scan.summary
         info = self.class_info
-        if len(info) == 1:  # one kind of line so far (the usual trace): no column to count
-            classes: dict[int, int] = {next(iter(info)): stop - i}
+        t_class = self.t_class
+        fresh = None
+        if self.unreserved:  # ids counted for the first time here, in the order they come
+            fresh = [t for t in dict.fromkeys(tids) if t in self.unreserved]
+        if self.mixed:  # more than one class of lines so far: which are here
+            classes = set(map(t_class.__getitem__, tids))
         else:
-            classes = Counter(map(self.t_class.__getitem__, tids))  # first-occurrence order
+            classes = {t_class[tids[0]]}
         labels = {info[c][0] for c in classes if info[c][2] is not None}
         if len(labels) > 1:
             return False
@@ -378,18 +399,13 @@ class Blocks:
                 ftids = list(compress(tids, mask))
                 threads_of = list(compress(threads_of, mask))
             state = scan.labels.get(label)
-            # the hot-gfn counter must stay exact through these faults (a sketch counts in order)
-            gfns = list(map(self.t_gfn.__getitem__, ftids))
-            if state is not None:
-                hot = state[1]
-                if hot.sketch is not None:
+            if state is not None and state[1].sketch is not None:
+                return False  # a Space-Saving sketch counts in order: the per-line scan
+            if fresh:  # the hot-gfn counter must stay exact through these faults
+                known: Any = state[1].counts if state is not None else {}
+                new = {self.t_gfn[t] for t in fresh if self.t_fault[t]}.difference(known)
+                if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:
                     return False
-                known: Any = hot.counts
-            else:
-                known = {}
-            limit = scan.memory // EXACT_ENTRY_BYTES
-            if len(known) + len(gfns) > limit and len(known) + len(set(gfns).difference(known)) > limit:
-                return False
             if self.vfields:
                 fields = list(map(self.t_vf.__getitem__, ftids))
                 threads = self.threads
@@ -402,40 +418,67 @@ class Blocks:
                 return False
         # -- from here on nothing can fail: count --
         scan.fast_events += stop - i
-        by_arch = summary.by_arch_kind
-        faults = summary.faults
-        for c, n in classes.items():
-            lab, kind, key, _ = info[c]
-            kinds = by_arch.get(lab)
-            if kinds is None:
-                kinds = by_arch[lab] = {}
-            kinds[kind] = kinds.get(kind, 0) + n
-            if key is not None:
-                faults[key] = faults.get(key, 0) + n
+        if has_faults:
+            state = scan.labels.get(label) or scan._per_label(label)
+            state[1].flush = self.flush
+        if fresh:
+            for t in fresh:
+                self.reserve(t)
+        _count_elements(self.pending, tids)
         if not has_faults:
             return True
-        state = scan.labels.get(label) or scan._per_label(label)
-        _count_elements(state[1].counts, gfns)  # exact, and fits: checked above
-        pcs = state[2]
-        pcol = list(map(self.t_pc.__getitem__, ftids))
-        if self.pc_none:
-            pcol = [p for p in pcol if p is not None]
-        if len(pcs) + len(pcol) <= R.MAX_PCS or len(pcs) + len(set(pcol).difference(pcs)) <= R.MAX_PCS:
-            _count_elements(pcs, pcol)
-        else:  # the first MAX_PCS distinct pcs only, in the order they come
-            for p in pcol:
-                have = pcs.get(p)
-                if have is not None:
-                    pcs[p] = have + 1
-                elif len(pcs) < R.MAX_PCS:
-                    pcs[p] = 1
-        if scan.with_slots:
-            entry = info[next(c for c in classes if info[c][2] is not None)][3]
-            for gfn, n in Counter(gfns).items():
-                scan.count_slot(label, entry, gfn, n)
+        if len(state[1].counts) * 2 > state[1].limit:
+            self.flush()  # near the exact counter's budget: keep nothing pending
         fsigs = list(map(self.t_sig.__getitem__, ftids))
         self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
         return True
+
+    def reserve(self, tid: int) -> None:
+        """The table entries text ``tid`` counts into, made (count 0) where the per-line scan
+        would make them at this text's first line: insertion order and the PC cap follow."""
+        self.unreserved.discard(tid)
+        scan = self.scan
+        summary = scan.summary
+        label, kind, key, entry = self.class_info[self.t_class[tid]]
+        kinds = summary.by_arch_kind.get(label)
+        if kinds is None:
+            kinds = summary.by_arch_kind[label] = {}
+        kinds.setdefault(kind, 0)
+        if key is None:
+            return
+        summary.faults.setdefault(key, 0)
+        state = scan.labels[label]
+        state[1].counts.setdefault(self.t_gfn[tid], 0)
+        pc = self.t_pc[tid]
+        pcs = state[2]
+        if pc is not None and pc not in pcs and len(pcs) < R.MAX_PCS:
+            pcs[pc] = 0
+        if scan.with_slots:
+            scan.count_slot(label, entry, self.t_gfn[tid], 0)
+
+    def flush(self) -> None:
+        """Fold the pending counts of text ids into the summary's tables."""
+        pending = self.pending
+        if not pending:
+            return
+        scan = self.scan
+        summary = scan.summary
+        info = self.class_info
+        for tid, n in pending.items():
+            label, kind, key, entry = info[self.t_class[tid]]
+            summary.by_arch_kind[label][kind] += n
+            if key is None:
+                continue
+            summary.faults[key] += n
+            state = scan.labels[label]
+            state[1].counts[self.t_gfn[tid]] += n
+            pc = self.t_pc[tid]
+            pcs = state[2]
+            if pc in pcs:
+                pcs[pc] += n
+            if scan.with_slots:
+                scan.count_slot(label, entry, self.t_gfn[tid], n)
+        pending.clear()
 
     def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],
              fpos: list[int] | None, first_line: int) -> None:

@@ -164,6 +164,8 @@ class Blocks:
                 if cut < len(buf):
                     yield lineno + 1, buf[cut:]  # the last line, without a newline
                 self.flush()
+                for state in self.scan.labels.values():
+                    state[1].flush = None  # the summary outlives the scan (and is pickled by --jobs)
                 return
             cut = buf.rfind("\n") + 1
             rest = buf[cut:]

@@ -304,3 +304,25 @@ def test_plugin_patterns_select_what_the_parser_parses(name: str) -> None:
             taken += 1
     assert taken > 0
     assert not re.search(r"\((?!\?)", "".join(patterns.values()))  # no capturing group
+
+
+@needs()
+def test_parallel_ranges_count_as_the_serial_per_line_scan(tmp_path: Path) -> None:
+    """--jobs: each byte range goes through the block fast path; the merged summary is the
+    serial per-line one (a trace without fault loops, which ranges do not follow across)."""
+    import sys
+
+    from kvmcore.cli import replay_parallel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_process
+
+    path = tmp_path / "bench.trace"
+    bench_process.write_trace(path, kvmcore.load_arch("arm64"), 6000)
+    want = summary(path, per_line=True)
+    for jobs in (2, 3):
+        got = replay_parallel.replay_parallel(str(path), jobs, path.stat().st_size, "auto", None, {}, 10, 64 << 20)
+        assert got is not None
+        d = got.as_dict()
+        d.pop("seconds")
+        assert d == want[0]

@@ -214,21 +214,35 @@ def handwired(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Callable[[list[Any]], int]:
                         gfn_to_memslot=vm.gfn_to_memslot, stage2_map=vm.stage2.map)
 
 
-def objects_only(vm: kvmcore.VM, vcpu: kvmcore.VCPU, raws: list[Any]) -> tuple[Callable[[list[Any]], int], list[Any]] | None:
-    """A loop that only builds what ``handle_fault`` returns for a mapped fault (the arch's
-    fault, ``Mapped``, ``FaultResult``) from values decoded beforehand, and its inputs: the
-    allocations the API implies, with no modelling work. Information beside the verdict: how
-    much of the floor's time they alone take. None if the arch's fault type is no dataclass."""
+#: The steps of a mapped fault timed on their own beside the floor (``steps``), in pipeline order.
+STEPS = ("decode", "faultin", "objects")
+
+
+def steps(vm: kvmcore.VM, vcpu: kvmcore.VCPU, raws: list[Any]) -> dict[str, tuple[Callable[[list[Any]], int], list[Any]]]:
+    """Loops over the parts of a mapped fault, for the breakdown beside the verdict:
+
+    * ``decode``: the arch's ``decode_fault`` implementation alone;
+    * ``faultin``: the ``faultin_pfn`` hook through the arch's direct caller, on faults decoded
+      beforehand with their memslot filled (what ``handle_fault`` hands it; translation faults,
+      so stage 2's state does not change the path);
+    * ``objects``: only building what ``handle_fault`` returns (the arch's fault, ``Mapped``,
+      ``FaultResult``) from values decoded beforehand: the allocations the API implies, with no
+      modelling work (skipped if the fault type is no dataclass).
+    """
+    decode = first_impl(vm.arch, "decode_fault", vm.arch.plugin)
+    out = {"decode": (compile_loop(call("decode", decode), decode=decode.function, vcpu=vcpu), raws)}
     faults = [vm.arch.decode_fault(vcpu, raw) for raw in raws]
+    for fault in faults:
+        fault.slot = vm.gfn_to_memslot(fault.gfn)
+    out["faultin"] = (compile_loop("faultin(vcpu, raw)", faultin=vm.arch.faultin_pfn, vcpu=vcpu), faults)
     fault_type = type(faults[0])
-    if not dataclasses.is_dataclass(fault_type):
-        return None
-    names = [f.name for f in dataclasses.fields(fault_type)]
-    args = [tuple(getattr(f, name) for name in names) for f in faults]
-    body = 'FaultResult(fault_type(*raw), 0, None, "mapped", Mapped(1, True, page_size, True, "mapped"), None)'
-    loop = compile_loop(body, fault_type=fault_type, FaultResult=kvmcore.FaultResult, Mapped=kvmcore.Mapped,
-                        page_size=vm.page_size)
-    return loop, args
+    if dataclasses.is_dataclass(fault_type):
+        names = [f.name for f in dataclasses.fields(fault_type)]
+        args = [tuple(getattr(f, name) for name in names) for f in faults]
+        body = 'FaultResult(fault_type(*raw), 0, None, "mapped", Mapped(1, True, page_size, True, "mapped"), None)'
+        out["objects"] = (compile_loop(body, fault_type=fault_type, FaultResult=kvmcore.FaultResult,
+                                       Mapped=kvmcore.Mapped, page_size=vm.page_size), args)
+    return out
 
 
 def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
@@ -253,9 +267,7 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     loops = {"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)}
     if floor is not None:
         loops["floor"] = (floor_loop(floor), raws)
-        built = objects_only(vm, vcpu, raws)
-        if built is not None:
-            loops["objects"] = built
+        loops.update(steps(vm, vcpu, raws))
     samples: dict[str, list[float]] = {name: [] for name in loops}
     rates = interleaved(loops, p.repeats, p.chunk, reset, samples)
     for v in (vm, twin):
@@ -269,9 +281,8 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
             raise RuntimeError(f"{arch.name}: the floor mapped {len(floor.stage2)} of {p.pass_faults} pages")
         out["mapped_floor_per_s"] = rates["floor"]
         out["mapped_ratio"] = ratio_stats(samples["pipeline"], samples["floor"])
-        if "objects" in rates:
-            out["objects_per_s"] = rates["objects"]
-            out["objects_ratio"] = ratio_stats(samples["objects"], samples["floor"])
+        # where the time goes, each step against the floor in the same samples (information)
+        out["steps"] = {name: ratio_stats(samples[name], samples["floor"]) for name in STEPS if name in rates}
     return out
 
 

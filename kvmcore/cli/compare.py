@@ -9,13 +9,15 @@ what most designs give is marked ``*``. ``docs/designs.md`` explains each design
 
 from __future__ import annotations
 
+import errno
 import re
+import textwrap
 from collections import Counter
 from typing import Any
 
 import kvmcore
 from kvmcore import abi
-from kvmcore.cli.format import flag_list, reason_text, ret_text
+from kvmcore.cli.format import flag_list
 from kvmcore.cli.scenario import runner, schema
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, Scenario
 from kvmcore.kvm.designs import PRESETS, DesignPreset, exit_design
@@ -131,10 +133,10 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset], 
 def _cell(field: str, value: Any) -> str:
     if value is None:
         return "-"
-    if field == "ret":
-        return ret_text(value) if value else "0"
+    if field == "ret":  # the errno's name (the number is in --json)
+        return f"-{errno.errorcode.get(-value, -value)}" if value else "0"
     if field == "exit":
-        return reason_text(value).replace("KVM_EXIT_", "")
+        return abi.exit_reason_name(value).replace("KVM_EXIT_", "")
     if field == "flags":
         names = flag_list(value, EXIT_FLAGS)
         return f"{value:#x}" + (f" {'|'.join(names)}" if names else "")
@@ -143,7 +145,7 @@ def _cell(field: str, value: Any) -> str:
     if field == "syndrome":
         if "esr" in value:
             return f"esr={value['esr']:#x}"
-        return f"{value['arch']} [{', '.join(f'{w:#x}' for w in value['words'])}]"
+        return f"{value['arch']} " + " ".join(f"{w:#x}" if w else "0" for w in value["words"])
     return str(value)
 
 
@@ -156,16 +158,25 @@ def _usual(values: list[str]) -> str | None:
     return counts[0][0]
 
 
+#: The width the prose lines of the text report are wrapped at (the table rows are not wrapped).
+WIDTH = 100
+
+
+def _wrapped(line: str, indent: str) -> list[str]:
+    return textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
 def render(result: dict[str, Any]) -> str:
     """Per step and arch, one row per design; ``*`` marks a cell that differs from what most
     designs give for that step and arch."""
     out = [f"kvmcore compare: {result['scenario']} under {len(result['designs'])} designs "
            "(docs/designs.md; * = differs from most designs)"]
     for d in result["designs"]:
-        out.append(f"  {d['name']:<16} {d['title']} [flags by {d['flags_by']}; after size: {d['after_size']}]")
+        out += _wrapped(f"  {d['name']:<16} {d['title']}", " " * 19)
+        out += _wrapped(f"{' ' * 19}flags by {d['flags_by']}; after size: {d['after_size']}", " " * 19)
         for arch, skipped in d.get("skipped", {}).items():
             for message in skipped:
-                out.append(f"  {'':<16}   {arch}: left out: {message}")
+                out += _wrapped(f"{' ' * 21}{arch}: left out: {message}", " " * 23)
     for step in result["steps"]:
         out.append("")
         out.append(f"step {step['step']}: {step['title']}")

@@ -72,3 +72,17 @@ def test_text_marks_the_odd_cells(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_input_is_named(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     assert main(["compare", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_text_fits_a_mail(capsys: pytest.CaptureFixture[str]) -> None:
+    """Prose lines wrap at 100 columns; a cell gives the errno's and exit's names (numbers are in
+    --json) and the syndrome words bare: -14 is EFAULT, 39 KVM_EXIT_MEMORY_FAULT (uapi/linux/kvm.h)."""
+    assert main(["compare", "--access", "write@0x40401000", "--arch", "arm64"]) == 0
+    text = capsys.readouterr().out
+    prose = text.split("\n\n")[0].splitlines()  # the designs and what each left out
+    assert len(prose) > 8 and all(len(line) <= 100 for line in prose)
+    rows = [line for line in text.splitlines() if line.startswith("    ")]
+    v3 = next(r for r in rows if r.split()[0] == "v3").split()
+    assert v3[1:4] == ["userfault", "-EFAULT", "MEMORY_FAULT"]
+    # the kvmcore design's arm64 words: ESR 0x92000047, IPA | FAR[11:0], two zero words
+    assert "ARM64 0x92000047 0x40401000 0 0 *" in text

@@ -746,8 +746,31 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
         lp["kvm"] = text
 
 
+def _registers(label: str, raw: Any) -> tuple[Any, ...]:
+    """The registers of a fault as the memo keys them: ``(label, *raw.items())``."""
+    return (label, *raw.items())
+
+
+def _hit(label: str, decoded: Any, registers: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the counters need of a decoded fault: ``((label, fault kind, access, private,
+    page-walk index), gfn, registers)``. Two faults are "the same fault" (a fault loop) when
+    their hits are equal: the same registers (and so the same decode), whichever memo
+    generation decoded them."""
+    return ((label, getattr(decoded, "fault_kind", "?"),
+             "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
+             _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
+            decoded.gfn, registers)
+
+
 class _Scan:
     """One pass over the lines: parse, pair, decode, count (state kept across lines)."""
+
+    # what the block fast path (kvmcore.cli.replay_block, which does not import this module)
+    # shares with the per-line scan
+    loop_min = LOOP_MIN
+    max_names = MAX_NAMES
+    max_pcs = MAX_PCS
+    make_hit = staticmethod(_hit)
 
     def __init__(self, summary: Summary, resolver: _Resolver, memory: int, with_slots: bool, has_settings: bool,
                  unwrap: bool = True, sink: Any = None) -> None:
@@ -1294,22 +1317,6 @@ class _Scan:
             summary.log_syndromes.append({"line": lineno, "arch": name, "text": echo(stripped),
                                           "registers": _registers_text(raw), **_log_decode(arch, vcpu, raw)})
             self.last_log = (name, dict(raw), len(summary.log_syndromes) - 1)
-
-
-def _registers(label: str, raw: Any) -> tuple[Any, ...]:
-    """The registers of a fault as the memo keys them: ``(label, *raw.items())``."""
-    return (label, *raw.items())
-
-
-def _hit(label: str, decoded: Any, registers: tuple[Any, ...]) -> tuple[Any, ...]:
-    """What the counters need of a decoded fault: ``((label, fault kind, access, private,
-    page-walk index), gfn, registers)``. Two faults are "the same fault" (a fault loop) when
-    their hits are equal: the same registers (and so the same decode), whichever memo
-    generation decoded them."""
-    return ((label, getattr(decoded, "fault_kind", "?"),
-             "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
-             _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
-            decoded.gfn, registers)
 
 
 def _vcpu_name(name: Any) -> str:

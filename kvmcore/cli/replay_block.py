@@ -40,7 +40,6 @@ from itertools import compress, repeat
 from operator import eq, ge, is_, itemgetter, ne, not_, sub
 from typing import Any
 
-from kvmcore.cli import replay as R
 from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
 
 #: ``Counter.update``'s C helper: ``mapping[x] = mapping.get(x, 0) + 1`` for each ``x``, in C.
@@ -55,6 +54,7 @@ THREAD_MEMO_SIZE = 1 << 12
 #: Set to 1 to force the per-line scan (developers: the oracle of the fast path).
 PER_LINE_ENV = "KVMCORE_REPLAY_PER_LINE"
 
+_NONE = object()  # no resolver cache entry for an event
 _SLOW = "slow"  # a text the per-line scan must see (its verdict is remembered)
 _UNRESOLVED = "unresolved"  # the event's arch is not known yet: ask the per-line scan once
 _THREAD = itemgetter(0)
@@ -255,7 +255,7 @@ class Blocks:
         """The resolver cache entries of the pattern events are not the ones the texts were
         judged with (an arch was dropped, or an event newly resolved): forget the verdicts."""
         cache = self.scan.resolver.cache
-        now = tuple(cache.get(e, R._MISSING) for e in self.events)
+        now = tuple(cache.get(e, _NONE) for e in self.events)
         if len(now) == len(self.snapshot) and all(map(is_, now, self.snapshot)):
             return False
         self.snapshot = now
@@ -312,10 +312,10 @@ class Blocks:
         scan = self.scan
         event, _, text = key.partition(":")
         text = text.strip()
-        entry = scan.resolver.cache.get(event, R._MISSING)
-        if entry is R._MISSING:
+        entry = scan.resolver.cache.get(event, _NONE)
+        if entry is _NONE:
             return _UNRESOLVED
-        if not entry or event in R._GENERIC:
+        if not entry:  # None: no arch decodes the event (the generic ones are judged by kind below)
             return _SLOW
         try:
             ev = entry[1](event, text)
@@ -340,7 +340,7 @@ class Blocks:
                         decoded = entry[2](entry[3], raw)
                     except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
                         return _SLOW
-                    hit = R._hit(label, decoded, memo_key)
+                    hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
             sig = self.sig_ids.get((hit, pc))
             if sig is None:
@@ -416,7 +416,7 @@ class Blocks:
                 vks = list(map(self.threads.__getitem__, map(_THREAD, threads_of)))
             order = list(dict.fromkeys(vks))
             runs = state[0] if state is not None else {}
-            if len(order) > R.MAX_NAMES or len(runs) + sum(1 for v in order if v not in runs) > R.MAX_NAMES:
+            if len(order) > scan.max_names or len(runs) + sum(1 for v in order if v not in runs) > scan.max_names:
                 return False
         # -- from here on nothing can fail: count --
         scan.fast_events += stop - i
@@ -453,7 +453,7 @@ class Blocks:
         state[1].counts.setdefault(self.t_gfn[tid], 0)
         pc = self.t_pc[tid]
         pcs = state[2]
-        if pc is not None and pc not in pcs and len(pcs) < R.MAX_PCS:
+        if pc is not None and pc not in pcs and len(pcs) < scan.max_pcs:
             pcs[pc] = 0
         if scan.with_slots:
             scan.count_slot(label, entry, self.t_gfn[tid], 0)
@@ -518,13 +518,13 @@ class Blocks:
                 if len(starts) == 1:
                     run[5] = total + m
                     continue
-                if run[1] >= R.LOOP_MIN:
+                if run[1] >= self.scan.loop_min:
                     closes.append((line_of(starts[1]), v, run))
                 first = 1
-            elif run is not None and run[1] >= R.LOOP_MIN:
+            elif run is not None and run[1] >= self.scan.loop_min:
                 closes.append((line_of(0), v, run))
             last = len(starts) - 1
-            for s in compress(range(first, last), map(ge, lengths[first:last], repeat(R.LOOP_MIN))):
+            for s in compress(range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
                 hit, pc, _, raw = sig_info[seq[starts[s]]]
                 closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
             hit, pc, _, raw = sig_info[seq[starts[last]]]

@@ -36,7 +36,7 @@ import os
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import eq, ge, is_, itemgetter, ne, not_, sub
 from typing import Any
 
@@ -137,7 +137,7 @@ class Blocks:
         self.count_only = False  # some text is an event only counted
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
-        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (hit, pc) -> id: equal ids, the same fault
+        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (registers, pc) -> id: equal ids, the same fault
         self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc, vcpu field, raw)
 
     # -- reading -------------------------------------------------------------------------------
@@ -327,12 +327,15 @@ class Blocks:
         if kind == "guest_fault" and raw is not None and entry[2] is not None:
             try:
                 memo_key = (label, *raw.items())
-                pc = ev.fields.get("pc")
-                vf = ev.fields.get("vcpu")
-                hash((memo_key, pc, vf))
-            except (TypeError, AttributeError):
+                fields = ev.fields
+                pc = fields.get("pc")
+                vf = fields.get("vcpu")
+                sig_key = (memo_key, pc)
+                sig = self.sig_ids.get(sig_key)
+                hash(vf)
+                hit = scan.memo.get(memo_key)
+            except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
                 return _SLOW
-            hit = scan.memo.get(memo_key)
             if hit is None:
                 hit = scan.memo_old.get(memo_key)
                 if hit is None:
@@ -342,9 +345,8 @@ class Blocks:
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
-            sig = self.sig_ids.get((hit, pc))
-            if sig is None:
-                sig = self.sig_ids[(hit, pc)] = len(self.sig_ids) + 1
+            if sig is None:  # registers (so the decode) and pc: what makes two faults the same
+                sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
                 self.sig_info[sig] = (hit, pc, vf, raw)
             return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
@@ -503,9 +505,15 @@ class Blocks:
                 q = where[t] if where is not None else t
                 return first_line + (fpos[q] if fpos is not None else q)
 
-            starts = [0, *compress(range(1, m), map(ne, seq[1:], seq[:-1]))]
-            ends = [*starts[1:], m]
-            lengths = list(map(sub, ends, starts))
+            starts: Any
+            lengths: Any
+            if any(map(eq, seq, islice(seq, 1, None))):
+                starts = [0, *compress(range(1, m), map(ne, seq[1:], seq[:-1]))]
+                ends = [*starts[1:], m]
+                lengths = list(map(sub, ends, starts))
+            else:  # no fault repeats the one before it (the usual case): runs of one
+                starts = range(m)
+                lengths = _Ones(m)
             run = runs.get(v)
             total = run[5] if run is not None else 0
             hit, pc, _, raw = sig_info[seq[0]]
@@ -524,7 +532,8 @@ class Blocks:
             elif run is not None and run[1] >= self.scan.loop_min:
                 closes.append((line_of(0), v, run))
             last = len(starts) - 1
-            for s in compress(range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
+            for s in () if isinstance(lengths, _Ones) else compress(
+                    range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
                 hit, pc, _, raw = sig_info[seq[starts[s]]]
                 closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
             hit, pc, _, raw = sig_info[seq[starts[last]]]
@@ -532,6 +541,18 @@ class Blocks:
         closes.sort(key=itemgetter(0))
         for _, v, run in closes:
             self.scan.close_run(v, run)
+
+
+class _Ones:
+    """``[1] * n`` without the list: the run lengths of a sequence with no repeats."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __getitem__(self, k: int) -> int:
+        return 1
 
 
 class _Lines:

@@ -143,45 +143,57 @@ class Blocks:
     # -- reading -------------------------------------------------------------------------------
     def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
         """``(lineno, line)`` of every line the per-line scan must see, as ``enumerate(stream, 1)``
-        would give them (the head lines the arch probe read first, then the rest of ``stream``)."""
+        would give them (the head lines the arch probe read first, then the rest of ``stream``).
+
+        A block is the whole lines of one ``read`` (matched in place, ``findall(text, pos,
+        endpos)``: no copy); the line a read cut in two is joined and handed to the per-line
+        scan."""
+        text = "".join(head)
+        cut = text.rfind("\n") + 1
         lineno = 0
-        rest = "".join(head)
+        if cut:
+            yield from self.block(text, 0, cut, lineno)
+            lineno += text.count("\n", 0, cut)
+        rest = text[cut:]
         read = stream.read
         while True:
             chunk = read(self.block_size)
-            if chunk and "\n" not in chunk:  # a very long line: gather its pieces, join once
-                pieces = [rest, chunk]
-                while chunk and "\n" not in chunk:
-                    chunk = read(self.block_size)
-                    pieces.append(chunk)
-                rest, chunk = "", "".join(pieces)
-            buf = rest + chunk if rest else chunk
             if not chunk:
-                cut = buf.rfind("\n") + 1
-                if cut:
-                    yield from self.block(buf[:cut], lineno)
-                    lineno += buf.count("\n", 0, cut)
-                if cut < len(buf):
-                    yield lineno + 1, buf[cut:]  # the last line, without a newline
+                if rest:
+                    yield lineno + 1, rest  # the last line, without a newline
                 self.flush()
                 for state in self.scan.labels.values():
                     state[1].flush = None  # the summary outlives the scan (and is pickled by --jobs)
                 return
-            cut = buf.rfind("\n") + 1
-            rest = buf[cut:]
-            block = buf[:cut]
-            del buf
-            yield from self.block(block, lineno)
-            lineno += block.count("\n")
+            first = chunk.find("\n") + 1
+            if not first:  # a very long line: gather its pieces, join once
+                pieces = [rest, chunk]
+                while chunk and "\n" not in chunk:
+                    chunk = read(self.block_size)
+                    pieces.append(chunk)
+                chunk = "".join(pieces)
+                rest = ""
+                first = chunk.find("\n") + 1
+                if not first:  # end of input
+                    rest = chunk
+                    continue
+            lineno += 1
+            yield lineno, rest + chunk[:first] if rest else chunk[:first]
+            cut = chunk.rfind("\n") + 1
+            if cut > first:
+                yield from self.block(chunk, first, cut, lineno)
+                lineno += chunk.count("\n", first, cut)
+            rest = chunk[cut:]
 
-    def block(self, block: str, base: int) -> Iterator[tuple[int, str]]:
-        """The lines of ``block`` (line ``base + 1`` first) the per-line scan must see."""
-        n = block.count("\n")
-        found = self.rx.findall(block) if self.rx is not None and self.scan.sink is None else None
+    def block(self, text: str, start: int, end: int, base: int) -> Iterator[tuple[int, str]]:
+        """The lines of ``text[start:end]`` (whole lines; line ``base + 1`` first) the per-line
+        scan must see."""
+        n = text.count("\n", start, end)
+        found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
         if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
-            yield from enumerate(_lines(block), base + 1)
+            yield from enumerate(_lines(text[start:end]), base + 1)
             return
-        lines = _Lines(block, n)
+        lines = _Lines(text, start, end, n)
         keys = list(map(_KEY, found))
         unmatched = list(compress(range(n), map(not_, keys))) if "" in keys else []
         i = 0
@@ -556,24 +568,26 @@ class _Ones:
 
 
 class _Lines:
-    """The lines of a block, split only if a line other than the first and the last is asked for
-    (a block of canonical lines hands only those two to the per-line scan)."""
+    """The lines of ``text[start:end]``, split only if a line other than the first and the last
+    is asked for (a block of canonical lines hands only those two to the per-line scan)."""
 
-    __slots__ = ("block", "n", "split")
+    __slots__ = ("text", "start", "end", "n", "split")
 
-    def __init__(self, block: str, n: int) -> None:
-        self.block = block
+    def __init__(self, text: str, start: int, end: int, n: int) -> None:
+        self.text = text
+        self.start = start
+        self.end = end
         self.n = n
         self.split: list[str] | None = None
 
     def __getitem__(self, k: int) -> str:
         if self.split is None:
-            block = self.block
+            text, start, end = self.text, self.start, self.end
             if k == 0:
-                return block[: block.index("\n") + 1]
+                return text[start:text.index("\n", start) + 1]
             if k == self.n - 1:
-                return block[block.rfind("\n", 0, len(block) - 1) + 1:]
-            self.split = _lines(block)
+                return text[max(start, text.rfind("\n", start, end - 1) + 1):end]
+            self.split = _lines(text[start:end])
         return self.split[k]
 
 

@@ -46,7 +46,7 @@ from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
 _count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - private, not in the stubs
 
 #: Characters read at once (the block is cut back to its last newline).
-BLOCK_SIZE = 4 << 20
+BLOCK_SIZE = 1 << 20
 #: Distinct event texts remembered with their parse and decode (then all forgotten at once).
 TEXT_MEMO_SIZE = 1 << 17
 #: Distinct line prefixes (tracing threads) remembered with the vCPU they name.
@@ -138,7 +138,7 @@ class Blocks:
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
         self.sig_ids: dict[tuple[Any, Any], int] = {}  # (registers, pc) -> id: equal ids, the same fault
-        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc, vcpu field, raw)
+        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc)
 
     # -- reading -------------------------------------------------------------------------------
     def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
@@ -359,7 +359,7 @@ class Blocks:
                 scan.remember(memo_key, hit)
             if sig is None:  # registers (so the decode) and pc: what makes two faults the same
                 sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
-                self.sig_info[sig] = (hit, pc, vf, raw)
+                self.sig_info[sig] = (hit, pc)
             return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW
@@ -528,7 +528,8 @@ class Blocks:
                 lengths = _Ones(m)
             run = runs.get(v)
             total = run[5] if run is not None else 0
-            hit, pc, _, raw = sig_info[seq[0]]
+            hit, pc = sig_info[seq[0]]
+            raw = _raw(hit)
             first = 0
             if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
                 before = run[1]
@@ -546,9 +547,11 @@ class Blocks:
             last = len(starts) - 1
             for s in () if isinstance(lengths, _Ones) else compress(
                     range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
-                hit, pc, _, raw = sig_info[seq[starts[s]]]
+                hit, pc = sig_info[seq[starts[s]]]
+                raw = _raw(hit)
                 closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
-            hit, pc, _, raw = sig_info[seq[starts[last]]]
+            hit, pc = sig_info[seq[starts[last]]]
+            raw = _raw(hit)
             runs[v] = [hit, lengths[last], line_of(starts[last]), raw, pc, total + m]
         closes.sort(key=itemgetter(0))
         for _, v, run in closes:
@@ -589,6 +592,11 @@ class _Lines:
                 return text[max(start, text.rfind("\n", start, end - 1) + 1):end]
             self.split = _lines(text[start:end])
         return self.split[k]
+
+
+def _raw(hit: tuple[Any, ...]) -> dict[str, Any]:
+    """The registers of a hit (``(label, *raw.items())`` is its third item) as the raw mapping."""
+    return dict(hit[2][1:])
 
 
 def _lines(block: str) -> list[str]:

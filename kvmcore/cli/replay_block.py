@@ -395,7 +395,9 @@ class Blocks:
         t_class = self.t_class
         fresh = None
         if self.unreserved:  # ids counted for the first time here, in the order they come
-            fresh = [t for t in dict.fromkeys(tids) if t in self.unreserved]
+            first = self.unreserved.intersection(tids)
+            if first:
+                fresh = [t for t in dict.fromkeys(tids) if t in first]
         if self.mixed:  # more than one class of lines so far: which are here
             classes = set(map(t_class.__getitem__, tids))
         else:

@@ -120,6 +120,7 @@ class Blocks:
             self.flush()
         self.pending: dict[int, int] = {}  # text id -> lines counted, not yet in the summary
         self.unreserved: set[int] = set()  # text ids judged, not counted yet
+        self.reserved_classes: set[int] = set()  # class ids whose table entries exist
         self.mixed = False  # more than one class of lines
         #: text -> its id; per id (lists, so that a block's column of ids is read with map()
         #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
@@ -342,8 +343,8 @@ class Blocks:
                 fields = ev.fields
                 pc = fields.get("pc")
                 vf = fields.get("vcpu")
-                sig_key = (memo_key, pc)
-                sig = self.sig_ids.get(sig_key)
+                # registers (so the decode) and pc: what makes two faults the same (an id for it)
+                sig = self.sig_ids.setdefault((memo_key, pc), len(self.sig_ids) + 1)
                 hash(vf)
                 hit = scan.memo.get(memo_key)
             except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
@@ -357,8 +358,7 @@ class Blocks:
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
-            if sig is None:  # registers (so the decode) and pc: what makes two faults the same
-                sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
+            if sig == len(self.sig_ids):  # new (or the last one made: the same content again)
                 self.sig_info[sig] = (hit, pc)
             return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
@@ -440,8 +440,7 @@ class Blocks:
             state = scan.labels.get(label) or scan._per_label(label)
             state[1].flush = self.flush
         if fresh:
-            for t in fresh:
-                self.reserve(t)
+            self.reserve(fresh)
         _count_elements(self.pending, tids)
         if not has_faults:
             return True
@@ -451,28 +450,36 @@ class Blocks:
         self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
         return True
 
-    def reserve(self, tid: int) -> None:
-        """The table entries text ``tid`` counts into, made (count 0) where the per-line scan
-        would make them at this text's first line: insertion order and the PC cap follow."""
-        self.unreserved.discard(tid)
+    def reserve(self, fresh: list[int]) -> None:
+        """The table entries the texts ``fresh`` count into, made (count 0) where the per-line
+        scan would make them at each text's first line: insertion order and the PC cap follow."""
+        self.unreserved.difference_update(fresh)
         scan = self.scan
         summary = scan.summary
-        label, kind, key, entry = self.class_info[self.t_class[tid]]
-        kinds = summary.by_arch_kind.get(label)
-        if kinds is None:
-            kinds = summary.by_arch_kind[label] = {}
-        kinds.setdefault(kind, 0)
-        if key is None:
-            return
-        summary.faults.setdefault(key, 0)
-        state = scan.labels[label]
-        state[1].counts.setdefault(self.t_gfn[tid], 0)
-        pc = self.t_pc[tid]
-        pcs = state[2]
-        if pc is not None and pc not in pcs and len(pcs) < scan.max_pcs:
-            pcs[pc] = 0
-        if scan.with_slots:
-            scan.count_slot(label, entry, self.t_gfn[tid], 0)
+        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        classes = self.reserved_classes
+        max_pcs = scan.max_pcs
+        for tid in fresh:
+            cid = t_class[tid]
+            label, kind, key, entry = self.class_info[cid]
+            if cid not in classes:  # a kind of line first counted here
+                classes.add(cid)
+                kinds = summary.by_arch_kind.get(label)
+                if kinds is None:
+                    kinds = summary.by_arch_kind[label] = {}
+                kinds.setdefault(kind, 0)
+                if key is not None:
+                    summary.faults.setdefault(key, 0)
+            if not t_fault[tid]:
+                continue
+            state = scan.labels[label]
+            state[1].counts.setdefault(t_gfn[tid], 0)
+            pc = t_pc[tid]
+            pcs = state[2]
+            if pc is not None and pc not in pcs and len(pcs) < max_pcs:
+                pcs[pc] = 0
+            if scan.with_slots:
+                scan.count_slot(label, entry, t_gfn[tid], 0)
 
     def flush(self) -> None:
         """Fold the pending counts of text ids into the summary's tables."""
@@ -482,20 +489,27 @@ class Blocks:
         scan = self.scan
         summary = scan.summary
         info = self.class_info
+        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        per_class: dict[int, int] = {}
         for tid, n in pending.items():
-            label, kind, key, entry = info[self.t_class[tid]]
-            summary.by_arch_kind[label][kind] += n
-            if key is None:
+            cid = t_class[tid]
+            per_class[cid] = per_class.get(cid, 0) + n
+            if not t_fault[tid]:
                 continue
-            summary.faults[key] += n
+            label, _, _, entry = info[cid]
             state = scan.labels[label]
-            state[1].counts[self.t_gfn[tid]] += n
-            pc = self.t_pc[tid]
+            state[1].counts[t_gfn[tid]] += n
+            pc = t_pc[tid]
             pcs = state[2]
             if pc in pcs:
                 pcs[pc] += n
             if scan.with_slots:
-                scan.count_slot(label, entry, self.t_gfn[tid], n)
+                scan.count_slot(label, entry, t_gfn[tid], n)
+        for cid, n in per_class.items():
+            label, kind, key, _ = info[cid]
+            summary.by_arch_kind[label][kind] += n
+            if key is not None:
+                summary.faults[key] += n
         pending.clear()
 
     def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],

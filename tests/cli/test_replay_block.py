@@ -193,7 +193,8 @@ def test_bench_trace_same_summary_and_mostly_fast(tmp_path: Path) -> None:
     bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000)
     assert_same(path, blocks=(4096, None), arch="arm64")
     handed = count_per_line(path, arch="arm64")
-    assert handed <= 2 * (path.stat().st_size // B.BLOCK_SIZE + 2)  # the first and last line of each block
+    # per block: the line a read cut in two, the first and the last line of the block
+    assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)
 
 
 def count_per_line(path: Path, **kw: Any) -> int:

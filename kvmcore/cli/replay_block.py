@@ -424,10 +424,11 @@ class Blocks:
                 new = {self.t_gfn[t] for t in fresh if self.t_fault[t]}.difference(known)
                 if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:
                     return False
-            if self.vfields:
-                fields = list(map(self.t_vf.__getitem__, ftids))
-                threads = self.threads
-                vks = [f if f is not None else threads[t[0]] for f, t in zip(fields, threads_of, strict=True)]
+            if self.vfields:  # the event names its vCPU (x86 "vcpu"), else the thread does
+                vks = list(map(self.t_vf.__getitem__, ftids))
+                if None in vks:
+                    threads = self.threads
+                    vks = [f if f is not None else threads[t[0]] for f, t in zip(vks, threads_of, strict=True)]
             else:
                 vks = list(map(self.threads.__getitem__, map(_THREAD, threads_of)))
             order = list(dict.fromkeys(vks))

@@ -47,6 +47,8 @@ _count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - p
 
 #: Characters read at once (the block is cut back to its last newline).
 BLOCK_SIZE = 1 << 20
+#: Lines matched at once (a block of very short lines is matched in parts: memory stays bounded).
+MAX_BLOCK_LINES = 1 << 15
 #: Distinct event texts remembered with their parse and decode (then all forgotten at once).
 TEXT_MEMO_SIZE = 1 << 17
 #: Distinct line prefixes (tracing threads) remembered with the vCPU they name.
@@ -190,6 +192,16 @@ class Blocks:
         """The lines of ``text[start:end]`` (whole lines; line ``base + 1`` first) the per-line
         scan must see."""
         n = text.count("\n", start, end)
+        if n > MAX_BLOCK_LINES:  # many short lines: a block's columns stay a few MiB
+            step = max(1, (end - start) * MAX_BLOCK_LINES // n)
+            while start < end:
+                cut = text.rfind("\n", start, min(end, start + step)) + 1
+                if cut <= start:
+                    cut = text.index("\n", start) + 1
+                yield from self.block(text, start, cut, base)
+                base += text.count("\n", start, cut)
+                start = cut
+            return
         found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
         if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
             yield from enumerate(_lines(text[start:end]), base + 1)

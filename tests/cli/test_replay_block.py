@@ -327,3 +327,23 @@ def test_parallel_ranges_count_as_the_serial_per_line_scan(tmp_path: Path) -> No
         d = got.as_dict()
         d.pop("seconds")
         assert d == want[0]
+
+
+@needs("arm64")
+def test_many_short_lines_stay_in_bounded_memory(tmp_path: Path) -> None:
+    """A block of very short lines is matched in parts (MAX_BLOCK_LINES): a 1 MiB read of blank
+    lines does not become a million-entry column."""
+    import tracemalloc
+
+    path = tmp_path / "blank.trace"
+    fault = arm64_line("CPU 0/KVM-812", 0, 1.0, 0x4000_0000, ARM64_READ, 0xFFFF_8000_1000_0000)
+    path.write_text("\n" * 200_000 + fault * 50 + "\n" * 100_000 + fault * 50)
+    assert_same(path, blocks=(None,), arch="arm64")
+    R.replay(str(path), progress=False, arch="arm64")  # warm: the arch and its modules loaded
+    tracemalloc.start()
+    try:
+        R.replay(str(path), progress=False, arch="arm64", per_line=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak:,} bytes"

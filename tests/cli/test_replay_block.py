@@ -337,7 +337,7 @@ def test_many_short_lines_stay_in_bounded_memory(tmp_path: Path) -> None:
 
     path = tmp_path / "blank.trace"
     fault = arm64_line("CPU 0/KVM-812", 0, 1.0, 0x4000_0000, ARM64_READ, 0xFFFF_8000_1000_0000)
-    path.write_text("\n" * 200_000 + fault * 50 + "\n" * 100_000 + fault * 50)
+    path.write_text("\n" * 120_000 + fault * 50 + "\n" * 40_000 + fault * 50)
     assert_same(path, blocks=(None,), arch="arm64")
     R.replay(str(path), progress=False, arch="arm64")  # warm: the arch and its modules loaded
     tracemalloc.start()

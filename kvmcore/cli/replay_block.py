@@ -85,7 +85,7 @@ def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
         rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
         for event, texts in sorted(patterns.items())
     )
-    return re.compile(r"(?:([^:\n]*) [0-9]+(?:\.[0-9]+)?: +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
+    return re.compile(r"(?:([^:\n]*) (?>[0-9]+(?:\.[0-9]+)?): +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
 
 
 class _ThreadVcpus(dict[str, str]):

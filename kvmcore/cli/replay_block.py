@@ -123,6 +123,7 @@ class Blocks:
         self.pending: dict[int, int] = {}  # text id -> lines counted, not yet in the summary
         self.unreserved: set[int] = set()  # text ids judged, not counted yet
         self.reserved_classes: set[int] = set()  # class ids whose table entries exist
+        self.slow_texts = 0  # texts judged that the per-line scan must see
         self.mixed = False  # more than one class of lines
         #: text -> its id; per id (lists, so that a block's column of ids is read with map()
         #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
@@ -155,8 +156,9 @@ class Blocks:
         cut = text.rfind("\n") + 1
         lineno = 0
         if cut:
-            yield from self.block(text, 0, cut, lineno)
-            lineno += text.count("\n", 0, cut)
+            n = text.count("\n", 0, cut)
+            yield from self.block(text, 0, cut, lineno, n)
+            lineno += n
         rest = text[cut:]
         read = stream.read
         while True:
@@ -184,22 +186,23 @@ class Blocks:
             yield lineno, rest + chunk[:first] if rest else chunk[:first]
             cut = chunk.rfind("\n") + 1
             if cut > first:
-                yield from self.block(chunk, first, cut, lineno)
-                lineno += chunk.count("\n", first, cut)
+                n = chunk.count("\n", first, cut)
+                yield from self.block(chunk, first, cut, lineno, n)
+                lineno += n
             rest = chunk[cut:]
 
-    def block(self, text: str, start: int, end: int, base: int) -> Iterator[tuple[int, str]]:
-        """The lines of ``text[start:end]`` (whole lines; line ``base + 1`` first) the per-line
-        scan must see."""
-        n = text.count("\n", start, end)
+    def block(self, text: str, start: int, end: int, base: int, n: int) -> Iterator[tuple[int, str]]:
+        """The lines of ``text[start:end]`` (``n`` whole lines; line ``base + 1`` first) the
+        per-line scan must see."""
         if n > MAX_BLOCK_LINES:  # many short lines: a block's columns stay a few MiB
             step = max(1, (end - start) * MAX_BLOCK_LINES // n)
             while start < end:
                 cut = text.rfind("\n", start, min(end, start + step)) + 1
                 if cut <= start:
                     cut = text.index("\n", start) + 1
-                yield from self.block(text, start, cut, base)
-                base += text.count("\n", start, cut)
+                part = text.count("\n", start, cut)
+                yield from self.block(text, start, cut, base, part)
+                base += part
                 start = cut
             return
         found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
@@ -249,7 +252,9 @@ class Blocks:
                 i = end
                 break
             t_slow = self.t_slow
-            slow = list(compress(range(i, end), map(t_slow.__getitem__, tids))) if any(map(t_slow.__getitem__, tids)) else []
+            slow = []
+            if self.slow_texts or 0 in tids:  # some text here may be one the per-line scan must see
+                slow = list(compress(range(i, end), map(t_slow.__getitem__, tids)))
             s = 0
             while i < end:
                 stop = slow[s] if s < len(slow) else end
@@ -310,6 +315,7 @@ class Blocks:
             tid_of[key] = len(self.t_slow)
             if verdict is _SLOW:
                 verdict = (-1, None, 0, None, None)
+                self.slow_texts += 1
             cid, sig, gfn, pc, vf = verdict
             self.t_slow.append(cid < 0)
             self.t_fault.append(sig is not None)

@@ -428,6 +428,7 @@ class Blocks:
         ftids = tids
         fpos: list[int] | None = None
         threads_of: Any = found[i:stop]
+        vks: list[Any] = []
         if has_faults:
             if self.count_only and any(info[c][2] is None for c in classes):
                 mask = list(map(self.t_fault.__getitem__, tids))  # events only counted among them
@@ -445,11 +446,18 @@ class Blocks:
             if self.vfields:  # the event names its vCPU (x86 "vcpu"), else the thread does
                 vks = list(map(self.t_vf.__getitem__, ftids))
                 if None in vks:
-                    threads = self.threads
-                    vks = [f if f is not None else threads[t[0]] for f, t in zip(vks, threads_of, strict=True)]
+                    by_thread = self.threads
+                    vks = [f if f is not None else by_thread[t[0]] for f, t in zip(vks, threads_of, strict=True)]
+                order = list(dict.fromkeys(vks))
             else:
-                vks = list(map(self.threads.__getitem__, map(_THREAD, threads_of)))
-            order = list(dict.fromkeys(vks))
+                threads = list(map(_THREAD, threads_of))
+                vcpu_of = self.threads
+                names = {vcpu_of[t] for t in set(threads)}
+                if len(names) == 1:  # one vCPU (its lines may differ in the CPU they ran on)
+                    order = list(names)
+                else:
+                    vks = list(map(vcpu_of.__getitem__, threads))
+                    order = list(dict.fromkeys(vks))
             runs = state[0] if state is not None else {}
             if len(order) > scan.max_names or len(runs) + sum(1 for v in order if v not in runs) > scan.max_names:
                 return False

@@ -7,9 +7,11 @@ blocks of :data:`BLOCK_SIZE` characters cut at line boundaries and, for each blo
 regular expression over the whole block (``findall``, in C) that splits every line into its
 tracing thread and its event text when the line is an event the arches declare in
 ``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
-``kvm_exit``) printed in the kernel's canonical ftrace form. The counting is then done with C
-tools over the block's columns: ``collections.Counter`` of the texts, ``map``/``compress`` over
-the per-vCPU sequences for the fault-loop runs.
+``kvm_exit``) printed in the kernel's canonical ftrace form. Each distinct text gets a small id
+(one hash per line); everything else is read from per-id lists with ``map`` and counted with C
+tools: ``collections.Counter``'s ``_count_elements`` into a pending count per id (folded into the
+summary's tables at the end, :meth:`Blocks.flush`), ``map``/``compress`` over the per-vCPU
+sequences of fault signatures for the fault-loop runs.
 
 The per-line path is the oracle, in three ways:
 
@@ -20,13 +22,20 @@ The per-line path is the oracle, in three ways:
   plain counted event, and the first and last line of every stretch of fast lines go to the
   per-line scan, in order (so wrapped lines, mail quoting, x86 exit pairing, log lines, malformed
   lines and skipped-line accounting behave exactly as before);
-* a stretch whose counting would depend on the order of its lines (the hot-gfn counter turning
-  into a sketch, more than ``MAX_NAMES`` vCPUs, faults of two arches) goes to the per-line scan.
+* what depends on the order of the lines is done in order: table entries are made at a text's
+  first line (insertion order, the PC cap), loops are closed in line order, and a stretch whose
+  counting would depend on the order of its lines (the hot-gfn counter turning into a sketch,
+  more than ``MAX_NAMES`` vCPUs, faults of two arches) goes to the per-line scan.
 
 What the fast path counts for a stretch is what the per-line scan would count for the same lines
 (tests/cli/test_replay_block.py and tests/fuzz/test_fuzz_replay.py compare the two summaries).
 ``KVMCORE_REPLAY_PER_LINE=1`` (or ``replay(..., per_line=True)``) forces the per-line scan, for
 developers comparing the two.
+
+Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts): the
+block regex ~40%, parsing and decoding each distinct text once ~25%, the text-id lookup ~12%,
+the counting ~10%. Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once)
+and the text memo (about 0.5 KiB a text).
 """
 
 from __future__ import annotations

@@ -246,15 +246,25 @@ class Blocks:
         yield base + i + 1, lines[i]  # the per-line scan drops a held malformed line, resolves
         i += 1
         end = j - 1  # the last line goes to the per-line scan too (the line before the next)
+        seen: tuple[Any, ...] = ()  # the pending exits ``waits`` was computed for
+        waits: list[int] = []
         while i < end:
+            stop_at = end
             if scan.pending:  # an x86 exit waits for its fault event: the per-line scan pairs them
-                yield base + i + 1, lines[i]
-                i += 1
-                continue
+                if tuple(scan.pending) != seen:
+                    seen = tuple(scan.pending)
+                    waits = self.waiting(found, i, end)
+                w = bisect_left(waits, i)
+                if w < len(waits):
+                    stop_at = waits[w]
+                    if stop_at == i:
+                        yield base + i + 1, lines[i]
+                        i += 1
+                        continue
             if self.changed():
                 self.reset()
             start = i
-            tids = self.classify(keys[i:end])
+            tids = self.classify(keys[i:stop_at])
             if tids is None:  # too many distinct texts for the memo: the per-line scan
                 for k in range(i, end):
                     yield base + k + 1, lines[k]
@@ -263,16 +273,16 @@ class Blocks:
             t_slow = self.t_slow
             slow = []
             if self.slow_texts or 0 in tids:  # some text here may be one the per-line scan must see
-                slow = list(compress(range(i, end), map(t_slow.__getitem__, tids)))
+                slow = list(compress(range(i, stop_at), map(t_slow.__getitem__, tids)))
             s = 0
-            while i < end:
-                stop = slow[s] if s < len(slow) else end
+            while i < stop_at:
+                stop = slow[s] if s < len(slow) else stop_at
                 if stop > i:
                     if not self.count(found, tids[i - start:stop - start], base, i, stop):
                         for k in range(i, stop):
                             yield base + k + 1, lines[k]
                     i = stop
-                if i >= end:
+                if i >= stop_at:
                     break
                 yield base + i + 1, lines[i]  # a slow line, then the next line too (held, prev)
                 i += 1
@@ -282,12 +292,27 @@ class Blocks:
                     i += 1
                     s = bisect_left(slow, i, s)
                 if scan.pending:
-                    break
+                    break  # an exit may wait for a fault event on a thread here
                 if self.changed():  # judge the rest again
                     self.reset()
                     break
         for k in range(max(i, j - 1), j):
             yield base + k + 1, lines[k]
+
+    def waiting(self, found: list[tuple[str, str]], i: int, end: int) -> list[int]:
+        """The lines of ``[i, end)`` on a thread an exit waits on for its fault event
+        (``scan.pending``, by thread as :func:`kvmcore.cli.trace_input.thread_of` names it)."""
+        pending = self.scan.pending
+        threads = list(map(_THREAD, found[i:end]))
+        waiting = set()
+        for thread in set(threads):
+            cut = thread.find("[")
+            name = " ".join(thread[:cut].split()) if cut > 0 else ""
+            if (name or "(no thread)") in pending:
+                waiting.add(thread)
+        if not waiting:
+            return []
+        return list(compress(range(i, end), map(waiting.__contains__, threads)))
 
     # -- verdicts --------------------------------------------------------------------------------
     def changed(self) -> bool:

@@ -347,3 +347,25 @@ def test_many_short_lines_stay_in_bounded_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"{peak:,} bytes"
+
+
+@needs("arm64")
+def test_events_run_finds_the_same_loops(tmp_path: Path) -> None:
+    """--events decodes every fault on its own (no memo); fault loops are the same faults in a
+    row by their registers and pc, so its summary is the one without --events (before, a run
+    with --events found no loop at all: loops compared memo entries)."""
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "loops.trace"
+    rnd = random.Random(5)
+    lines = []
+    for k in range(300):
+        ipa = 0x4000_0000 + (rnd.randrange(8) << 12)
+        for _ in range(rnd.choice([1, 1, 4])):  # a loop of 4 now and then
+            lines.append(arm64_line(f"CPU {k % 2}/KVM-81{k % 2}", k % 2, 1 + len(lines) * 1e-6, ipa, ARM64_READ,
+                                    0xFFFF_8000_1000_0000))
+    path.write_text("".join(lines))
+    plain = summary(path)
+    with_events = summary(path, events=str(tmp_path / "out.parquet"))
+    assert plain[2].loops
+    with_events[0]["notes"] = [n for n in with_events[0]["notes"] if "guest fault events to" not in n]
+    assert with_events[0] == plain[0]

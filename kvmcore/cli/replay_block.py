@@ -122,6 +122,8 @@ class Blocks:
         self.events = sorted(patterns)
         self.rx = block_pattern(patterns)
         self.snapshot: tuple[Any, ...] = ()
+        self.skip = 0  # blocks still to hand straight to the per-line scan
+        self.backoff = 1  # how many the next time the fast path counts too few lines
         self.reset()
         self.threads = _ThreadVcpus()
 
@@ -202,7 +204,27 @@ class Blocks:
 
     def block(self, text: str, start: int, end: int, base: int, n: int) -> Iterator[tuple[int, str]]:
         """The lines of ``text[start:end]`` (``n`` whole lines; line ``base + 1`` first) the
-        per-line scan must see."""
+        per-line scan must see.
+
+        A trace whose lines the fast path mostly leaves to the per-line scan (other events
+        between the faults, x86 exits paired with their faults) would pay for the block regex on
+        top: after a block where fewer than a quarter of the lines were counted here, the next
+        blocks go straight to the per-line scan (1, 2, 4... up to 64 of them before trying again).
+        """
+        if self.skip:
+            self.skip -= 1
+            yield from enumerate(_lines(text[start:end]), base + 1)
+            return
+        before = self.scan.fast_events
+        yield from self.matched(text, start, end, base, n)
+        if n >= 64 and (self.scan.fast_events - before) * 4 < n:
+            self.skip = self.backoff
+            self.backoff = min(self.backoff * 2, 64)
+        else:
+            self.backoff = 1
+
+    def matched(self, text: str, start: int, end: int, base: int, n: int) -> Iterator[tuple[int, str]]:
+        """:meth:`block` with the block regex."""
         if n > MAX_BLOCK_LINES:  # many short lines: a block's columns stay a few MiB
             step = max(1, (end - start) * MAX_BLOCK_LINES // n)
             while start < end:
@@ -210,7 +232,7 @@ class Blocks:
                 if cut <= start:
                     cut = text.index("\n", start) + 1
                 part = text.count("\n", start, cut)
-                yield from self.block(text, start, cut, base, part)
+                yield from self.matched(text, start, cut, base, part)
                 base += part
                 start = cut
             return

@@ -32,6 +32,7 @@ SETTINGS: dict[str, tuple[Any, ...]] = {
 #: error_code 0x%llx"``, arch/x86/kvm/trace.h): ``ArchInfo.trace_patterns``, the selector of
 #: ``kvmcore replay``'s block fast path. Kept here, not in ``trace``, so that loading the plugin
 #: does not import the trace parsers; ``kvmcore_x86.trace.parse_event`` stays the oracle.
+#: ``kvm_exit`` is not here: an EPT violation's exit is paired with its fault event line by line.
 TRACE_PATTERNS: dict[str, str] = {
     "kvm_page_fault": "vcpu [0-9]+ rip 0x[0-9a-f]+ address 0x[0-9a-f]+ error_code 0x[0-9a-f]+",
 }

@@ -14,7 +14,15 @@ Example (see README.md)::
     vcpu.handle_fault({"esr": 0x93C08007, "far": 0x40001008, "hpfar": 0x400010}).outcome  # 'mapped'
 
 Only the names exported here are public; modules starting with ``_`` are not.
+
+The model's VM and what only a VM uses (``VM``, ``VCPU``, ``GuestMemfd``, ``HostMemory``,
+``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags), ``decode_by_syndrome``
+and ``PluginStatus`` are imported on first use (:func:`__getattr__`): ``kvmcore plugins``,
+``kvmcore decode`` and a plugin's own import each need only some of them.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -62,22 +70,16 @@ from kvmcore.kvm.faultin import (
     kvm_prepare_mmio_exit,
     send_sig_mceerr,
 )
-from kvmcore.kvm.guest_memfd import GuestMemfd
-from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
-from kvmcore.kvm.kvm_main import VCPU, VM
 from kvmcore.kvm.proposals import PROPOSALS, Proposal
-from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
 from kvmcore.kvm.userfault import set_bits as set_userfault_bits
 from kvmcore.kvm.version import KERNEL_VERSIONS, KernelVersion
 from kvmcore.plugin import loader as _loader
-from kvmcore.plugin.batch import decode_by_syndrome
 from kvmcore.plugin.contract import COMMON_FIELDS, check_fault, check_fault_type
 from kvmcore.plugin.loader import (
     ARCH_GROUP,
     EXTENSION_GROUP,
     HOOK_NAMES,
     Arch,
-    PluginStatus,
     installed_arches,
     list_plugins,
     load_arch,
@@ -85,6 +87,50 @@ from kvmcore.plugin.loader import (
 )
 from kvmcore.plugin.raw import check_raw_keys, raw_private
 from kvmcore.plugin.tracing import disable_hook_tracing, enable_hook_tracing
+
+if TYPE_CHECKING:  # imported on first use, see __getattr__
+    from kvmcore.kvm.guest_memfd import GuestMemfd
+    from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
+    from kvmcore.kvm.kvm_main import VCPU, VM
+    from kvmcore.kvm.stage2 import S2_EXEC, S2_WRITABLE, S2_YOUNG, Stage2, Stage2Entry
+    from kvmcore.plugin.batch import decode_by_syndrome
+    from kvmcore.plugin.status import PluginStatus
+
+#: Public names imported on first use: name -> the module that defines it.
+_LAZY = {
+    "VM": "kvmcore.kvm.kvm_main",
+    "VCPU": "kvmcore.kvm.kvm_main",
+    "GuestMemfd": "kvmcore.kvm.guest_memfd",
+    "HostMemory": "kvmcore.kvm.host_mm",
+    "Vma": "kvmcore.kvm.host_mm",
+    "PROT_EXEC": "kvmcore.kvm.host_mm",
+    "PROT_NONE": "kvmcore.kvm.host_mm",
+    "PROT_READ": "kvmcore.kvm.host_mm",
+    "PROT_WRITE": "kvmcore.kvm.host_mm",
+    "Stage2": "kvmcore.kvm.stage2",
+    "Stage2Entry": "kvmcore.kvm.stage2",
+    "S2_EXEC": "kvmcore.kvm.stage2",
+    "S2_WRITABLE": "kvmcore.kvm.stage2",
+    "S2_YOUNG": "kvmcore.kvm.stage2",
+    "decode_by_syndrome": "kvmcore.plugin.batch",
+    "PluginStatus": "kvmcore.plugin.status",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: a name of :data:`_LAZY`, imported from its module on first use (then an
+    ordinary attribute of the package)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kvmcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``kvmcore compare``: one scenario (or one access) under several memory-fault exit designs.
 
-Each design (``kvmcore.kvm.designs.PRESETS``: upstream, v3, kvmcore, compromise, arm64-esr, rwx,
+Each design (``kvmcore.kvm.presets.PRESETS``: upstream, v3, kvmcore, compromise, arm64-esr, rwx,
 annotate-efault) is a set of proposals; the scenario runs once per arch and design, and for every
 fault step the table shows what userspace sees: KVM_RUN's return value, the exit reason, every
 ``memory_fault`` field and the syndrome words (or arm64-esr's ``esr``). A cell that differs from
@@ -20,7 +20,8 @@ from kvmcore import abi
 from kvmcore.cli.format import flag_list
 from kvmcore.cli.scenario import runner, schema
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, Scenario
-from kvmcore.kvm.designs import PRESETS, DesignPreset, exit_design
+from kvmcore.kvm.designs import exit_design
+from kvmcore.kvm.presets import PRESETS, DesignPreset
 from kvmcore.kvm.proposals import default_proposals
 
 #: The row fields compared, in order.

@@ -25,7 +25,6 @@ from typing import Any
 
 import kvmcore
 from kvmcore.cli.format import fmt_value, jsonable
-from kvmcore.cli.trace_input import echo, strip_quote
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=\S+")
 _DMESG = re.compile(r"\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?")
@@ -62,6 +61,14 @@ class Result:
     @property
     def decoded(self) -> bool:
         return self.syndrome is not None or bool(self.fault)
+
+
+def echo(text: str, limit: int | None = None) -> str:
+    """:func:`kvmcore.cli.trace_input.echo` (imported on first use: its regular expressions are
+    the replay's, which decoding registers does not need)."""
+    from kvmcore.cli import trace_input
+
+    return trace_input.echo(text) if limit is None else trace_input.echo(text, limit)
 
 
 def is_assignments(items: Sequence[str]) -> bool:
@@ -122,6 +129,8 @@ def _needed(arch: Any) -> tuple[str, ...]:
 def sources(items: Sequence[str], stdin: Any, input_path: str | None) -> Iterable[tuple[str, str | None]]:
     """``(text, None)`` per input line, or one ``(joined items, None)``. ``-`` reads stdin."""
     if input_path is not None or items == ["-"]:
+        from kvmcore.cli import trace_input
+
         if input_path is not None and input_path != "-":
             try:
                 stream = open(input_path, encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -131,7 +140,7 @@ def sources(items: Sequence[str], stdin: Any, input_path: str | None) -> Iterabl
             stream = stdin
         try:
             for line in stream:
-                text, _ = strip_quote(line)
+                text, _ = trace_input.strip_quote(line)
                 text = text.strip()
                 if text and not text.startswith("#"):
                     yield text, None

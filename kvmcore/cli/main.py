@@ -13,12 +13,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kvmcore.cli import model
-from kvmcore.cli.format import jsonable, print_json
+if TYPE_CHECKING:
+    from kvmcore.cli import model
 
 PROG = "kvmcore"
+
+
+def print_json(obj: Any) -> None:
+    """:func:`kvmcore.cli.format.print_json`, imported when a command prints JSON (the module
+    imports the model, which ``kvmcore plugins`` does not need)."""
+    from kvmcore.cli import format
+
+    format.print_json(obj)
 
 
 class CliError(Exception):
@@ -132,6 +140,8 @@ def _make_vm(arch: Any, settings: dict[str, Any], choice: model.ModelChoice) -> 
 
 
 def _choice(args: argparse.Namespace) -> model.ModelChoice:
+    from kvmcore.cli import model
+
     try:
         return model.from_args(args)
     except ValueError as exc:
@@ -155,7 +165,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     """Decode registers, pasted log lines, or one of either per line of ``-``/``--input``
     (the work is in :mod:`kvmcore.cli.decode`)."""
-    from kvmcore.cli import decode
+    from kvmcore.cli import decode, model
+    from kvmcore.cli.format import jsonable
 
     settings = parse_assignments(args.set or [], "setting")
     arch = _load_arch(args.arch)
@@ -322,7 +333,24 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--kernel``, ``--upstream`` and ``--proposals`` (:mod:`kvmcore.cli.model`)."""
+    from kvmcore.cli import model
+
+    model.add_arguments(parser)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``kvmcore`` parser; with ``command`` (one of :data:`SUBCOMMANDS`, about to run), only
+    that subcommand's parser. Nothing the user sees changes: the top-level help, which lists every
+    subcommand, is printed only for a command line that does not start with a subcommand (then
+    ``command`` is None and every subcommand is built), and the top-level usage names no
+    subcommand (``COMMAND``). Building the other five subcommands' parsers cost 1-2% of
+    ``kvmcore decode``'s start-up."""
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=_Formatter,
@@ -340,142 +368,148 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser(
-        "plugins",
-        help="list installed arch and extension plugins",
-        formatter_class=_Formatter,
-        description="List every installed arch (kvmcore.arch) and extension (kvmcore.plugins) plugin: "
-        "distribution and version, the hooks it implements and wraps, and why it failed to load.",
-        epilog="example:\n  kvmcore plugins --json",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plugins)
+    if wanted("plugins"):
+        p = sub.add_parser(
+            "plugins",
+            help="list installed arch and extension plugins",
+            formatter_class=_Formatter,
+            description="List every installed arch (kvmcore.arch) and extension (kvmcore.plugins) plugin: "
+            "distribution and version, the hooks it implements and wraps, and why it failed to load.",
+            epilog="example:\n  kvmcore plugins --json",
+        )
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser(
-        "decode",
-        help="decode one raw syndrome",
-        formatter_class=_Formatter,
-        description="Decode one raw syndrome (the registers a guest exit reports) with the arch's "
-        "describe_syndrome and decode_fault hooks. Values parse as Python integers (0x.., 0b.., "
-        "decimal); non-numeric values stay strings (x86's vendor=vmx). Anything that is not "
-        "NAME=VALUE pairs is a log line: the arch's parse_log_text hook finds the registers in it.",
-        epilog=(
-            "examples:\n"
-            "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010\n"
-            "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010 --set granule=16K --json\n"
-            "  kvmcore decode x86 vendor=vmx exit_qualification=0x182 gpa=0xfd000000\n"
-            "  kvmcore decode arm64 esr=0x92000061                  (alone: what needs HPFAR is unknown)\n"
-            "  kvmcore decode arm64 'kvm [1234]: Unsupported FSC: EC=0x24 xFSC=0x21 ESR_EL2=0x92000061'\n"
-            "  dmesg | grep ESR | kvmcore decode arm64 -            (one line per result)\n"
-            "\nexit status 1 when nothing could be decoded, or the registers are not a guest memory fault\n"
-            "(the reason on stderr); registers missing for the full fault path are not an error.\n"
-            "Colour on a terminal unless NO_COLOR is set."
-        ),
-    )
-    p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
-    p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
-                   help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
-    model.add_arguments(p)
-    p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
-    p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
-    p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
-    p.set_defaults(func=cmd_decode)
+    if wanted("decode"):
+        p = sub.add_parser(
+            "decode",
+            help="decode one raw syndrome",
+            formatter_class=_Formatter,
+            description="Decode one raw syndrome (the registers a guest exit reports) with the arch's "
+            "describe_syndrome and decode_fault hooks. Values parse as Python integers (0x.., 0b.., "
+            "decimal); non-numeric values stay strings (x86's vendor=vmx). Anything that is not "
+            "NAME=VALUE pairs is a log line: the arch's parse_log_text hook finds the registers in it.",
+            epilog=(
+                "examples:\n"
+                "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010\n"
+                "  kvmcore decode arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010 --set granule=16K --json\n"
+                "  kvmcore decode x86 vendor=vmx exit_qualification=0x182 gpa=0xfd000000\n"
+                "  kvmcore decode arm64 esr=0x92000061                  (alone: what needs HPFAR is unknown)\n"
+                "  kvmcore decode arm64 'kvm [1234]: Unsupported FSC: EC=0x24 xFSC=0x21 ESR_EL2=0x92000061'\n"
+                "  dmesg | grep ESR | kvmcore decode arm64 -            (one line per result)\n"
+                "\nexit status 1 when nothing could be decoded, or the registers are not a guest memory fault\n"
+                "(the reason on stderr); registers missing for the full fault path are not an error.\n"
+                "Colour on a terminal unless NO_COLOR is set."
+            ),
+        )
+        p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
+        p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
+                       help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
+        p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
+        _model_arguments(p)
+        p.add_argument("--json", action="store_true", help="one JSON object (one per line with - or --input)")
+        p.add_argument("--short", action="store_true", help="one line per result (the default with - or --input)")
+        p.add_argument("--input", metavar="FILE", help="read one register set or log line per line from FILE (- for stdin)")
+        p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser(
-        "run",
-        help="run a scenario (default: the built-in example)",
-        formatter_class=_Formatter,
-        description="Run a TOML scenario: memslots, memory attributes, host memory events and an "
-        "ordered list of guest faults, each with optional expectations. Without a file, runs the "
-        "built-in example. See docs/scenarios.md for the schema.",
-        epilog=(
-            "examples:\n"
-            "  kvmcore run                                  built-in example, every installed arch\n"
-            "  kvmcore run examples/postcopy-userfault.toml --arch arm64\n"
-            "  kvmcore run examples/hwpoison.toml --arch all --json\n"
-            "  generate-scenario | kvmcore run - --arch x86\n"
-            "\nexit status 1 when an expectation fails (each failure named on stderr)"
-        ),
-    )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
-                   help="scenario file, - for standard input (default: built-in example)")
-    p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
-                   "(default: the scenario's 'arch')")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
-    model.add_arguments(p)
-    p.set_defaults(func=cmd_run)
+    if wanted("run"):
+        p = sub.add_parser(
+            "run",
+            help="run a scenario (default: the built-in example)",
+            formatter_class=_Formatter,
+            description="Run a TOML scenario: memslots, memory attributes, host memory events and an "
+            "ordered list of guest faults, each with optional expectations. Without a file, runs the "
+            "built-in example. See docs/scenarios.md for the schema.",
+            epilog=(
+                "examples:\n"
+                "  kvmcore run                                  built-in example, every installed arch\n"
+                "  kvmcore run examples/postcopy-userfault.toml --arch arm64\n"
+                "  kvmcore run examples/hwpoison.toml --arch all --json\n"
+                "  generate-scenario | kvmcore run - --arch x86\n"
+                "\nexit status 1 when an expectation fails (each failure named on stderr)"
+            ),
+        )
+        p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?",
+                       help="scenario file, - for standard input (default: built-in example)")
+        p.add_argument("--arch", metavar="NAME|all", help="run on this arch, or on every installed arch side by side "
+                       "(default: the scenario's 'arch')")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--trace-hooks", action="store_true", help="trace every hook call to stderr")
+        _model_arguments(p)
+        p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
-        "compare",
-        help="one scenario or access under each memory-fault exit design",
-        formatter_class=_Formatter,
-        description="Run a scenario (default: the built-in tour), or one access in its memory layout, "
-        "under the memory-fault exit designs of the KVM Userfault v3 review (docs/designs.md) and show "
-        "per arch what userspace sees under each: KVM_RUN's return value, the exit reason, "
-        "memory_fault flags/gpa/size and the syndrome words. '*' marks a value that differs from "
-        "what most designs give.",
-        epilog=(
-            "examples:\n"
-            "  kvmcore compare                                   the tour, every design, every arch\n"
-            "  kvmcore compare --access write@0x40401000 --arch arm64\n"
-            "  kvmcore compare --designs upstream,v3,compromise --json\n"
-            "\ndesigns: upstream, v3, kvmcore, compromise, arm64-esr, rwx, annotate-efault (or all)"
-        ),
-    )
-    p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: the built-in tour)")
-    p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
-    p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
-    p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
-    p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_compare)
+    if wanted("compare"):
+        p = sub.add_parser(
+            "compare",
+            help="one scenario or access under each memory-fault exit design",
+            formatter_class=_Formatter,
+            description="Run a scenario (default: the built-in tour), or one access in its memory layout, "
+            "under the memory-fault exit designs of the KVM Userfault v3 review (docs/designs.md) and show "
+            "per arch what userspace sees under each: KVM_RUN's return value, the exit reason, "
+            "memory_fault flags/gpa/size and the syndrome words. '*' marks a value that differs from "
+            "what most designs give.",
+            epilog=(
+                "examples:\n"
+                "  kvmcore compare                                   the tour, every design, every arch\n"
+                "  kvmcore compare --access write@0x40401000 --arch arm64\n"
+                "  kvmcore compare --designs upstream,v3,compromise --json\n"
+                "\ndesigns: upstream, v3, kvmcore, compromise, arm64-esr, rwx, annotate-efault (or all)"
+            ),
+        )
+        p.add_argument("scenario", metavar="SCENARIO.toml", nargs="?", help="scenario file (default: the built-in tour)")
+        p.add_argument("--arch", metavar="NAME[,NAME]|all", help="arches to compare on (default all)")
+        p.add_argument("--designs", metavar="NAME[,NAME]|all", help="designs to compare (default all)")
+        p.add_argument("--access", metavar="KIND@GPA[:private]", help="only this access, in the scenario's memory layout")
+        p.add_argument("--kernel", metavar="VERSION", help="the kernel modelled (default the newest; see kvmcore.KERNEL_VERSIONS)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser(
-        "replay",
-        help="summarise the guest faults in a kernel trace",
-        formatter_class=_Formatter,
-        description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
-        "'-' for stdin; also as pasted into mail: quoted, wrapped, without prefixes, with kernel log lines), "
-        "decode each guest fault event through the arch's parse_trace_event and "
-        "decode_fault hooks, and print a summary. Streams in bounded memory: the hottest gfns are "
-        "counted exactly within --memory, then by a sketch that reports only what it guarantees.",
-        epilog=(
-            "examples:\n"
-            "  kvmcore replay /sys/kernel/tracing/trace\n"
-            "  trace-cmd report | kvmcore replay - --json\n"
-            "  perf script | kvmcore replay - --arch x86 --set vendor=svm\n"
-            "  kvmcore replay trace.txt --memslots examples/postcopy-userfault.toml --strict\n"
-            "\nexit status 1 with --strict when any event line could not be parsed"
-        ),
-    )
-    p.add_argument("tracefile", metavar="TRACEFILE", help="trace text file, or - for stdin")
-    p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
-    p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
-    p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
-                   help="do not rejoin lines a mail client wrapped (they are then malformed)")
-    p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
-    model.add_arguments(p)
-    p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
-    p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
-                   help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
-                   "that reports only what it guarantees")
-    p.add_argument("--events", metavar="OUT.parquet",
-                   help="also write one row per guest fault event (registers and decoded fields) to a "
-                   "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
-    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
-                   help="processes for a large trace file (default auto: every CPU from 16 MiB per "
-                   "process); the summary is the serial one")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="progress bar on stderr (default: when stderr is a terminal)")
-    prog.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=cmd_replay)
+    if wanted("replay"):
+        p = sub.add_parser(
+            "replay",
+            help="summarise the guest faults in a kernel trace",
+            formatter_class=_Formatter,
+            description="Read kernel trace output (ftrace 'trace' file, 'trace-cmd report', 'perf script'; "
+            "'-' for stdin; also as pasted into mail: quoted, wrapped, without prefixes, with kernel log lines), "
+            "decode each guest fault event through the arch's parse_trace_event and "
+            "decode_fault hooks, and print a summary. Streams in bounded memory: the hottest gfns are "
+            "counted exactly within --memory, then by a sketch that reports only what it guarantees.",
+            epilog=(
+                "examples:\n"
+                "  kvmcore replay /sys/kernel/tracing/trace\n"
+                "  trace-cmd report | kvmcore replay - --json\n"
+                "  perf script | kvmcore replay - --arch x86 --set vendor=svm\n"
+                "  kvmcore replay trace.txt --memslots examples/postcopy-userfault.toml --strict\n"
+                "\nexit status 1 with --strict when any event line could not be parsed"
+            ),
+        )
+        p.add_argument("tracefile", metavar="TRACEFILE", help="trace text file, or - for stdin")
+        p.add_argument("--arch", metavar="auto|NAME", default="auto", help="which arch's events to decode (default auto)")
+        p.add_argument("--json", action="store_true", help="machine-readable summary")
+        p.add_argument("--strict", action="store_true", help="exit 1 on any unparseable event line")
+        p.add_argument("--no-unwrap", dest="unwrap", action="store_false",
+                       help="do not rejoin lines a mail client wrapped (they are then malformed)")
+        p.add_argument("--memslots", metavar="SCENARIO.toml", help="memslot layout for per-slot counts")
+        p.add_argument("--set", metavar="NAME=VALUE", action="append", help="VM setting for decoding (repeatable)")
+        _model_arguments(p)
+        p.add_argument("--top", type=int, default=10, metavar="N", help="how many hottest gfns to show (default 10)")
+        p.add_argument("--memory", type=_size, default="64M", metavar="SIZE",
+                       help="memory for hot-gfn counts (default 64M): exact while they fit, then a sketch "
+                       "that reports only what it guarantees")
+        p.add_argument("--events", metavar="OUT.parquet",
+                       help="also write one row per guest fault event (registers and decoded fields) to a "
+                       "Parquet file; needs pyarrow (pip install 'kvmcore[arrow]')")
+        p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                       help="processes for a large trace file (default auto: every CPU from 16 MiB per "
+                       "process); the summary is the serial one")
+        prog = p.add_mutually_exclusive_group()
+        prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="progress bar on stderr (default: when stderr is a terminal)")
+        prog.add_argument("--no-progress", dest="progress", action="store_false")
+        p.set_defaults(func=cmd_replay)
 
-    _add_check_host_parser(sub, _Formatter)
+    if wanted("check-host"):
+        _add_check_host_parser(sub, _Formatter)
     return parser
 
 
@@ -524,8 +558,18 @@ def _version() -> str:
         return "unknown"
 
 
+#: Every subcommand :func:`build_parser` builds, in its order.
+SUBCOMMANDS = ("plugins", "decode", "run", "compare", "replay", "check-host")
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand a command line starts with, or None (an option first, ``-h`` or
+    ``--version``, or no known subcommand: the whole parser is built)."""
+    return argv[0] if argv and argv[0] in SUBCOMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

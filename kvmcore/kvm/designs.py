@@ -127,49 +127,6 @@ def access_flags(write: bool, exec_: bool) -> int:
     return abi.KVM_MEMORY_EXIT_FLAG_READ
 
 
-# --- named selections: the columns of ``kvmcore compare`` -------------------------------------
-@dataclass(frozen=True, slots=True)
-class DesignPreset:
-    """One column of ``kvmcore compare``: a design of the thread as a set of proposals.
-
-    ``adds`` are turned on over the arch's feature proposals (the defaults minus every exit
-    design and ``syndrome``); ``upstream`` means ``proposals=()`` (the kernel as it is).
-    """
-
-    name: str
-    title: str
-    adds: tuple[str, ...] = ()
-    upstream: bool = False
-    #: The arches it applies to (None: all), with why not for the others.
-    arches: tuple[str, ...] | None = None
-    arch_reason: str = ""
-
-    def proposals(self, defaults: Iterable[str]) -> tuple[str, ...]:
-        """The ``proposals=`` for a VM of an arch whose default proposals are ``defaults``."""
-        if self.upstream:
-            return ()
-        shaping = set(EXIT_DESIGNS) | {SYNDROME}
-        base = sorted(n for n in defaults if n not in shaping)
-        return tuple(base + [n for n in self.adds if n not in base])
-
-
-PRESETS: dict[str, DesignPreset] = {
-    p.name: p
-    for p in (
-        DesignPreset("upstream", "the kernel as it is (proposals=())", upstream=True),
-        DesignPreset("v3", "KVM Userfault v3: the common helper (patch 03)", (V3_HELPER,)),
-        DesignPreset("kvmcore", "v3 plus kvmcore's syndrome extension (the default)", (V3_HELPER, SYNDROME)),
-        DesignPreset("compromise", "common gpa/size, kvm_arch_prepare_memory_fault_exit() for flags", (ARCH_HOOK,)),
-        DesignPreset(
-            "arm64-esr", "Oliver Upton: arch-computed flags and a sanitised ESR in every exit", (ARCH_HOOK, ARM64_ESR),
-            arches=("arm64",), arch_reason="ESR_EL2 exists only on arm64",
-        ),
-        DesignPreset("rwx", "v3 plus R/W/X access bits in flags", (V3_HELPER, RWX_FLAGS)),
-        DesignPreset("annotate-efault", "v3 plus a memory-fault exit for every -EFAULT", (V3_HELPER, ANNOTATE_EFAULT)),
-    )
-}
-
-
 __all__ = [
     "ANNOTATE_EFAULT",
     "ARCH_HOOK",
@@ -177,11 +134,9 @@ __all__ = [
     "ARM64_ESR",
     "DEFAULT_ARCH_DESIGNS",
     "EXIT_DESIGNS",
-    "PRESETS",
     "RWX_FLAGS",
     "SYNDROME",
     "V3_HELPER",
-    "DesignPreset",
     "ExitDesign",
     "access_flags",
     "check_arch_designs",

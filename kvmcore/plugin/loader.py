@@ -14,8 +14,8 @@ import os
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -30,6 +30,9 @@ from kvmcore.errors import (
 )
 from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
+
+if TYPE_CHECKING:
+    from kvmcore.plugin.status import PluginStatus
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
 #: as ``(name, module)``: the model's generic defaults (``kvmcore/kvm/default_hooks.py``, the
@@ -64,32 +67,6 @@ class EntryPointInfo:
     value: str
     dist: str | None
     version: str | None
-
-
-@dataclass(slots=True)
-class PluginStatus:
-    """A row of ``kvmcore plugins``: an installed plugin and whether it loaded."""
-
-    name: str
-    kind: str  # "arch" or "extension"
-    dist: str | None
-    version: str | None
-    module: str
-    hooks: list[str] = field(default_factory=list)
-    wrappers: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "distribution": self.dist,
-            "version": self.version,
-            "module": self.module,
-            "hooks": self.hooks,
-            "wrappers": self.wrappers,
-            "error": self.error,
-        }
 
 
 def _env_flag(name: str) -> bool:
@@ -165,13 +142,54 @@ def _installed(group: str) -> list[EntryPointInfo]:
         _INSTALLED.clear()
         groups = _INSTALLED[key] = {}
     if group not in groups:
-        every = importlib.metadata.entry_points()  # one read of every distribution for all groups
-        for g in {group, ARCH_GROUP, EXTENSION_GROUP} - groups.keys():
-            infos = groups[g] = []
-            for ep in every.select(group=g):
-                name, version = _name_version(getattr(ep, "dist", None))
-                infos.append(EntryPointInfo(g, ep.name, ep.value, name, version))
+        groups.update(_scan({group, ARCH_GROUP, EXTENSION_GROUP} - groups.keys()))
     return groups[group]
+
+
+def _scan(wanted: set[str]) -> dict[str, list[EntryPointInfo]]:
+    """The entry points of the ``wanted`` groups, as ``importlib.metadata.entry_points()`` finds
+    them (the first distribution of each name on ``sys.path``, in path order) without parsing
+    every distribution's entry points: only those whose ``entry_points.txt`` names a wanted
+    group are parsed (``entry_points()`` parsed them all, half of discovery's cost).
+
+    stevedore, which imports the plugins, is handed the same entry points (see
+    :func:`_share_with_stevedore`) instead of hashing every ``sys.path`` entry to find them again.
+    """
+    found: dict[str, list[EntryPointInfo]] = {g: [] for g in wanted}
+    points: dict[str, list[importlib.metadata.EntryPoint]] = {g: [] for g in wanted}
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        norm = getattr(dist, "_normalized_name", None) or _normalise_dist(dist.metadata["Name"] or "")
+        if norm in seen:  # entry_points() takes each distribution name once: the first on sys.path
+            continue
+        seen.add(norm)
+        text = dist.read_text("entry_points.txt")
+        if not text or not any(g in text for g in wanted):
+            continue
+        name, version = _name_version(dist)
+        for ep in dist.entry_points:
+            if ep.group in wanted:
+                found[ep.group].append(EntryPointInfo(ep.group, ep.name, ep.value, name, version))
+                points[ep.group].append(ep)
+    _share_with_stevedore(points)
+    return found
+
+
+def _share_with_stevedore(points: dict[str, list[importlib.metadata.EntryPoint]]) -> None:
+    """Give stevedore the entry points just found, as its own lookup would list them (one per
+    ``(name, value, group)``): ``ExtensionManager.ENTRY_POINT_CACHE`` is where stevedore keeps
+    a group's entry points once listed. Without it, its first lookup hashes every ``sys.path``
+    entry and reads its on-disk cache, which cost as much as this scan."""
+    import stevedore
+
+    cache = getattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", None)
+    if not isinstance(cache, dict):  # a stevedore without it finds them itself, as before
+        return
+    for group, eps in points.items():
+        unique: dict[tuple[str, str, str], importlib.metadata.EntryPoint] = {}
+        for ep in eps:
+            unique.setdefault((ep.name, ep.value, ep.group), ep)
+        cache[group] = list(unique.values())
 
 
 def _name_version(dist: importlib.metadata.Distribution | None) -> tuple[str | None, str | None]:
@@ -684,6 +702,8 @@ def installed_arches() -> list[str]:
 
 def list_plugins() -> list[PluginStatus]:
     """Every installed arch and extension plugin with what it implements, or why it failed."""
+    from kvmcore.plugin.status import PluginStatus
+
     rows: list[PluginStatus] = []
     for name, candidates in sorted(entry_points(ARCH_GROUP).items()):
         try:

@@ -9,7 +9,7 @@ import kvmcore
 
 from .encode import encode_abort
 from .esr import HPFAR_EL2_FIPA_SHIFT
-from .trace import TRACE_PATTERNS, parse_event
+from .trace import parse_event
 
 #: arm64 tracepoint -> ``TraceEvent.kind``.
 TRACE_KINDS = {
@@ -70,4 +70,4 @@ def trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     return kvmcore.TraceEvent(TRACE_KINDS[event], fields, raw)
 
 
-__all__ = ["TRACE_KINDS", "TRACE_PATTERNS", "encode_access", "trace_event"]
+__all__ = ["TRACE_KINDS", "encode_access", "trace_event"]

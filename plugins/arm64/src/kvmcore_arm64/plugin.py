@@ -2,7 +2,8 @@
 
 Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode),
 ``abort`` (``kvm_handle_guest_abort()`` and what it calls), ``syndrome`` (memory-fault
-syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events).
+syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events; imported
+on first use: listing plugins and decoding registers do not need the trace parsers).
 """
 
 from __future__ import annotations
@@ -13,9 +14,22 @@ from typing import Any
 import kvmcore
 from kvmcore import ArchInfo, hookimpl
 
-from . import abort, convert, syndrome
+from . import abort, syndrome
 from . import fault as _fault
 from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
+
+#: The texts of the events a guest-fault trace is made of, exactly as the kernel prints them
+#: (arch/arm64/kvm/trace_arm.h; lower-case hex, ``%#x`` prints a bare ``0`` for zero, the exit's
+#: symbols as __print_symbolic() names them): ``ArchInfo.trace_patterns``, the selector of
+#: ``kvmcore replay``'s block fast path. Strings here, so that loading the plugin does not import
+#: the trace parsers; :func:`kvmcore_arm64.trace.parse_event` stays the oracle (every text these
+#: select is parsed by it).
+_HEX_CANON = "(?:0x[0-9a-f]+|0)"
+TRACE_PATTERNS: dict[str, str] = {
+    "kvm_guest_fault": f"ipa {_HEX_CANON}, hsr {_HEX_CANON}, hxfar {_HEX_CANON}, pc {_HEX_CANON}",
+    "kvm_exit": r"[A-Z_]+: HSR_EC: 0x[0-9a-f]{4} \([A-Z0-9_]+\), PC: 0x[0-9a-f]{16}",
+    "kvm_entry": "PC: 0x[0-9a-f]{16}",
+}
 
 ARCH_INFO = ArchInfo(
     name="arm64",
@@ -26,7 +40,7 @@ ARCH_INFO = ArchInfo(
     extra_keys=MODEL_KEYS,
     description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
     designs=("v3-helper", "arch-hook", "arm64-esr", "rwx-flags", "annotate-efault"),
-    trace_patterns=convert.TRACE_PATTERNS,
+    trace_patterns=TRACE_PATTERNS,
     settings={
         "granule": tuple(GRANULE_SHIFTS),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),
@@ -86,6 +100,8 @@ def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) ->
 @hookimpl
 def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, int]:
     """``kvmcore.Access`` -> the ESR/FAR/HPFAR an arm64 CPU reports for it."""
+    from . import convert  # imported on first use
+
     return convert.encode_access(access)
 
 
@@ -98,7 +114,19 @@ def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, int]) -> kvmcore.Syndrom
 @hookimpl
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """``kvm_guest_fault``, ``kvm_mmio_nisv``, ``kvm_access_fault``, ``kvm_exit``... lines."""
-    return convert.trace_event(event, text)
+    return (_trace_event or _load_trace_event())(event, text)
+
+
+_trace_event: Any = None
+
+
+def _load_trace_event() -> Any:
+    """Import ``convert`` (and the trace parsers) on first use only, once."""
+    global _trace_event
+    from .convert import trace_event
+
+    _trace_event = trace_event
+    return trace_event
 
 
 @hookimpl

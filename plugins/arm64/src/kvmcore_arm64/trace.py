@@ -81,18 +81,6 @@ _PARSERS: dict[str, tuple[re.Pattern[str], Callable[[re.Match[str]], dict[str, A
     "kvm_mmio_emulate": (_MMIO_EMULATE, _mmio_emulate),
 }
 
-#: The texts of the events a guest-fault trace is made of, exactly as the kernel prints them
-#: (arch/arm64/kvm/trace_arm.h; lower-case hex, ``%#x`` prints a bare ``0`` for zero, the exit's
-#: symbols as __print_symbolic() names them): ``ArchInfo.trace_patterns``, the selector of
-#: ``kvmcore replay``'s block fast path. :func:`parse_event` stays the oracle: every text this
-#: selects is parsed by it.
-_HEX_CANON = "(?:0x[0-9a-f]+|0)"
-TRACE_PATTERNS: dict[str, str] = {
-    "kvm_guest_fault": f"ipa {_HEX_CANON}, hsr {_HEX_CANON}, hxfar {_HEX_CANON}, pc {_HEX_CANON}",
-    "kvm_exit": r"[A-Z_]+: HSR_EC: 0x[0-9a-f]{4} \([A-Z0-9_]+\), PC: 0x[0-9a-f]{16}",
-    "kvm_entry": "PC: 0x[0-9a-f]{16}",
-}
-
 #: The events :func:`parse_event` understands.
 EVENTS: tuple[str, ...] = tuple(_PARSERS)
 
@@ -116,4 +104,4 @@ def parse_event(event_name: str, text: str) -> dict[str, Any] | None:
     return build(m)
 
 
-__all__ = ["EVENTS", "TRACE_PATTERNS", "parse_event"]
+__all__ = ["EVENTS", "parse_event"]

@@ -14,10 +14,8 @@ from typing import Any
 import kvmcore
 from kvmcore import abi, hookimpl
 
-from .encode import encode_guest_page_fault
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
 from .gstage import gstage_page_fault
-from .trace import TRACE_PATTERNS, parse_event
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_LOAD_GUEST_PAGE_FAULT,
@@ -31,6 +29,17 @@ from .trap import (
 CAUSES = ("not_present", "no_slot")
 #: VM settings: none (the kernel modelled is ``vm.kernel``).
 SETTINGS: dict[str, tuple[Any, ...]] = {}
+
+
+#: ``kvm_exit``'s text exactly as the kernel prints it (``%lx``: lower-case hex, no padding), the
+#: event that carries riscv's guest-page faults, and ``kvm_entry``'s (either form, see
+#: :func:`kvmcore_riscv.trace.parse_kvm_entry`): ``ArchInfo.trace_patterns``, the selector of
+#: ``kvmcore replay``'s block fast path. Strings here, so that loading the plugin does not import
+#: the trace parsers, which stay the oracles.
+TRACE_PATTERNS: dict[str, str] = {
+    "kvm_exit": "SEPC:0x[0-9a-f]+, SCAUSE:0x[0-9a-f]+, STVAL:0x[0-9a-f]+, HTVAL:0x[0-9a-f]+, HTINST:0x[0-9a-f]+",
+    "kvm_entry": "PC: 0x[0-9a-f]+",
+}
 
 
 @hookimpl
@@ -113,6 +122,8 @@ _SCAUSE_ACCESS_FLAG = {
 def encode_fault(access: kvmcore.Access) -> dict[str, int]:
     """The trap CSRs for a logical access (``encode_guest_page_fault``), plus ``private`` and,
     for a write, ``data``."""
+    from .encode import encode_guest_page_fault  # on first use: handling faults does not need it
+
     if access.cause not in CAUSES:
         raise ValueError(
             f"cause={access.cause!r}: RISC-V cannot express it; scause reports only the access "
@@ -137,7 +148,7 @@ def describe_syndrome(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
 def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """``kvm_exit`` (a guest-page fault for scause 20/21/23) and ``kvm_entry`` from
     ``arch/riscv/kvm/trace.h``; None for other events."""
-    fields = parse_event(event, text)
+    fields = (_parse_event or _load_parse_event())(event, text)
     if fields is None:
         return None
     if event == "kvm_entry":
@@ -145,6 +156,19 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
         return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
+
+
+_parse_event: Any = None
+
+
+def _load_parse_event() -> Any:
+    """Import the trace parser on first use only (listing plugins and decoding registers do
+    not need it), once."""
+    global _parse_event
+    from .trace import parse_event
+
+    _parse_event = parse_event
+    return parse_event
 
 
 @hookimpl

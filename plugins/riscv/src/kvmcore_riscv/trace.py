@@ -22,14 +22,6 @@ _KVM_ENTRY_TYPO = re.compile(r"PC: 0x016(0|[1-9a-fA-F][0-9a-fA-F]{0,15})")
 _KVM_ENTRY_FIXED = re.compile(r"PC: 0x([0-9a-fA-F]{16})")
 
 KVM_EXIT_FIELDS = ("sepc", "scause", "stval", "htval", "htinst")
-#: ``kvm_exit``'s text exactly as the kernel prints it (``%lx``: lower-case hex, no padding), the
-#: event that carries riscv's guest-page faults, and ``kvm_entry``'s (either form, see
-#: :func:`parse_kvm_entry`): ``ArchInfo.trace_patterns``, the selector of ``kvmcore replay``'s
-#: block fast path (:func:`parse_kvm_exit` and :func:`parse_kvm_entry` stay the oracles).
-TRACE_PATTERNS: dict[str, str] = {
-    "kvm_exit": "SEPC:0x[0-9a-f]+, SCAUSE:0x[0-9a-f]+, STVAL:0x[0-9a-f]+, HTVAL:0x[0-9a-f]+, HTINST:0x[0-9a-f]+",
-    "kvm_entry": "PC: 0x[0-9a-f]+",
-}
 
 
 def _malformed(event: str, text: str, expected: str) -> ValueError:

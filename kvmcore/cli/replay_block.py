@@ -50,6 +50,7 @@ from operator import eq, ge, is_, itemgetter, ne, not_, sub
 from typing import Any
 
 from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
+from kvmcore.plugin.isolation import trace_pattern_error
 
 #: ``Counter.update``'s C helper: ``mapping[x] = mapping.get(x, 0) + 1`` for each ``x``, in C.
 _count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - private, not in the stubs
@@ -116,8 +117,12 @@ class Blocks:
         self.scan = scan
         self.block_size = max(1, block_size)
         patterns: dict[str, list[str]] = {}
-        for arch in scan.resolver.arches.values():
+        for name, arch in scan.resolver.arches.items():
             for event, text in (getattr(arch.info, "trace_patterns", None) or {}).items():
+                error = trace_pattern_error(event, text)
+                if error is not None:  # the per-line scan reads these events
+                    scan.summary.notes.append(f"arch {name!r}: {error}: its lines are read one by one")
+                    continue
                 patterns.setdefault(event, []).append(text)
         self.events = sorted(patterns)
         self.rx = block_pattern(patterns)

@@ -271,12 +271,15 @@ def test_block_pattern_agrees_with_the_event_regex() -> None:
 
 
 def test_arch_info_trace_patterns_checked() -> None:
-    from kvmcore.plugin.isolation import _check_trace_patterns
+    from kvmcore.plugin.isolation import _check_trace_patterns, trace_pattern_error
 
-    assert _check_trace_patterns({"kvm_guest_fault": "ipa (0x[0-9a-f]+)"}) is not None  # a group
-    assert _check_trace_patterns({"kvm_guest_fault": "ipa ("}) is not None
-    assert _check_trace_patterns({"kvm guest": "x"}) is not None
-    assert _check_trace_patterns({"kvm_guest_fault": "ipa (?:0x[0-9a-f]+)"}) is None
+    assert _check_trace_patterns({"kvm guest": "x"}) is not None  # at load: names and strings
+    assert _check_trace_patterns({"kvm_guest_fault": 5}) is not None
+    assert _check_trace_patterns(["kvm_guest_fault"]) is not None
+    assert _check_trace_patterns({"kvm_guest_fault": "ipa ("}) is None  # compiled by replay only
+    assert "capturing group" in (trace_pattern_error("kvm_guest_fault", "ipa (0x[0-9a-f]+)") or "")
+    assert "not a regular expression" in (trace_pattern_error("kvm_guest_fault", "ipa (") or "")
+    assert trace_pattern_error("kvm_guest_fault", "ipa (?:0x[0-9a-f]+)") is None
 
 
 @needs()
@@ -390,3 +393,20 @@ def test_exits_and_entries_between_the_faults(tmp_path: Path) -> None:
     s = assert_same(path, blocks=(4096, None), arch="arm64")
     assert s.by_arch_kind["arm64"] == {"exit": 6000, "guest_fault": 6000, "entry": 6000}
     assert count_per_line(path, arch="arm64") < 100
+
+
+@needs("arm64")
+def test_a_broken_pattern_leaves_its_lines_to_the_per_line_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin's trace_patterns entry that is not a regular expression (or has a capturing
+    group) is named in a note; its event's lines are read one by one, the summary unchanged."""
+    from kvmcore_arm64 import plugin
+
+    path = tmp_path / "arm64.trace"
+    path.write_text(arm64_trace(2, 400))
+    want = summary(path, per_line=True)
+    monkeypatch.setitem(plugin.TRACE_PATTERNS, "kvm_guest_fault", "ipa (0x")
+    got = summary(path, per_line=False)
+    notes = [n for n in got[0]["notes"] if "trace_patterns['kvm_guest_fault']" in n]
+    assert len(notes) == 1 and "not a regular expression" in notes[0]
+    got[0]["notes"] = [n for n in got[0]["notes"] if n not in notes]
+    assert got[0] == want[0]

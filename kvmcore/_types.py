@@ -48,6 +48,12 @@ class ArchInfo:
     #: for another is refused, and the conformance kit checks each one listed. The default is
     #: what common code does alone; ``arch-hook`` needs ``kvm_arch_prepare_memory_fault_exit``.
     designs: tuple[str, ...] = ("v3-helper", "rwx-flags", "annotate-efault")
+    #: ``kvmcore replay``'s block fast path: event name -> a regular expression of the event's
+    #: text (what follows ``event: ``) in the canonical form the kernel's TP_printk prints,
+    #: e.g. ``{"kvm_guest_fault": r"ipa 0x[0-9a-f]+, hsr ..."}``. No capturing groups, nothing
+    #: that matches a newline. Only a selector: every distinct text it selects is still parsed
+    #: by ``parse_trace_event`` (the oracle), so a looser pattern costs speed, never accuracy.
+    trace_patterns: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

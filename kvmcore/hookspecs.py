@@ -207,6 +207,9 @@ def parse_trace_event(event: str, text: str) -> TraceEvent | None:
     :return: a :class:`kvmcore.TraceEvent` (kind, parsed fields, raw registers to decode), or
         ``None`` if this arch does not know the event. Raise ``ValueError`` naming the event when the
         text is malformed.
+
+    ``ArchInfo.trace_patterns`` (optional) declares the event texts in their canonical form, for
+    the replay's block fast path; this hook stays their parser (docs/hooks.md).
     """
 
 

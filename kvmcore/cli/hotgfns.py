@@ -23,6 +23,7 @@ list is empty and the report says so, with the bound.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Bytes a gfn costs while counted exactly (dict entry, int key and value, resize headroom).
@@ -111,7 +112,7 @@ class HotGfns:
     found, else ``hot.add_new(gfn)``. ``counts`` is the sketch's own dict once approximate.
     """
 
-    __slots__ = ("budget", "limit", "counts", "sketch", "hits_before")
+    __slots__ = ("budget", "limit", "counts", "sketch", "hits_before", "flush")
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
         if budget < SKETCH_ENTRY_BYTES:
@@ -120,6 +121,9 @@ class HotGfns:
         self.limit = budget // EXACT_ENTRY_BYTES  # distinct gfns counted exactly
         self.counts: dict[int, int] = {}
         self.sketch: SpaceSaving | None = None
+        #: called before the counts are read to make the sketch: replay's block fast path
+        #: (kvmcore.cli.replay_block) folds in the counts it holds back
+        self.flush: Callable[[], None] | None = None
 
     @property
     def exact(self) -> bool:
@@ -141,6 +145,8 @@ class HotGfns:
 
     def _to_sketch(self) -> SpaceSaving:
         """Keep the largest exact counts (error 0) as the sketch's counters."""
+        if self.flush is not None:
+            self.flush()
         sketch = SpaceSaving(max(1, self.budget // SKETCH_ENTRY_BYTES))
         keep = heapq.nlargest(sketch.capacity, self.counts.items(), key=lambda kv: (kv[1], -kv[0]))
         sketch.counts = dict(keep)

@@ -604,6 +604,9 @@ def replay(
     events: str | None = None,
     unwrap: bool = True,
     choice: ModelChoice | None = None,
+    *,
+    per_line: bool | None = None,
+    block_size: int | None = None,
 ) -> Summary:
     """Stream ``source`` (a path, or ``-`` for stdin) and return its :class:`Summary`.
 
@@ -612,6 +615,9 @@ def replay(
     row per guest fault event to this Parquet file (:mod:`kvmcore.cli.events`; serial). The VMs
     that decode it model ``choice``'s kernel and proposals (over the ``memslots`` scenario's).
     ``unwrap``: rejoin lines a mail client wrapped (``--no-unwrap`` turns it off).
+    ``per_line`` forces the per-line scan (the block fast path's oracle; default: the
+    ``KVMCORE_REPLAY_PER_LINE`` environment variable), ``block_size`` the fast path's block
+    (characters; tests use tiny blocks): both for developers, neither changes the summary.
     """
     try:
         HotGfns(memory)
@@ -653,9 +659,9 @@ def replay(
                 raise ReplayError(f"--events {events}: {exc.strerror or exc}") from None
         head = list(itertools.islice(stream, PROBE_LINES)) if arch == "auto" else []
         resolver.probe(head)
-        lines = itertools.chain(head, stream) if head else stream
-        _scan(lines, summary, resolver, memory, progress, total, memslots is not None,
-              getattr(stream, "buffer", None), writer, unwrap=unwrap, has_settings=bool(settings))
+        _scan(stream, summary, resolver, memory, progress, total, memslots is not None,
+              getattr(stream, "buffer", None), writer, unwrap=unwrap, has_settings=bool(settings),
+              head=head, per_line=per_line, block_size=block_size)
         if writer is not None:
             summary.notes.append(f"wrote {writer.close():,} guest fault events to {events}")
     finally:
@@ -692,11 +698,26 @@ def _finish(summary: Summary, arches: dict[str, Any], vcpus: dict[str, Any]) -> 
 
 def _scan(stream: Any, summary: Summary, resolver: _Resolver, memory: int, progress: bool,
           total: int, with_slots: bool, buffer: Any, sink: Any = None, *, unwrap: bool = True,
-          has_settings: bool = False) -> None:
-    """Count every line of ``stream`` into ``summary`` (the serial scan; the parallel replay runs
-    it on each range of a file)."""
-    _Scan(summary, resolver, memory, with_slots, has_settings, unwrap, sink).run(
-        enumerate(stream, 1), progress, total, buffer)
+          has_settings: bool = False, head: list[str] | None = None, per_line: bool | None = None,
+          block_size: int | None = None) -> None:
+    """Count every line of ``head`` then ``stream`` into ``summary`` (the serial scan; the
+    parallel replay runs it on each range of a file).
+
+    A text stream (one with ``read``) is read in blocks through the block fast path
+    (:mod:`kvmcore.cli.replay_block`) unless ``per_line`` (default: the ``KVMCORE_REPLAY_PER_LINE``
+    environment variable) or ``--events`` asks for the per-line scan, which is its oracle.
+    """
+    from kvmcore.cli import replay_block
+
+    scan = _Scan(summary, resolver, memory, with_slots, has_settings, unwrap, sink)
+    if per_line is None:
+        per_line = replay_block.per_line_forced()
+    if per_line or sink is not None or not hasattr(stream, "read"):
+        records: Any = enumerate(itertools.chain(head, stream) if head else stream, 1)
+    else:
+        blocks = replay_block.Blocks(scan, block_size or replay_block.BLOCK_SIZE)
+        records = blocks.records(stream, head or [])
+    scan.run(records, progress, total, buffer)
 
 
 def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str, Any], memslots: str | None,
@@ -725,8 +746,31 @@ def _what_kvm_does(summary: Summary, arches: dict[str, Any], settings: dict[str,
         lp["kvm"] = text
 
 
+def _registers(label: str, raw: Any) -> tuple[Any, ...]:
+    """The registers of a fault as the memo keys them: ``(label, *raw.items())``."""
+    return (label, *raw.items())
+
+
+def _hit(label: str, decoded: Any, registers: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the counters need of a decoded fault: ``((label, fault kind, access, private,
+    page-walk index), gfn, registers)``. Two faults are "the same fault" (a fault loop) when
+    their hits are equal: the same registers (and so the same decode), whichever memo
+    generation decoded them."""
+    return ((label, getattr(decoded, "fault_kind", "?"),
+             "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
+             _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
+            decoded.gfn, registers)
+
+
 class _Scan:
     """One pass over the lines: parse, pair, decode, count (state kept across lines)."""
+
+    # what the block fast path (kvmcore.cli.replay_block, which does not import this module)
+    # shares with the per-line scan
+    loop_min = LOOP_MIN
+    max_names = MAX_NAMES
+    max_pcs = MAX_PCS
+    make_hit = staticmethod(_hit)
 
     def __init__(self, summary: Summary, resolver: _Resolver, memory: int, with_slots: bool, has_settings: bool,
                  unwrap: bool = True, sink: Any = None) -> None:
@@ -738,20 +782,21 @@ class _Scan:
         self.with_slots = with_slots
         self.has_settings = has_settings
         # decode_fault is a pure function of the registers for a fixed VM: remember recent ones
-        # as ((label, fault kind, access, private, page-walk index), gfn)
-        self.memo: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
-        self.memo_old: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+        # as ((label, fault kind, access, private, page-walk index), gfn, registers) (_hit)
+        self.memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.memo_old: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         #: thread -> the guest_fault_exit waiting for its fault event
         self.pending: dict[Any, tuple[int, str, Any, dict[str, Any], Any]] = {}
         #: label -> vCPU -> [decoded hit, run length, first line, raw (from the 2nd fault on), pc,
-        #: the vCPU's faults so far]: the current run of identical faults (the same memo entry,
-        #: so the same registers; the same pc)
+        #: the vCPU's faults so far]: the current run of identical faults (equal hits, so the
+        #: same registers; the same pc)
         self.runs: dict[str, dict[Any, list[Any]]] = {}
         self.labels: dict[str, list[Any]] = {}
         #: the last log line's registers (arch, registers, index in log_syndromes), to merge a
         #: register dump printed over consecutive lines; reset by any other line but blank ones
         self.last_log: tuple[str, dict[str, Any], int] | None = None
         self.log_tail = -1  # the line number the last log line (or a blank line after it) was on
+        self.fast_events = 0  # events the block fast path counted (kvmcore.cli.replay_block)
 
     def run(self, records: Any, progress: bool, total: int, buffer: Any) -> None:
         summary = self.summary
@@ -906,7 +951,7 @@ class _Scan:
                         fault(lineno, line, m, event, label, entry, raw, ev.fields, memo_key, ev)
                         continue
                     memo[memo_key] = hit  # type: ignore[index]
-                key, gfn = hit
+                key, gfn, _ = hit
                 faults[key] = faults.get(key, 0) + 1
                 if label is not last_label:
                     state = labels.get(label) or self._per_label(label)
@@ -932,7 +977,7 @@ class _Scan:
                     vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
                 # the vCPU's run of identical faults (a fault loop) and its fault count (run[5])
                 run = state[0].get(vkey)
-                if run is not None and run[0] is hit and run[4] == pc:
+                if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
                     run[1] += 1
                     run[5] += 1
                     if run[1] == 2:
@@ -984,7 +1029,7 @@ class _Scan:
         for label in [k for k, pcs in summary.rips.items() if not pcs]:
             del summary.rips[label]
         summary.lines = lineno
-        summary.events = events
+        summary.events = events + self.fast_events
         if progress:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
@@ -1032,16 +1077,10 @@ class _Scan:
                 return
             if self.sink is not None:
                 self.sink.add(lineno, line, m, label, event, ev, decoded)
-            hit = ((label, getattr(decoded, "fault_kind", "?"),
-                    "exec" if decoded.exec else "write" if decoded.write else "read", bool(decoded.is_private),
-                    _WALK_INDEX.get(getattr(decoded, "page_walk", None), 2)),
-                   decoded.gfn)
+            hit = _hit(label, decoded, memo_key if memo_key is not None else _registers(label, raw))
             if memo_key is not None:
-                if len(memo) >= MEMO_SIZE:  # two generations: recently used entries survive
-                    self.memo_old = dict(memo)
-                    memo.clear()  # in place: the scan loop holds this dict
-                memo[memo_key] = hit
-        key, gfn = hit
+                self.remember(memo_key, hit)
+        key, gfn, _ = hit
         faults = self.summary.faults
         faults[key] = faults.get(key, 0) + 1
         state = self.labels.get(label) or self._per_label(label)
@@ -1066,18 +1105,26 @@ class _Scan:
             vkey = line[:cut] if 0 < cut < m.start() else "(unknown vCPU)"
         runs = state[0]
         run = runs.get(vkey)
-        if run is not None and run[0] is hit and run[4] == pc:
+        if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
             run[1] += 1
             run[5] += 1
             if run[1] == 2:
                 run[3] = raw
-        elif run is not None and (memo_key is None or run[1] < LOOP_MIN):  # reuse it
+        elif run is not None and run[1] < LOOP_MIN:  # reuse it
             run[0], run[1], run[2], run[3], run[4] = hit, 1, lineno, raw, pc
             run[5] += 1
         else:
             self.new_run(runs, vkey, run, hit, lineno, raw, pc)
         if self.with_slots:
             self.count_slot(label, entry, gfn)
+
+    def remember(self, memo_key: tuple[Any, ...], hit: tuple[Any, ...]) -> None:
+        """Remember a decode (two generations: recently used entries survive a full memo)."""
+        memo = self.memo
+        if len(memo) >= MEMO_SIZE:
+            self.memo_old = dict(memo)
+            memo.clear()  # in place: the scan loop holds this dict
+        memo[memo_key] = hit
 
     def new_run(self, runs: dict[Any, list[Any]], vkey: Any, run: list[Any] | None, hit: Any, lineno: int,
                 raw: Any, pc: Any) -> None:
@@ -1103,18 +1150,18 @@ class _Scan:
                     per[tidied] = per.get(tidied, 0) + run[5]
                 run[5] = 0
 
-    def count_slot(self, label: str, entry: Any, gfn: int) -> None:
+    def count_slot(self, label: str, entry: Any, gfn: int, n: int = 1) -> None:
         slot = entry[3].vm.gfn_to_memslot(gfn)
         name = f"slot {slot.id}" if slot is not None else "no slot"
         per = self.summary.slots.setdefault(label, {})
-        per[name] = per.get(name, 0) + 1
+        per[name] = per.get(name, 0) + n
 
     def close_run(self, vkey: Any, run: list[Any]) -> None:
         """A run of identical faults ended: remember it as a loop if it was long enough."""
         hit, count, first, raw, pc, _ = run
         if count < LOOP_MIN:
             return
-        key, gfn = hit
+        key, gfn, _ = hit
         label = key[0]
         loops = self.summary.loops
         vkey = _vcpu_name(vkey)

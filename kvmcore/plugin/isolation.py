@@ -9,6 +9,7 @@ checks results with :func:`short_repr` in its messages. See docs/robustness.md.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -89,4 +90,28 @@ def check_arch_info(info: ArchInfo) -> str | None:
             return f"settings[{short_repr(key)}] = {short_repr(values)}: expected a non-empty tuple of accepted values"
     if type(info.description) is not str:
         return f"description {short_repr(info.description)}: expected a string"
+    return _check_trace_patterns(info.trace_patterns)
+
+
+def _check_trace_patterns(patterns: Any) -> str | None:
+    """``ArchInfo.trace_patterns``: event name -> a regular expression string. Compiled (and
+    checked for capturing groups) by ``kvmcore replay`` only, not at every load: see
+    :func:`trace_pattern_error`."""
+    if not isinstance(patterns, Mapping):
+        return f"trace_patterns {short_repr(patterns)}: expected a mapping of event name to a regular expression"
+    for event, pattern in patterns.items():
+        if type(event) is not str or not event.isidentifier() or type(pattern) is not str:
+            return f"trace_patterns[{short_repr(event)}] = {short_repr(pattern)}: expected an event name and a regular expression string"
+    return None
+
+
+def trace_pattern_error(event: str, pattern: str) -> str | None:
+    """What is wrong with one ``ArchInfo.trace_patterns`` entry for ``kvmcore replay`` (not a
+    regular expression, or capturing groups), or None."""
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as exc:
+        return f"trace_patterns[{event!r}]: not a regular expression ({exc})"
+    if groups:
+        return f"trace_patterns[{event!r}]: has {groups} capturing group(s); use (?:...)"
     return None

@@ -18,6 +18,19 @@ from . import abort, syndrome
 from . import fault as _fault
 from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
 
+#: The texts of the events a guest-fault trace is made of, exactly as the kernel prints them
+#: (arch/arm64/kvm/trace_arm.h; lower-case hex, ``%#x`` prints a bare ``0`` for zero, the exit's
+#: symbols as __print_symbolic() names them): ``ArchInfo.trace_patterns``, the selector of
+#: ``kvmcore replay``'s block fast path. Strings here, so that loading the plugin does not import
+#: the trace parsers; :func:`kvmcore_arm64.trace.parse_event` stays the oracle (every text these
+#: select is parsed by it).
+_HEX_CANON = "(?:0x[0-9a-f]+|0)"
+TRACE_PATTERNS: dict[str, str] = {
+    "kvm_guest_fault": f"ipa {_HEX_CANON}, hsr {_HEX_CANON}, hxfar {_HEX_CANON}, pc {_HEX_CANON}",
+    "kvm_exit": r"[A-Z_]+: HSR_EC: 0x[0-9a-f]{4} \([A-Z0-9_]+\), PC: 0x[0-9a-f]{16}",
+    "kvm_entry": "PC: 0x[0-9a-f]{16}",
+}
+
 ARCH_INFO = ArchInfo(
     name="arm64",
     fault_type=Arm64Fault,
@@ -27,6 +40,7 @@ ARCH_INFO = ArchInfo(
     extra_keys=MODEL_KEYS,
     description="arm64 stage-2 aborts: ESR_EL2/HPFAR_EL2/FAR_EL2, kvm_handle_guest_abort(), user_mem_abort()",
     designs=("v3-helper", "arch-hook", "arm64-esr", "rwx-flags", "annotate-efault"),
+    trace_patterns=TRACE_PATTERNS,
     settings={
         "granule": tuple(GRANULE_SHIFTS),
         "ipa_bits": (40, 32, 36, 42, 44, 48, 52),

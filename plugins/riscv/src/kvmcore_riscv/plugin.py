@@ -31,6 +31,17 @@ CAUSES = ("not_present", "no_slot")
 SETTINGS: dict[str, tuple[Any, ...]] = {}
 
 
+#: ``kvm_exit``'s text exactly as the kernel prints it (``%lx``: lower-case hex, no padding), the
+#: event that carries riscv's guest-page faults, and ``kvm_entry``'s (either form, see
+#: :func:`kvmcore_riscv.trace.parse_kvm_entry`): ``ArchInfo.trace_patterns``, the selector of
+#: ``kvmcore replay``'s block fast path. Strings here, so that loading the plugin does not import
+#: the trace parsers, which stay the oracles.
+TRACE_PATTERNS: dict[str, str] = {
+    "kvm_exit": "SEPC:0x[0-9a-f]+, SCAUSE:0x[0-9a-f]+, STVAL:0x[0-9a-f]+, HTVAL:0x[0-9a-f]+, HTINST:0x[0-9a-f]+",
+    "kvm_entry": "PC: 0x[0-9a-f]+",
+}
+
+
 @hookimpl
 def arch_info() -> kvmcore.ArchInfo:
     """RV64 host with the H extension; GPAs up to 59 bits (Sv57x4)."""
@@ -48,6 +59,7 @@ def arch_info() -> kvmcore.ArchInfo:
         settings=SETTINGS,
         causes=CAUSES,
         designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
+        trace_patterns=TRACE_PATTERNS,
     )
 
 

@@ -28,6 +28,16 @@ SETTINGS: dict[str, tuple[Any, ...]] = {
 }
 
 
+#: ``kvm_page_fault``'s text as 6.15+ kernels print it (``"vcpu %u rip 0x%lx address 0x%016llx
+#: error_code 0x%llx"``, arch/x86/kvm/trace.h): ``ArchInfo.trace_patterns``, the selector of
+#: ``kvmcore replay``'s block fast path. Kept here, not in ``trace``, so that loading the plugin
+#: does not import the trace parsers; ``kvmcore_x86.trace.parse_event`` stays the oracle.
+#: ``kvm_exit`` is not here: an EPT violation's exit is paired with its fault event line by line.
+TRACE_PATTERNS: dict[str, str] = {
+    "kvm_page_fault": "vcpu [0-9]+ rip 0x[0-9a-f]+ address 0x[0-9a-f]+ error_code 0x[0-9a-f]+",
+}
+
+
 @kvmcore.hookimpl
 def arch_info() -> kvmcore.ArchInfo:
     return kvmcore.ArchInfo(
@@ -41,6 +51,7 @@ def arch_info() -> kvmcore.ArchInfo:
         settings=SETTINGS,
         causes=("not_present", "read_only", "no_exec", "no_slot"),
         designs=("v3-helper", "arch-hook", "rwx-flags", "annotate-efault"),
+        trace_patterns=TRACE_PATTERNS,
     )
 
 

@@ -1,0 +1,710 @@
+"""The block fast path of ``kvmcore replay``: whole blocks of canonical fault lines counted in C.
+
+The per-line scan (:class:`kvmcore.cli.replay._Scan`) costs several microseconds a line: the event
+regex, the arch's parser, a ``TraceEvent``, the memo, the counters, all in Python. A trace is
+mostly one event printed the same way millions of times, so this module reads the input in
+blocks of :data:`BLOCK_SIZE` characters cut at line boundaries and, for each block, runs one
+regular expression over the whole block (``findall``, in C) that splits every line into its
+tracing thread and its event text when the line is an event the arches declare in
+``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
+``kvm_exit``) printed in the kernel's canonical ftrace form. Each distinct text gets a small id
+(one hash per line); everything else is read from per-id lists with ``map`` and counted with C
+tools: ``collections.Counter``'s ``_count_elements`` into a pending count per id (folded into the
+summary's tables at the end, :meth:`Blocks.flush`), ``map``/``compress`` over the per-vCPU
+sequences of fault signatures for the fault-loop runs.
+
+The per-line path is the oracle, in three ways:
+
+* every distinct text is parsed by the arch's ``parse_trace_event`` (through the same resolver
+  cache entry the per-line scan would use) and decoded by ``decode_fault`` through the same
+  memo, once, and remembered (:data:`TEXT_MEMO_SIZE` texts, then forgotten);
+* every line the block pattern does not match, every text whose parse or decode does not give a
+  plain counted event, and the first and last line of every stretch of fast lines go to the
+  per-line scan, in order (so wrapped lines, mail quoting, x86 exit pairing, log lines, malformed
+  lines and skipped-line accounting behave exactly as before);
+* what depends on the order of the lines is done in order: table entries are made at a text's
+  first line (insertion order, the PC cap), loops are closed in line order, and a stretch whose
+  counting would depend on the order of its lines (the hot-gfn counter turning into a sketch,
+  more than ``MAX_NAMES`` vCPUs, faults of two arches) goes to the per-line scan.
+
+What the fast path counts for a stretch is what the per-line scan would count for the same lines
+(tests/cli/test_replay_block.py and tests/fuzz/test_fuzz_replay.py compare the two summaries).
+``KVMCORE_REPLAY_PER_LINE=1`` (or ``replay(..., per_line=True)``) forces the per-line scan, for
+developers comparing the two.
+
+Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts): the
+block regex ~40%, parsing and decoding each distinct text once ~25%, the text-id lookup ~12%,
+the counting ~10%. Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once)
+and the text memo (about 0.5 KiB a text).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import compress, islice, repeat
+from operator import eq, ge, is_, itemgetter, ne, not_, sub
+from typing import Any
+
+from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
+from kvmcore.plugin.isolation import trace_pattern_error
+
+#: ``Counter.update``'s C helper: ``mapping[x] = mapping.get(x, 0) + 1`` for each ``x``, in C.
+_count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - private, not in the stubs
+
+#: Characters read at once (the block is cut back to its last newline).
+BLOCK_SIZE = 1 << 20
+#: Lines matched at once (a block of very short lines is matched in parts: memory stays bounded).
+MAX_BLOCK_LINES = 1 << 15
+#: Distinct event texts remembered with their parse and decode (then all forgotten at once).
+TEXT_MEMO_SIZE = 1 << 17
+#: Distinct line prefixes (tracing threads) remembered with the vCPU they name.
+THREAD_MEMO_SIZE = 1 << 12
+#: Set to 1 to force the per-line scan (developers: the oracle of the fast path).
+PER_LINE_ENV = "KVMCORE_REPLAY_PER_LINE"
+
+_NONE = object()  # no resolver cache entry for an event
+_SLOW = "slow"  # a text the per-line scan must see (its verdict is remembered)
+_UNRESOLVED = "unresolved"  # the event's arch is not known yet: ask the per-line scan once
+_THREAD = itemgetter(0)
+_KEY = itemgetter(1)
+
+
+def per_line_forced() -> bool:
+    return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
+    """The block regex: per line, ``(thread, "event: text")`` for a canonical event line, else
+    ``("", "")``; one match per line (every line ends with a newline).
+
+    The prefix part agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line it
+    matches: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
+    ``[system:]event:`` as EVENT_RE splits it, and at least one space after the event's colon (so
+    EVENT_RE cannot read the text's first word as the event). It is stricter than EVENT_RE (spaces,
+    not any blank; ASCII digits and names): what it does not take goes to the per-line scan. The
+    thread group is the line up to the space before the timestamp (what the per-line scan cuts
+    the vCPU name from).
+    """
+    if not patterns:
+        return None
+    alternatives = "|".join(
+        rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
+        for event, texts in sorted(patterns.items())
+    )
+    return re.compile(r"(?:([^:\n]*) (?>[0-9]+(?:\.[0-9]+)?): +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
+
+
+class _ThreadVcpus(dict[str, str]):
+    """Line prefix -> the vCPU key the per-line scan cuts from it (``comm-pid`` before ``[cpu]``)."""
+
+    def __missing__(self, thread: str) -> str:
+        cut = thread.find("[")
+        vkey = thread[:cut] if cut > 0 else "(unknown vCPU)"
+        if len(self) >= THREAD_MEMO_SIZE:
+            self.clear()
+        self[thread] = vkey
+        return vkey
+
+
+class Blocks:
+    """Feeds :meth:`kvmcore.cli.replay._Scan.run` the lines it must see, counting the rest."""
+
+    def __init__(self, scan: Any, block_size: int = BLOCK_SIZE) -> None:
+        self.scan = scan
+        self.block_size = max(1, block_size)
+        patterns: dict[str, list[str]] = {}
+        for name, arch in scan.resolver.arches.items():
+            for event, text in (getattr(arch.info, "trace_patterns", None) or {}).items():
+                error = trace_pattern_error(event, text)
+                if error is not None:  # the per-line scan reads these events
+                    scan.summary.notes.append(f"arch {name!r}: {error}: its lines are read one by one")
+                    continue
+                patterns.setdefault(event, []).append(text)
+        self.events = sorted(patterns)
+        self.rx = block_pattern(patterns)
+        self.snapshot: tuple[Any, ...] = ()
+        self.skip = 0  # blocks still to hand straight to the per-line scan
+        self.backoff = 1  # how many the next time the fast path counts too few lines
+        self.reset()
+        self.threads = _ThreadVcpus()
+
+    def reset(self) -> None:
+        """Forget every text (their verdicts depend on the resolver cache, or the memo is full)."""
+        if getattr(self, "pending", None):
+            self.flush()
+        self.pending: dict[int, int] = {}  # text id -> lines counted, not yet in the summary
+        self.unreserved: set[int] = set()  # text ids judged, not counted yet
+        self.reserved_classes: set[int] = set()  # class ids whose table entries exist
+        self.slow_texts = 0  # texts judged that the per-line scan must see
+        self.mixed = False  # more than one class of lines
+        #: text -> its id; per id (lists, so that a block's column of ids is read with map()
+        #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
+        #: own vCPU field. Id 0: a text not judged (its arch is not known yet).
+        self.tid_of: dict[str, int] = {}
+        self.t_slow: list[bool] = [True]
+        self.t_fault: list[bool] = [False]
+        self.t_class: list[int] = [-1]
+        self.t_sig: list[int] = [0]
+        self.t_gfn: list[int] = [0]
+        self.t_pc: list[Any] = [None]
+        self.t_vf: list[Any] = [None]
+        self.vfields = False  # some text has a vCPU field (x86 "vcpu")
+        self.pc_none = False  # some fault text has no pc
+        self.count_only = False  # some text is an event only counted
+        self.class_ids: dict[tuple[Any, ...], int] = {}
+        self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
+        self.sig_ids: dict[tuple[Any, Any], int] = {}  # (registers, pc) -> id: equal ids, the same fault
+        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc)
+
+    # -- reading -------------------------------------------------------------------------------
+    def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
+        """``(lineno, line)`` of every line the per-line scan must see, as ``enumerate(stream, 1)``
+        would give them (the head lines the arch probe read first, then the rest of ``stream``).
+
+        A block is the whole lines of one ``read`` (matched in place, ``findall(text, pos,
+        endpos)``: no copy); the line a read cut in two is joined and handed to the per-line
+        scan."""
+        text = "".join(head)
+        cut = text.rfind("\n") + 1
+        lineno = 0
+        if cut:
+            n = text.count("\n", 0, cut)
+            yield from self.block(text, 0, cut, lineno, n)
+            lineno += n
+        rest = text[cut:]
+        read = stream.read
+        while True:
+            chunk = read(self.block_size)
+            if not chunk:
+                if rest:
+                    yield lineno + 1, rest  # the last line, without a newline
+                self.flush()
+                for state in self.scan.labels.values():
+                    state[1].flush = None  # the summary outlives the scan (and is pickled by --jobs)
+                return
+            first = chunk.find("\n") + 1
+            if not first:  # a very long line: gather its pieces, join once
+                pieces = [rest, chunk]
+                while chunk and "\n" not in chunk:
+                    chunk = read(self.block_size)
+                    pieces.append(chunk)
+                chunk = "".join(pieces)
+                rest = ""
+                first = chunk.find("\n") + 1
+                if not first:  # end of input
+                    rest = chunk
+                    continue
+            lineno += 1
+            yield lineno, rest + chunk[:first] if rest else chunk[:first]
+            cut = chunk.rfind("\n") + 1
+            if cut > first:
+                n = chunk.count("\n", first, cut)
+                yield from self.block(chunk, first, cut, lineno, n)
+                lineno += n
+            rest = chunk[cut:]
+
+    def block(self, text: str, start: int, end: int, base: int, n: int) -> Iterator[tuple[int, str]]:
+        """The lines of ``text[start:end]`` (``n`` whole lines; line ``base + 1`` first) the
+        per-line scan must see.
+
+        A trace whose lines the fast path mostly leaves to the per-line scan (other events
+        between the faults, x86 exits paired with their faults) would pay for the block regex on
+        top: after a block where fewer than a quarter of the lines were counted here, the next
+        blocks go straight to the per-line scan (1, 2, 4... up to 64 of them before trying again).
+        """
+        if self.skip:
+            self.skip -= 1
+            yield from enumerate(_lines(text[start:end]), base + 1)
+            return
+        before = self.scan.fast_events
+        yield from self.matched(text, start, end, base, n)
+        if n >= 64 and (self.scan.fast_events - before) * 4 < n:
+            self.skip = self.backoff
+            self.backoff = min(self.backoff * 2, 64)
+        else:
+            self.backoff = 1
+
+    def matched(self, text: str, start: int, end: int, base: int, n: int) -> Iterator[tuple[int, str]]:
+        """:meth:`block` with the block regex."""
+        if n > MAX_BLOCK_LINES:  # many short lines: a block's columns stay a few MiB
+            step = max(1, (end - start) * MAX_BLOCK_LINES // n)
+            while start < end:
+                cut = text.rfind("\n", start, min(end, start + step)) + 1
+                if cut <= start:
+                    cut = text.index("\n", start) + 1
+                part = text.count("\n", start, cut)
+                yield from self.matched(text, start, cut, base, part)
+                base += part
+                start = cut
+            return
+        found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
+        if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
+            yield from enumerate(_lines(text[start:end]), base + 1)
+            return
+        lines = _Lines(text, start, end, n)
+        keys = list(map(_KEY, found))
+        unmatched = list(compress(range(n), map(not_, keys))) if "" in keys else []
+        i = 0
+        u = 0
+        while i < n:
+            if u < len(unmatched) and unmatched[u] == i:
+                yield base + i + 1, lines[i]
+                i += 1
+                u += 1
+                continue
+            j = unmatched[u] if u < len(unmatched) else n  # the stretch of matched lines [i, j)
+            if j - i <= 2:
+                for k in range(i, j):
+                    yield base + k + 1, lines[k]
+                i = j
+                continue
+            yield from self.stretch(found, keys, lines, base, i, j)
+            i = j
+
+    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: _Lines, base: int, i: int,
+                j: int) -> Iterator[tuple[int, str]]:
+        """Lines ``[i, j)`` of a block, all matched: the first and last, and the lines whose
+        text is not a plain counted event, go to the per-line scan; the rest is counted here."""
+        scan = self.scan
+        yield base + i + 1, lines[i]  # the per-line scan drops a held malformed line, resolves
+        i += 1
+        end = j - 1  # the last line goes to the per-line scan too (the line before the next)
+        seen: tuple[Any, ...] = ()  # the pending exits ``waits`` was computed for
+        waits: list[int] = []
+        while i < end:
+            stop_at = end
+            if scan.pending:  # an x86 exit waits for its fault event: the per-line scan pairs them
+                if tuple(scan.pending) != seen:
+                    seen = tuple(scan.pending)
+                    waits = self.waiting(found, i, end)
+                w = bisect_left(waits, i)
+                if w < len(waits):
+                    stop_at = waits[w]
+                    if stop_at == i:
+                        yield base + i + 1, lines[i]
+                        i += 1
+                        continue
+            if self.changed():
+                self.reset()
+            start = i
+            tids = self.classify(keys[i:stop_at])
+            if tids is None:  # too many distinct texts for the memo: the per-line scan
+                for k in range(i, end):
+                    yield base + k + 1, lines[k]
+                i = end
+                break
+            t_slow = self.t_slow
+            slow = []
+            if self.slow_texts or 0 in tids:  # some text here may be one the per-line scan must see
+                slow = list(compress(range(i, stop_at), map(t_slow.__getitem__, tids)))
+            s = 0
+            while i < stop_at:
+                stop = slow[s] if s < len(slow) else stop_at
+                if stop > i:
+                    if not self.count(found, tids[i - start:stop - start], base, i, stop):
+                        for k in range(i, stop):
+                            yield base + k + 1, lines[k]
+                    i = stop
+                if i >= stop_at:
+                    break
+                yield base + i + 1, lines[i]  # a slow line, then the next line too (held, prev)
+                i += 1
+                s += 1
+                if i < end:
+                    yield base + i + 1, lines[i]
+                    i += 1
+                    s = bisect_left(slow, i, s)
+                if scan.pending:
+                    break  # an exit may wait for a fault event on a thread here
+                if self.changed():  # judge the rest again
+                    self.reset()
+                    break
+        for k in range(max(i, j - 1), j):
+            yield base + k + 1, lines[k]
+
+    def waiting(self, found: list[tuple[str, str]], i: int, end: int) -> list[int]:
+        """The lines of ``[i, end)`` on a thread an exit waits on for its fault event
+        (``scan.pending``, by thread as :func:`kvmcore.cli.trace_input.thread_of` names it)."""
+        pending = self.scan.pending
+        threads = list(map(_THREAD, found[i:end]))
+        waiting = set()
+        for thread in set(threads):
+            cut = thread.find("[")
+            name = " ".join(thread[:cut].split()) if cut > 0 else ""
+            if (name or "(no thread)") in pending:
+                waiting.add(thread)
+        if not waiting:
+            return []
+        return list(compress(range(i, end), map(waiting.__contains__, threads)))
+
+    # -- verdicts --------------------------------------------------------------------------------
+    def changed(self) -> bool:
+        """The resolver cache entries of the pattern events are not the ones the texts were
+        judged with (an arch was dropped, or an event newly resolved): forget the verdicts."""
+        cache = self.scan.resolver.cache
+        now = tuple(cache.get(e, _NONE) for e in self.events)
+        if len(now) == len(self.snapshot) and all(map(is_, now, self.snapshot)):
+            return False
+        self.snapshot = now
+        return True
+
+    def classify(self, seg: list[str]) -> list[int] | None:
+        """The text ids of ``seg``, judging the texts not judged yet (0: not judged, its arch is
+        not known yet); None when it holds more distinct texts than the memo."""
+        tid_of = self.tid_of
+        tids = list(map(tid_of.get, seg, repeat(0)))
+        if 0 not in tids:
+            return tids
+        new = list(dict.fromkeys(compress(seg, map(eq, tids, repeat(0)))))
+        if len(tid_of) + len(new) > TEXT_MEMO_SIZE:
+            distinct = dict.fromkeys(seg)
+            if len(distinct) > TEXT_MEMO_SIZE:
+                return None
+            self.reset()
+            tid_of = self.tid_of
+            new = list(distinct)
+        judged = False
+        for key in new:
+            verdict = self.judge(key)
+            if verdict is _UNRESOLVED:
+                continue
+            judged = True
+            tid_of[key] = len(self.t_slow)
+            if verdict is _SLOW:
+                verdict = (-1, None, 0, None, None)
+                self.slow_texts += 1
+            cid, sig, gfn, pc, vf = verdict
+            self.t_slow.append(cid < 0)
+            self.t_fault.append(sig is not None)
+            self.t_class.append(cid)
+            self.t_sig.append(sig or 0)
+            self.t_gfn.append(gfn or 0)
+            self.t_pc.append(pc)
+            self.t_vf.append(vf)
+            if cid >= 0:
+                self.unreserved.add(tid_of[key])
+                if len(self.class_info) > 1:
+                    self.mixed = True
+            if cid >= 0 and sig is None:
+                self.count_only = True
+            if sig is not None:
+                self.vfields = self.vfields or vf is not None
+                self.pc_none = self.pc_none or pc is None
+        return list(map(tid_of.get, seg, repeat(0))) if judged else tids
+
+    def judge(self, key: str) -> Any:
+        """What the per-line scan does with a line whose event text is ``key``: ``(class id,
+        fault signature id or None, gfn, pc, vcpu field)`` for an event it only counts or a
+        guest fault it decodes (through the memo), else :data:`_SLOW` (or :data:`_UNRESOLVED`:
+        the event's arch is not known yet)."""
+        scan = self.scan
+        event, _, text = key.partition(":")
+        text = text.strip()
+        entry = scan.resolver.cache.get(event, _NONE)
+        if entry is _NONE:
+            return _UNRESOLVED
+        if not entry:  # None: no arch decodes the event (the generic ones are judged by kind below)
+            return _SLOW
+        try:
+            ev = entry[1](event, text)
+        except Exception:  # noqa: BLE001 - the per-line scan reports it as it always did
+            return _SLOW
+        if ev is None:
+            return _SLOW
+        label, kind, raw = entry[0], ev.kind, ev.raw
+        if kind == "guest_fault" and raw is not None and entry[2] is not None:
+            try:
+                memo_key = (label, *raw.items())
+                fields = ev.fields
+                pc = fields.get("pc")
+                vf = fields.get("vcpu")
+                # registers (so the decode) and pc: what makes two faults the same (an id for it)
+                sig = self.sig_ids.setdefault((memo_key, pc), len(self.sig_ids) + 1)
+                hash(vf)
+                hit = scan.memo.get(memo_key)
+            except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
+                return _SLOW
+            if hit is None:
+                hit = scan.memo_old.get(memo_key)
+                if hit is None:
+                    try:
+                        decoded = entry[2](entry[3], raw)
+                    except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
+                        return _SLOW
+                    hit = scan.make_hit(label, decoded, memo_key)
+                scan.remember(memo_key, hit)
+            if sig == len(self.sig_ids):  # new (or the last one made: the same content again)
+                self.sig_info[sig] = (hit, pc)
+            return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
+        if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
+            return _SLOW
+        if kind == "mmio" or event == "kvm_userspace_exit":
+            return _SLOW
+        return (self.class_id(label, kind, None, entry), None, None, None, None)
+
+    def class_id(self, label: str, kind: str, key: Any, entry: Any) -> int:
+        """A small id for (label, kind, fault key): what a line adds to the summary's tables."""
+        ident = (label, kind, key, id(entry))
+        cid = self.class_ids.get(ident)
+        if cid is None:
+            cid = self.class_ids[ident] = len(self.class_ids)
+            self.class_info[cid] = (label, kind, key, entry)
+        return cid
+
+    # -- counting --------------------------------------------------------------------------------
+    def count(self, found: list[tuple[str, str]], tids: list[int], base: int, i: int, stop: int) -> bool:
+        """Count lines ``[i, stop)`` (``tids``: their text ids, every one a plain counted event)
+        as the per-line scan would; False, with nothing counted, when the result would depend on
+        the order of the lines (then the per-line scan counts them).
+
+        The counts themselves are deferred: each text id's lines are counted in C into
+        ``self.pending`` and folded into the summary's tables by :meth:`flush` (at the end, before
+        the memo forgets the ids, and before the hot-gfn counter turns into a sketch, which
+        reads the counts). What depends on order is done now: a text id counted for the first
+        time reserves its table entries (fault kind, arch/kind, pc, gfn, memslot) in the order
+        the lines come, so the tables keep the per-line scan's insertion order and caps; the
+        fault-loop runs are followed line by line (:meth:`runs`).
+        """
+        scan = self.scan
+        info = self.class_info
+        t_class = self.t_class
+        fresh = None
+        if self.unreserved:  # ids counted for the first time here, in the order they come
+            first = self.unreserved.intersection(tids)
+            if first:
+                fresh = [t for t in dict.fromkeys(tids) if t in first]
+        if self.mixed:  # more than one class of lines so far: which are here
+            classes = set(map(t_class.__getitem__, tids))
+        else:
+            classes = {t_class[tids[0]]}
+        labels = {info[c][0] for c in classes if info[c][2] is not None}
+        if len(labels) > 1:
+            return False
+        has_faults = bool(labels)
+        label = labels.pop() if labels else ""
+        ftids = tids
+        fpos: list[int] | None = None
+        threads_of: Any = found[i:stop]
+        vks: list[Any] = []
+        if has_faults:
+            if self.count_only and any(info[c][2] is None for c in classes):
+                mask = list(map(self.t_fault.__getitem__, tids))  # events only counted among them
+                fpos = list(compress(range(len(tids)), mask))
+                ftids = list(compress(tids, mask))
+                threads_of = list(compress(threads_of, mask))
+            state = scan.labels.get(label)
+            if state is not None and state[1].sketch is not None:
+                return False  # a Space-Saving sketch counts in order: the per-line scan
+            if fresh:  # the hot-gfn counter must stay exact through these faults
+                known: Any = state[1].counts if state is not None else {}
+                new = {self.t_gfn[t] for t in fresh if self.t_fault[t]}.difference(known)
+                if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:
+                    return False
+            if self.vfields:  # the event names its vCPU (x86 "vcpu"), else the thread does
+                vks = list(map(self.t_vf.__getitem__, ftids))
+                if None in vks:
+                    by_thread = self.threads
+                    vks = [f if f is not None else by_thread[t[0]] for f, t in zip(vks, threads_of, strict=True)]
+                order = list(dict.fromkeys(vks))
+            else:
+                threads = list(map(_THREAD, threads_of))
+                vcpu_of = self.threads
+                names = {vcpu_of[t] for t in set(threads)}
+                if len(names) == 1:  # one vCPU (its lines may differ in the CPU they ran on)
+                    order = list(names)
+                else:
+                    vks = list(map(vcpu_of.__getitem__, threads))
+                    order = list(dict.fromkeys(vks))
+            runs = state[0] if state is not None else {}
+            if len(order) > scan.max_names or len(runs) + sum(1 for v in order if v not in runs) > scan.max_names:
+                return False
+        # -- from here on nothing can fail: count --
+        scan.fast_events += stop - i
+        if has_faults:
+            state = scan.labels.get(label) or scan._per_label(label)
+            state[1].flush = self.flush
+        if fresh:
+            self.reserve(fresh)
+        _count_elements(self.pending, tids)
+        if not has_faults:
+            return True
+        if len(state[1].counts) * 2 > state[1].limit:
+            self.flush()  # near the exact counter's budget: keep nothing pending
+        fsigs = list(map(self.t_sig.__getitem__, ftids))
+        self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
+        return True
+
+    def reserve(self, fresh: list[int]) -> None:
+        """The table entries the texts ``fresh`` count into, made (count 0) where the per-line
+        scan would make them at each text's first line: insertion order and the PC cap follow."""
+        self.unreserved.difference_update(fresh)
+        scan = self.scan
+        summary = scan.summary
+        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        classes = self.reserved_classes
+        max_pcs = scan.max_pcs
+        for tid in fresh:
+            cid = t_class[tid]
+            label, kind, key, entry = self.class_info[cid]
+            if cid not in classes:  # a kind of line first counted here
+                classes.add(cid)
+                kinds = summary.by_arch_kind.get(label)
+                if kinds is None:
+                    kinds = summary.by_arch_kind[label] = {}
+                kinds.setdefault(kind, 0)
+                if key is not None:
+                    summary.faults.setdefault(key, 0)
+            if not t_fault[tid]:
+                continue
+            state = scan.labels[label]
+            state[1].counts.setdefault(t_gfn[tid], 0)
+            pc = t_pc[tid]
+            pcs = state[2]
+            if pc is not None and pc not in pcs and len(pcs) < max_pcs:
+                pcs[pc] = 0
+            if scan.with_slots:
+                scan.count_slot(label, entry, t_gfn[tid], 0)
+
+    def flush(self) -> None:
+        """Fold the pending counts of text ids into the summary's tables."""
+        pending = self.pending
+        if not pending:
+            return
+        scan = self.scan
+        summary = scan.summary
+        info = self.class_info
+        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        per_class: dict[int, int] = {}
+        for tid, n in pending.items():
+            cid = t_class[tid]
+            per_class[cid] = per_class.get(cid, 0) + n
+            if not t_fault[tid]:
+                continue
+            label, _, _, entry = info[cid]
+            state = scan.labels[label]
+            state[1].counts[t_gfn[tid]] += n
+            pc = t_pc[tid]
+            pcs = state[2]
+            if pc in pcs:
+                pcs[pc] += n
+            if scan.with_slots:
+                scan.count_slot(label, entry, t_gfn[tid], n)
+        for cid, n in per_class.items():
+            label, kind, key, _ = info[cid]
+            summary.by_arch_kind[label][kind] += n
+            if key is not None:
+                summary.faults[key] += n
+        pending.clear()
+
+    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],
+             fpos: list[int] | None, first_line: int) -> None:
+        """The per-vCPU runs of identical faults (fault loops) over these faults, as the
+        per-line scan's run tracking would leave them; loops that end here are closed in line
+        order (``close_run``'s keep-the-longest choice depends on it)."""
+        sig_info = self.sig_info
+        closes: list[tuple[int, Any, list[Any]]] = []
+        nf = len(fsigs)
+        for v in order:
+            if len(order) == 1:
+                where: list[int] | None = None
+                seq = fsigs
+            else:
+                where = list(compress(range(nf), map(eq, vks, repeat(v))))
+                seq = list(map(fsigs.__getitem__, where))
+            m = len(seq)
+
+            def line_of(t: int, where: list[int] | None = where) -> int:
+                q = where[t] if where is not None else t
+                return first_line + (fpos[q] if fpos is not None else q)
+
+            starts: Any
+            lengths: Any
+            if any(map(eq, seq, islice(seq, 1, None))):
+                starts = [0, *compress(range(1, m), map(ne, seq[1:], seq[:-1]))]
+                ends = [*starts[1:], m]
+                lengths = list(map(sub, ends, starts))
+            else:  # no fault repeats the one before it (the usual case): runs of one
+                starts = range(m)
+                lengths = _Ones(m)
+            run = runs.get(v)
+            total = run[5] if run is not None else 0
+            hit, pc = sig_info[seq[0]]
+            raw = _raw(hit)
+            first = 0
+            if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
+                before = run[1]
+                run[1] = before + lengths[0]
+                if before < 2 <= run[1]:
+                    run[3] = raw
+                if len(starts) == 1:
+                    run[5] = total + m
+                    continue
+                if run[1] >= self.scan.loop_min:
+                    closes.append((line_of(starts[1]), v, run))
+                first = 1
+            elif run is not None and run[1] >= self.scan.loop_min:
+                closes.append((line_of(0), v, run))
+            last = len(starts) - 1
+            for s in () if isinstance(lengths, _Ones) else compress(
+                    range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
+                hit, pc = sig_info[seq[starts[s]]]
+                raw = _raw(hit)
+                closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
+            hit, pc = sig_info[seq[starts[last]]]
+            raw = _raw(hit)
+            runs[v] = [hit, lengths[last], line_of(starts[last]), raw, pc, total + m]
+        closes.sort(key=itemgetter(0))
+        for _, v, run in closes:
+            self.scan.close_run(v, run)
+
+
+class _Ones:
+    """``[1] * n`` without the list: the run lengths of a sequence with no repeats."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __getitem__(self, k: int) -> int:
+        return 1
+
+
+class _Lines:
+    """The lines of ``text[start:end]``, split only if a line other than the first and the last
+    is asked for (a block of canonical lines hands only those two to the per-line scan)."""
+
+    __slots__ = ("text", "start", "end", "n", "split")
+
+    def __init__(self, text: str, start: int, end: int, n: int) -> None:
+        self.text = text
+        self.start = start
+        self.end = end
+        self.n = n
+        self.split: list[str] | None = None
+
+    def __getitem__(self, k: int) -> str:
+        if self.split is None:
+            text, start, end = self.text, self.start, self.end
+            if k == 0:
+                return text[start:text.index("\n", start) + 1]
+            if k == self.n - 1:
+                return text[max(start, text.rfind("\n", start, end - 1) + 1):end]
+            self.split = _lines(text[start:end])
+        return self.split[k]
+
+
+def _raw(hit: tuple[Any, ...]) -> dict[str, Any]:
+    """The registers of a hit (``(label, *raw.items())`` is its third item) as the raw mapping."""
+    return dict(hit[2][1:])
+
+
+def _lines(block: str) -> list[str]:
+    """The lines of ``block`` (which ends with a newline) as iterating a text file gives them."""
+    parts = block.split("\n")
+    parts.pop()
+    return [p + "\n" for p in parts]

@@ -815,7 +815,7 @@ class _Scan:
         last_label: str | None = None
         state: list[Any] = []
         events = 0
-        lineno = 0
+        lineno = read = 0  # read: the last line read (lineno goes back to a wrapped event's first line)
         next_report = 1 << 16
         last_time = time.perf_counter()
         search = _EVENT_RE.search
@@ -826,7 +826,8 @@ class _Scan:
         held: tuple[int, str, str, int, list[tuple[int, str]]] | None = None
         prev_line, prev_m = "", None
         m: Any
-        for lineno, line in records:  # noqa: B007 - lineno is used after the loop
+        for read, line in records:  # noqa: B007 - read is used after the loop
+            lineno = read
             m = search(line)
             if m is None:  # the slow path: quoting, prefix-less events, wrapped tails, log lines
                 if len(line) > trace_input.MAX_LINE:  # no event or log line is this long: skip it
@@ -1028,7 +1029,7 @@ class _Scan:
         self.fold_walks()
         for label in [k for k, pcs in summary.rips.items() if not pcs]:
             del summary.rips[label]
-        summary.lines = lineno
+        summary.lines = read
         summary.events = events + self.fast_events
         if progress:
             sys.stderr.write("\r\x1b[K")

@@ -35,6 +35,18 @@ def gfns(obj: dict, arch: str = "x86") -> dict[int, int]:
     return {row["gfn"]: row["count"] for row in obj["hot_gfns"][arch]["top"]}
 
 
+@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("unwrap", [True, False])
+def test_every_line_of_every_excerpt_is_accounted_for(name: str, unwrap: bool) -> None:
+    """``lines`` is the file's own line count (its newlines, plus a last line without one) and
+    every line has exactly one fate, also when the file ends in a wrapped event (two excerpts do:
+    the rejoined event once took the line number of its first part)."""
+    data = (REAL / name).read_bytes()
+    expected = data.count(b"\n") + (not data.endswith(b"\n"))
+    summary = R.replay(str(REAL / name), progress=False, unwrap=unwrap)
+    assert summary.lines == expected and summary.accounted() == expected
+
+
 def test_corpus_is_big_enough_and_sourced() -> None:
     sources = (REAL / "SOURCES.md").read_text()
     assert len(FILES) >= 20

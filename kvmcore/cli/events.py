@@ -4,7 +4,7 @@ scale out (DuckDB, Spark, Dask: ``docs/scale-out.md``). Needs pyarrow (``kvmcore
 Columns (one schema for the whole file, whatever the arches):
 
 * ``arch`` (string), ``line`` (int64, 1-based line number in the trace), ``timestamp``
-  (float64, seconds, as the trace prints it), ``cpu`` (int32, the ``[NNN]`` host CPU column, null
+  (float64, seconds, as the trace prints it; null for an event pasted without its prefix), ``cpu`` (int32, the ``[NNN]`` host CPU column, null
   if absent), ``vcpu`` (int32: the event's own ``vcpu`` field, else QEMU's thread name
   ``CPU n/KVM``, else null), ``event`` (string, the tracepoint name);
 * the raw registers the arch's ``parse_trace_event`` produced: one ``uint64`` column per register
@@ -75,7 +75,8 @@ class EventWriter:
             vcpu = int(named[1]) if named else None
         c["arch"].append(arch)
         c["line"].append(lineno)
-        c["timestamp"].append(float(match[1]))
+        stamp = match[1]  # None for an event pasted without its ftrace prefix
+        c["timestamp"].append(None if stamp is None else float(stamp))
         c["cpu"].append(int(cpu[1]) if cpu else None)
         c["vcpu"].append(vcpu)
         c["event"].append(event)

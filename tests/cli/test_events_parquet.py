@@ -66,6 +66,17 @@ def test_events_parquet_rows(tmp_path: Path) -> None:
     assert summary.undecodable == sum(not r["decoded"] for r in rows)
 
 
+def test_events_of_lines_pasted_without_their_prefix(tmp_path: Path) -> None:
+    """A bug report's bare event text (no thread, CPU or timestamp) is a row with those null."""
+    path = tmp_path / "t"
+    path.write_text("kvm_guest_fault: ipa 0x40001000, hsr 0x92000047, hxfar 0x40001008, pc 0xffff800010001234\n")
+    out = tmp_path / "events.parquet"
+    replay.replay(str(path), arch="arm64", events=str(out), progress=False)
+    (row,) = pq.read_table(out).to_pylist()
+    assert (row["line"], row["timestamp"], row["cpu"], row["vcpu"]) == (1, None, None, None)
+    assert row["decoded"] and row["gfn"] == 0x40001 and row["access"] == "write"  # WnR, bit 6 of 0x92000047
+
+
 def test_events_need_a_writable_path(tmp_path: Path) -> None:
     trace(tmp_path / "t", 3)
     proc = subprocess.run([sys.executable, "-m", "kvmcore.cli", "replay", str(tmp_path / "t"),

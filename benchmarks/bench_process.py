@@ -70,10 +70,12 @@ LAST_CPU_S = [0.0]
 
 
 # --- trace generation ------------------------------------------------------------------------------
-def trace_lines_arm64(arch: kvmcore.Arch, events: int) -> Any:
+def trace_lines_arm64(arch: kvmcore.Arch, events: int, distinct: bool = False) -> Any:
     """ftrace lines of ``kvm_guest_fault`` (arch/arm64/kvm/trace_arm.h), kernel format:
     ``"ipa %#llx, hsr %#08lx, hxfar %#08lx, pc %#016lx"``, reads and writes (3:1) over
-    :data:`TRACE_PAGES` pages, each page-aligned IPA with an identity FAR."""
+    :data:`TRACE_PAGES` pages, each page-aligned IPA with an identity FAR. ``distinct``: every
+    line a fault on a page of its own at a pc of its own (a guest touching new memory), so no
+    event text repeats."""
     vm = kvmcore.VM(arch)
     vcpu = vm.create_vcpu()
     shift = vm.page_shift
@@ -86,13 +88,13 @@ def trace_lines_arm64(arch: kvmcore.Arch, events: int) -> Any:
         esr[kind] = a["esr"]
     pc = 0xFFFFC0C8A1B20000
     for i in range(events):
-        page = (i * 40503) % TRACE_PAGES  # a permutation of the pages, every pass
+        page = i if distinct else (i * 40503) % TRACE_PAGES  # else a permutation of the pages, every pass
         ipa = TRACE_GPA_BASE + (page << shift)
         hsr = esr["write" if i % 4 == 3 else "read"]
         ts = 88.120001 + i * 1e-6
         yield (
             f" CPU 0/KVM-812    [00{i & 1}] ..... {ts:.6f}: kvm_guest_fault: "
-            f"ipa {ipa:#x}, hsr {hsr:#08x}, hxfar {ipa:#08x}, pc {pc + ((i & 255) << 2):#016x}\n"
+            f"ipa {ipa:#x}, hsr {hsr:#08x}, hxfar {ipa:#08x}, pc {pc + ((i if distinct else i & 255) << 2):#016x}\n"
         )
 
 
@@ -120,8 +122,8 @@ def trace_lines_x86(arch: kvmcore.Arch, events: int) -> Any:
 GENERATORS = {"arm64": trace_lines_arm64, "x86": trace_lines_x86}
 
 
-def write_trace(path: Path, arch: kvmcore.Arch, events: int) -> None:
-    lines = GENERATORS[arch.name](arch, events)
+def write_trace(path: Path, arch: kvmcore.Arch, events: int, distinct: bool = False) -> None:
+    lines = trace_lines_arm64(arch, events, distinct=True) if distinct else GENERATORS[arch.name](arch, events)
     with path.open("w") as f:
         batch: list[str] = []
         for line in lines:
@@ -142,6 +144,36 @@ def _replay_in_process(path: str, arch: str) -> int:
     from kvmcore.cli import replay
 
     return replay.replay(path, arch=arch, progress=False).events
+
+
+def replay_distinct(arch: kvmcore.Arch, events: int, rounds: int, tmp: Path, ratio_stats: Any) -> dict[str, Any]:
+    """Information: replay of a trace where no event text repeats (faults on new pages at new
+    pcs, as a guest touching memory gives), in-process, against the floor and against the
+    per-line scan forced (``per_line=True``): interleaved rounds of CPU time."""
+    import floors
+
+    from kvmcore.cli import replay
+
+    trace = tmp / "distinct.trace"
+    write_trace(trace, arch, events, distinct=True)
+    runs = {"floor": lambda: floors.replay_floor(str(trace), "kvm_guest_fault"),
+            "kvmcore": lambda: replay.replay(str(trace), arch="arm64", progress=False).events,
+            "per_line": lambda: replay.replay(str(trace), arch="arm64", progress=False, per_line=True).events}
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(rounds + 1):
+        for label, fn in runs.items():
+            gc.collect()
+            t0 = time.process_time()
+            seen = fn()
+            elapsed = time.process_time() - t0
+            if seen != events:
+                raise RuntimeError(f"replay of distinct faults, {label}: {seen} events of {events}")
+            if r:
+                rates[label].append(events / elapsed)
+    trace.unlink()
+    return {"events": events, "per_s": statistics.median(rates["kvmcore"]),
+            "ratio": ratio_stats(rates["kvmcore"], rates["floor"]),
+            "vs_per_line": ratio_stats(rates["kvmcore"], rates["per_line"])}
 
 
 def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp: Path, notes: list[str],
@@ -182,6 +214,8 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp:
     out["inproc_per_s"] = statistics.median(times["kvmcore"])
     out["floor_per_s"] = statistics.median(times["floor"])
     out["ratio"] = ratio_stats(times["kvmcore"], times["floor"])
+    if name == "arm64":
+        out["distinct"] = replay_distinct(arches[name], max(events // 5, 1000), rounds, tmp, ratio_stats)
     # whole process
     argv = replay_argv(name, trace)
     report = tmp / "replay.json"

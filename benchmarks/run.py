@@ -187,6 +187,10 @@ def table(result: dict[str, Any]) -> str:
     if rp.get("events_per_s"):
         lines.append(f"  replay, whole process: {rp['events']:,} events in {rp['wall_s']:.2f} s "
                      f"({fmt(rp['events_per_s'])}), peak RSS {rp['peak_rss_mb']:.1f} MiB")
+    dist = rp.get("distinct")
+    if dist:
+        lines.append(f"  replay, {dist['events']:,} faults whose texts never repeat (in-process): {fmt(dist['per_s'])}, "
+                     f"{fmt_ratio(dist['ratio'])} the floor, {fmt_ratio(dist['vs_per_line'])} the per-line scan forced")
     if rp.get("parallel_jobs"):
         lines.append(f"  replay --jobs {rp['parallel_jobs']}: {rp['parallel_wall_s']:.2f} s, speed-up "
                      f"{rp['parallel_speedup']:.2f}x over serial, summary identical: {rp['parallel_identical']}")

@@ -129,6 +129,7 @@ class Blocks:
         self.snapshot: tuple[Any, ...] = ()
         self.skip = 0  # blocks still to hand straight to the per-line scan
         self.backoff = 1  # how many the next time the fast path counts too few lines
+        self.new_texts = 0  # texts judged so far (each costs a parse and a decode, as a line per-line does)
         self.reset()
         self.threads = _ThreadVcpus()
 
@@ -168,9 +169,12 @@ class Blocks:
         A block is the whole lines of one ``read`` (matched in place, ``findall(text, pos,
         endpos)``: no copy); the line a read cut in two is joined and handed to the per-line
         scan."""
+        lineno = 0
+        if sum(map(len, head)) > self.block_size:  # long lines: no second copy of them in a block
+            yield from enumerate(head, 1)
+            lineno, head = len(head), []
         text = "".join(head)
         cut = text.rfind("\n") + 1
-        lineno = 0
         if cut:
             n = text.count("\n", 0, cut)
             yield from self.block(text, 0, cut, lineno, n)
@@ -193,13 +197,20 @@ class Blocks:
                     chunk = read(self.block_size)
                     pieces.append(chunk)
                 chunk = "".join(pieces)
+                del pieces  # a generator's locals live across its yields: keep one copy of the line
                 rest = ""
                 first = chunk.find("\n") + 1
                 if not first:  # end of input
                     rest = chunk
                     continue
+                line = chunk[:first]
+                chunk = chunk[first:]  # the rest of the read, without the long line
+                first = 0
+            else:
+                line = rest + chunk[:first] if rest else chunk[:first]
             lineno += 1
-            yield lineno, rest + chunk[:first] if rest else chunk[:first]
+            yield lineno, line
+            del line  # not kept while the block after it is read
             cut = chunk.rfind("\n") + 1
             if cut > first:
                 n = chunk.count("\n", first, cut)
@@ -213,16 +224,19 @@ class Blocks:
 
         A trace whose lines the fast path mostly leaves to the per-line scan (other events
         between the faults, x86 exits paired with their faults) would pay for the block regex on
-        top: after a block where fewer than a quarter of the lines were counted here, the next
+        top, and one whose lines are mostly new texts (faults on ever new pages: every text is
+        parsed and decoded as the per-line scan would, plus the fast path's bookkeeping, about
+        a third more a line) gains nothing from counting repeats: after a block where fewer than
+        a quarter of the lines were counted here, or more than half were new texts, the next
         blocks go straight to the per-line scan (1, 2, 4... up to 64 of them before trying again).
         """
         if self.skip:
             self.skip -= 1
             yield from enumerate(_lines(text[start:end]), base + 1)
             return
-        before = self.scan.fast_events
+        before, new_before = self.scan.fast_events, self.new_texts
         yield from self.matched(text, start, end, base, n)
-        if n >= 64 and (self.scan.fast_events - before) * 4 < n:
+        if n >= 64 and ((self.scan.fast_events - before) * 4 < n or (self.new_texts - new_before) * 2 > n):
             self.skip = self.backoff
             self.backoff = min(self.backoff * 2, 64)
         else:
@@ -368,6 +382,7 @@ class Blocks:
             tid_of = self.tid_of
             new = list(distinct)
         judged = False
+        self.new_texts += len(new)
         for key in new:
             verdict = self.judge(key)
             if verdict is _UNRESOLVED:

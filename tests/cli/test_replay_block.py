@@ -190,11 +190,34 @@ def test_bench_trace_same_summary_and_mostly_fast(tmp_path: Path) -> None:
     import bench_process
 
     path = tmp_path / "bench.trace"
-    bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000)
+    # the benchmark's 65,536 pages repeat every 65,536 lines; over 1,024 pages the texts of these
+    # 20,000 lines repeat about 20 times each, as the benchmark's million lines do 15 times
+    pages = bench_process.TRACE_PAGES
+    bench_process.TRACE_PAGES = 1024
+    try:
+        bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000)
+    finally:
+        bench_process.TRACE_PAGES = pages
     assert_same(path, blocks=(4096, None), arch="arm64")
     handed = count_per_line(path, arch="arm64")
     # per block: the line a read cut in two, the first and the last line of the block
     assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)
+
+
+def test_texts_that_never_repeat_go_to_the_per_line_scan(tmp_path: Path) -> None:
+    """Faults on new pages at new pcs: no text repeats, so after the first block (every text
+    judged, none counted twice) the next block goes to the per-line scan, which costs less a
+    line (then the fast path tries again, backing off 1, 2, 4... blocks)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_process
+
+    path = tmp_path / "distinct.trace"
+    bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000, distinct=True)
+    assert_same(path, blocks=(4096, None), arch="arm64")
+    first_block = path.read_bytes()[: B.BLOCK_SIZE].count(b"\n")
+    assert count_per_line(path, arch="arm64") >= first_block - 8  # the whole second block
 
 
 def count_per_line(path: Path, **kw: Any) -> int:

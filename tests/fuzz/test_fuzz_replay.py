@@ -15,7 +15,7 @@ import tracemalloc
 from pathlib import Path
 
 from fuzzcli import run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import kvmcore
@@ -89,6 +89,9 @@ def check_accounting(summary: dict, data: bytes) -> None:
        arch=st.sampled_from(["auto", *kvmcore.installed_arches()]),
        strict=st.booleans(),
        jobs=st.sampled_from(["1", "1", "1", "2"]))
+# found by a long campaign: a 3 MB line the arch probe read whole (its last character outside the
+# BMP, so 4 bytes a character) was copied again into the block fast path's first block (49 MB)
+@example(lines=[b": kvm_exit: " * 247919, "\U00010000\n\n".encode()], arch="auto", strict=False, jobs="1")
 def test_replay_accounts_for_every_line(tmp_path_factory, lines: list[bytes], arch: str, strict: bool, jobs: str) -> None:
     data = b"".join(lines)
     path = tmp_path_factory.getbasetemp() / "trace.txt"  # one file, rewritten per example

@@ -52,8 +52,17 @@ from typing import Any
 from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
 from kvmcore.plugin.isolation import trace_pattern_error
 
-#: ``Counter.update``'s C helper: ``mapping[x] = mapping.get(x, 0) + 1`` for each ``x``, in C.
-_count_elements: Any = getattr(collections, "_count_elements")  # noqa: B009 - private, not in the stubs
+
+def _count_elements_py(mapping: dict[Any, int], iterable: Any) -> None:
+    """``collections._count_elements`` in Python, for an interpreter without the C helper."""
+    get = mapping.get
+    for element in iterable:
+        mapping[element] = get(element, 0) + 1
+
+
+#: ``Counter.update``'s C helper when the interpreter has it (CPython; it is private, so not
+#: counted on), else the same loop in Python.
+_count_elements: Any = getattr(collections, "_count_elements", _count_elements_py)
 
 #: Characters read at once (the block is cut back to its last newline).
 BLOCK_SIZE = 1 << 20

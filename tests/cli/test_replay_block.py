@@ -433,3 +433,19 @@ def test_a_broken_pattern_leaves_its_lines_to_the_per_line_scan(tmp_path: Path, 
     assert len(notes) == 1 and "not a regular expression" in notes[0]
     got[0]["notes"] = [n for n in got[0]["notes"] if n not in notes]
     assert got[0] == want[0]
+
+
+def test_without_the_c_counting_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``collections._count_elements`` is private to CPython: without it the fast path counts
+    with the same loop in Python, and gives the same summary (collections.Counter the oracle)."""
+    from collections import Counter
+
+    counts: dict[Any, int] = {"a": 2}
+    B._count_elements_py(counts, ["a", "b", "a", 7])
+    assert counts == Counter(a=2) + Counter(["a", "b", "a", 7])
+    monkeypatch.setattr(B, "_count_elements", B._count_elements_py)
+    path = tmp_path / "t"
+    path.write_text("".join(arm64_line("CPU 0/KVM-7", 0, 1.0 + i * 1e-6, (0x40000 + i % 50) << 12,
+                                       ARM64_READ if i % 3 else ARM64_WRITE, 0xFFFF800010000000 + (i % 7) * 4)
+                            for i in range(3000)))
+    assert_same(path, blocks=(4096, None), arch="arm64")

@@ -235,9 +235,13 @@ class Blocks:
         between the faults, x86 exits paired with their faults) would pay for the block regex on
         top, and one whose lines are mostly new texts (faults on ever new pages: every text is
         parsed and decoded as the per-line scan would, plus the fast path's bookkeeping, about
-        a third more a line) gains nothing from counting repeats: after a block where fewer than
-        a quarter of the lines were counted here, or more than half were new texts, the next
-        blocks go straight to the per-line scan (1, 2, 4... up to 64 of them before trying again).
+        40% more a line) gains nothing from counting repeats: after a block where fewer than a
+        quarter of the lines were counted here, or more than half were new texts while the text
+        memo already holds half its capacity, the next blocks go straight to the per-line scan
+        (1, 2, 4... up to 64 of them before trying again). The memo's first half is filled
+        whatever the texts (at most 65,536 new texts judged at the extra cost, a bounded
+        investment): repeats can only show within its horizon, as in a trace that goes over the
+        same pages again.
         """
         if self.skip:
             self.skip -= 1
@@ -245,7 +249,8 @@ class Blocks:
             return
         before, new_before = self.scan.fast_events, self.new_texts
         yield from self.matched(text, start, end, base, n)
-        if n >= 64 and ((self.scan.fast_events - before) * 4 < n or (self.new_texts - new_before) * 2 > n):
+        if n >= 64 and ((self.scan.fast_events - before) * 4 < n
+                        or ((self.new_texts - new_before) * 2 > n and len(self.tid_of) * 2 >= TEXT_MEMO_SIZE)):
             self.skip = self.backoff
             self.backoff = min(self.backoff * 2, 64)
         else:

@@ -204,11 +204,14 @@ def test_bench_trace_same_summary_and_mostly_fast(tmp_path: Path) -> None:
     assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)
 
 
-def test_texts_that_never_repeat_go_to_the_per_line_scan(tmp_path: Path) -> None:
-    """Faults on new pages at new pcs: no text repeats, so after the first block (every text
-    judged, none counted twice) the next block goes to the per-line scan, which costs less a
-    line (then the fast path tries again, backing off 1, 2, 4... blocks)."""
+def test_texts_that_never_repeat_go_to_the_per_line_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faults on new pages at new pcs: no text repeats, so once the text memo holds half its
+    capacity, a block of new texts (every one judged, none counted twice) sends the next block to
+    the per-line scan, which costs less a line (then the fast path tries again, backing off 1,
+    2, 4... blocks). A memo of 8,192 texts: half full after the first block."""
     import sys
+
+    monkeypatch.setattr(B, "TEXT_MEMO_SIZE", 8192)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import bench_process
@@ -449,3 +452,19 @@ def test_without_the_c_counting_helper(tmp_path: Path, monkeypatch: pytest.Monke
                                        ARM64_READ if i % 3 else ARM64_WRITE, 0xFFFF800010000000 + (i % 7) * 4)
                             for i in range(3000)))
     assert_same(path, blocks=(4096, None), arch="arm64")
+
+
+def test_new_texts_are_judged_until_the_memo_is_half_full(tmp_path: Path) -> None:
+    """Below half the memo's capacity (65,536 texts) new texts stay on the fast path: repeats can
+    only show within the memo's horizon (a trace going over the same pages again), and the extra
+    cost of judging them is bounded by that half."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_process
+
+    path = tmp_path / "distinct.trace"
+    bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000, distinct=True)
+    assert 20_000 < B.TEXT_MEMO_SIZE // 2
+    handed = count_per_line(path, arch="arm64")
+    assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)  # each read's first, last, cut lines

@@ -146,6 +146,23 @@ def _replay_in_process(path: str, arch: str) -> int:
     return replay.replay(path, arch=arch, progress=False).events
 
 
+def replay_rounds(runs: dict[str, Any], rounds: int, events: int, what: str) -> dict[str, list[float]]:
+    """Events per second of CPU time of each ``label: run`` (a call replaying the same ``events``
+    and returning how many it saw), in ``rounds`` interleaved rounds after an untimed one."""
+    rates: dict[str, list[float]] = {label: [] for label in runs}
+    for r in range(rounds + 1):
+        for label, fn in runs.items():
+            gc.collect()
+            t0 = time.process_time()
+            seen = fn()
+            elapsed = time.process_time() - t0
+            if seen != events:
+                raise RuntimeError(f"{what}, {label}: {seen} events of {events}")
+            if r:
+                rates[label].append(events / elapsed)
+    return rates
+
+
 def replay_distinct(arch: kvmcore.Arch, events: int, rounds: int, tmp: Path, ratio_stats: Any) -> dict[str, Any]:
     """Information: replay of a trace where no event text repeats (faults on new pages at new
     pcs, as a guest touching memory gives), in-process, against the floor and against the
@@ -159,17 +176,7 @@ def replay_distinct(arch: kvmcore.Arch, events: int, rounds: int, tmp: Path, rat
     runs = {"floor": lambda: floors.replay_floor(str(trace), "kvm_guest_fault"),
             "kvmcore": lambda: replay.replay(str(trace), arch="arm64", progress=False).events,
             "per_line": lambda: replay.replay(str(trace), arch="arm64", progress=False, per_line=True).events}
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(rounds + 1):
-        for label, fn in runs.items():
-            gc.collect()
-            t0 = time.process_time()
-            seen = fn()
-            elapsed = time.process_time() - t0
-            if seen != events:
-                raise RuntimeError(f"replay of distinct faults, {label}: {seen} events of {events}")
-            if r:
-                rates[label].append(events / elapsed)
+    rates = replay_rounds(runs, rounds, events, "replay of faults whose texts never repeat")
     trace.unlink()
     return {"events": events, "per_s": statistics.median(rates["kvmcore"]),
             "ratio": ratio_stats(rates["kvmcore"], rates["floor"]),
@@ -199,18 +206,8 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp:
     # in-process, interleaved: floor, kvmcore, floor, kvmcore...; one warm-up round
     import floors
 
-    times: dict[str, list[float]] = {"floor": [], "kvmcore": []}
-    for r in range(rounds + 1):
-        for label, fn in (("floor", lambda: floors.replay_floor(str(trace), event)),
-                          ("kvmcore", lambda: _replay_in_process(str(trace), name))):
-            gc.collect()
-            t0 = time.perf_counter()
-            seen = fn()
-            elapsed = time.perf_counter() - t0
-            if seen != events:
-                raise RuntimeError(f"replay {label}: {seen} events of {events}")
-            if r:
-                times[label].append(events / elapsed)
+    times = replay_rounds({"floor": lambda: floors.replay_floor(str(trace), event),
+                           "kvmcore": lambda: _replay_in_process(str(trace), name)}, rounds, events, "replay")
     out["inproc_per_s"] = statistics.median(times["kvmcore"])
     out["floor_per_s"] = statistics.median(times["floor"])
     out["ratio"] = ratio_stats(times["kvmcore"], times["floor"])

@@ -312,9 +312,10 @@ class Arch:
         except KvmcoreError:
             raise
         except Exception as exc:
-            if not isinstance(raw, Mapping):  # the caller's mistake, not the plugin's
-                raise TypeError(f"handle_fault: raw must be a mapping of register names to values, got {short_repr(raw)}") from None
-            raise self._plugin_error("decode_fault", exc) from exc
+            error = self._hook_failed("decode_fault", exc, raw)
+            if type(error) is TypeError:  # the caller's mistake, not the plugin's
+                raise error from None
+            raise error from exc
         if (
             type(fault) is not self._fault_type
             or type(fault.gfn) is not int
@@ -322,9 +323,7 @@ class Arch:
             or type(fault.exec) is not bool
             or type(fault.is_private) is not bool
         ):
-            if fault is None:
-                raise DecodeError(f"arch {self.name!r}: no decode_fault implementation answered for {dict(raw)}")
-            raise self._broken_fault(fault)
+            raise self._bad_decode(fault, raw)
         if self.debug:
             check_fault(fault, self.name, self.info.fault_type)
         return fault

@@ -283,8 +283,7 @@ def render(report: dict[str, Any]) -> str:
         out.append(f"guest accesses: {a['agreed']}/{a['cases']} agree ({a['seconds']} s)")
         out.append(f"  {'case':<28} {'real':<48} {'model':<48} verdict")
         for row in a["rows"]:
-            real = host_accesses.Seen(**{k: row["real"][k] for k in ("ret", "errno", "exit_reason", "completed", "mmio", "memory_fault", "backing", "dirty", "detail", "first")})
-            model = host_accesses.Seen(**{k: row["model"][k] for k in ("ret", "errno", "exit_reason", "completed", "mmio", "memory_fault", "backing", "dirty", "detail", "first")})
+            real, model = host_accesses.Seen.from_dict(row["real"]), host_accesses.Seen.from_dict(row["model"])
             verdict = "agree" if row["agree"] else f"expected: {row['expected']}" if row["expected"] else "DISAGREE"
             if row["expected"]:
                 used.add(row["expected"])

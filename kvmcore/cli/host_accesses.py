@@ -15,6 +15,7 @@ write to a read-only slot) get the width and the stored value (raw ``len``/``dat
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -127,6 +128,11 @@ class Seen:
     def key(self) -> tuple[Any, ...]:
         return (self.ret, self.errno, self.exit_reason, self.completed, self.mmio, self.memory_fault, self.backing,
                 self.dirty, self.first)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Seen:
+        """The inverse of :meth:`as_dict` (whose extra ``exit_reason_name`` is derived)."""
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,12 +1,15 @@
-"""What the command-line tests share: running ``python -m kvmcore.cli`` and skipping when an
+"""What the command-line tests share: running ``python -m kvmcore.cli`` (or its ``main`` in this
+process) and skipping when an
 in-tree arch plugin is not installed (imported as ``clitools``; tests/conftest.py puts tests/ on
 ``sys.path``)."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,15 @@ def kvmcore_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None
     """``kvmcore ARGS`` as a user runs it, in a child process (``env`` adds to the environment)."""
     return subprocess.run([sys.executable, "-m", "kvmcore.cli", *args], capture_output=True, text=True,
                           input=stdin, timeout=120, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    """``kvmcore ARGV`` through ``kvmcore.cli.main.main`` in this process: (status, stdout, stderr),
+    after checking that neither stream shows a traceback."""
+    from kvmcore.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(argv)
+    assert "Traceback" not in out.getvalue() + err.getvalue()
+    return status, out.getvalue(), err.getvalue()

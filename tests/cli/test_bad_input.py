@@ -4,32 +4,22 @@ TOML, and hostile scenarios run under an address-space limit in a subprocess."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
 import textwrap
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from clitools import cli
 
 import kvmcore
-from kvmcore.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE = ROOT / "tests" / "cli" / "traces" / "arm64-ftrace.txt"
 INSTALLED = ", ".join(kvmcore.installed_arches())
 needs_arches = pytest.mark.skipif(not {"arm64", "x86", "riscv"} <= set(kvmcore.installed_arches()),
                                   reason="needs the three in-tree arch plugins")
-
-
-def cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(argv)
-    assert "Traceback" not in out.getvalue() + err.getvalue()
-    return status, out.getvalue(), err.getvalue()
 
 
 def scenario(tmp_path: Path, text: str) -> str:

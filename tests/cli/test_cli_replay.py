@@ -123,16 +123,3 @@ def test_bad_input() -> None:
     assert proc.returncode == 1 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
     proc = replay(str(TRACES / "arm64-ftrace.txt"), "--arch", "mips")
     assert proc.returncode == 1 and "unknown arch 'mips'" in proc.stderr
-
-
-def test_space_saving_sketch() -> None:
-    from kvmcore.cli.replay import SpaceSaving
-
-    sketch = SpaceSaving(2)
-    for key in [1, 1, 1, 2, 3, 1, 3, 3]:
-        if key in sketch.counts:
-            sketch.counts[key] += 1
-        else:
-            sketch.add_new(key)
-    # 1 is the true heavy hitter (4 of 8); 3 replaced 2 (count 1 + 1, error 1), then grew to 4
-    assert sketch.top(2) == [(1, 4, 0), (3, 4, 1)] and not sketch.exact

@@ -5,17 +5,15 @@ the other arches finish (issue 14)."""
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import brokenarch
 import pytest
+from clitools import cli
 from fakedist import activate, make_dist
 
 import kvmcore
-from kvmcore.cli.main import main
 
 MIB = 1 << 20
 
@@ -121,14 +119,6 @@ def test_wrong_raw_type_blames_the_caller_not_the_plugin(broken) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------------
-def cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(argv)
-    assert "Traceback" not in out.getvalue() + err.getvalue()
-    return status, out.getvalue(), err.getvalue()
-
-
 SCENARIO = """
 name = "isolation"
 [[memslots]]

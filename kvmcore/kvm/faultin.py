@@ -6,7 +6,6 @@ An arch's ``faultin_pfn`` calls them in its own kernel's order; the core's defau
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
@@ -19,7 +18,6 @@ from kvmcore.kvm.userfault import test_bit
 _EXIT = abi.KVM_RUN_OFFSETS["exit"]
 _MMIO = abi.MMIO_STRUCT
 _MF = abi.MEMORY_FAULT_STRUCT
-_FLAGS = struct.Struct("<Q")  # memory_fault.flags
 
 if TYPE_CHECKING:
     from kvmcore.kvm.kvm_main import VCPU, VM
@@ -45,8 +43,9 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
             f"KVM_EXIT_MEMORY_FAULT (39) ({vcpu.vm.exit_design.ownership_rule()})", str(run.exit_reason),
         )
     found = _MF.unpack_from(run, _EXIT)  # (flags, gpa, size)
-    if found != (common.flags, common.gpa, common.size):
-        for name, value, expected in zip(("flags", "gpa", "size"), found, (common.flags, common.gpa, common.size), strict=True):
+    wanted = (common.flags, common.gpa, common.size)
+    if found != wanted:
+        for name, value, expected in zip(("flags", "gpa", "size"), found, wanted, strict=True):
             if value != expected:
                 raise FaultContractError(
                     vcpu.vm.arch.name,
@@ -77,7 +76,8 @@ def kvm_do_userfault(vcpu: VCPU, fault: Any) -> bool:
         return False
     kvm_prepare_memory_fault_exit(vcpu, fault)
     run = vcpu.kvm_run
-    _FLAGS.pack_into(run, _EXIT, _FLAGS.unpack_from(run, _EXIT)[0] | abi.KVM_MEMORY_EXIT_FLAG_USERFAULT)
+    flags, gpa, size = _MF.unpack_from(run, _EXIT)
+    _MF.pack_into(run, _EXIT, flags | abi.KVM_MEMORY_EXIT_FLAG_USERFAULT, gpa, size)
     return True
 
 

@@ -172,7 +172,6 @@ def bench_arch(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     """decode, mapped path (with the hand-wired path and the floor), userfault round trips and
     MMIO exits, each against its floor."""
     out: dict[str, Any] = {}
-    out["decode_per_s"] = bench_decode(arch, p)
     out.update(bench_mapped(arch, p))
     out.update(bench_userfault(arch, p))
     out.update(bench_mmio(arch, p))
@@ -189,14 +188,6 @@ def floor_of(vm: kvmcore.VM) -> floors.FaultFloor | None:
 
 def floor_loop(floor: floors.FaultFloor) -> Callable[[list[Any]], int]:
     return compile_loop("fault(raw)", fault=floor.fault)
-
-
-def bench_decode(arch: kvmcore.Arch, p: Params) -> float:
-    vm, vcpu = new_vm(arch, p.pass_faults)
-    raws = encode_reads(vm, vcpu, list(range(GPA_BASE >> vm.page_shift, (GPA_BASE >> vm.page_shift) + p.pass_faults)))
-    impl = first_impl(arch, "decode_fault", arch.plugin)
-    decode_loop = compile_loop(call("decode", impl), decode=impl.function, vcpu=vcpu)
-    return interleaved({"decode": (decode_loop, raws)}, p.repeats, p.chunk)["decode"]
 
 
 def handwired(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Callable[[list[Any]], int]:
@@ -264,17 +255,17 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
         if floor is not None:
             floor.stage2.clear()
 
-    loops = {"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws)}
+    loops = {"pipeline": (pipeline, raws), "handwired": (handwired(twin, twin_vcpu), raws), **steps(vm, vcpu, raws)}
     if floor is not None:
         loops["floor"] = (floor_loop(floor), raws)
-        loops.update(steps(vm, vcpu, raws))
     samples: dict[str, list[float]] = {name: [] for name in loops}
     rates = interleaved(loops, p.repeats, p.chunk, reset, samples)
     for v in (vm, twin):
         if len(v.stage2) != p.pass_faults:
             raise RuntimeError(f"{arch.name}: expected {p.pass_faults} stage-2 leaves, found {len(v.stage2)}")
     mapped, wired = rates["pipeline"], rates["handwired"]
-    out: dict[str, Any] = {"mapped_per_s": mapped, "handwired_per_s": wired, "overhead_ratio": wired / mapped,
+    out: dict[str, Any] = {"decode_per_s": rates["decode"], "mapped_per_s": mapped, "handwired_per_s": wired,
+                           "overhead_ratio": wired / mapped,
                            "handwired_ratio": ratio_stats(samples["pipeline"], samples["handwired"])}
     if floor is not None:
         if len(floor.stage2) != p.pass_faults:

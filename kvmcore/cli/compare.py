@@ -9,7 +9,6 @@ what most designs give is marked ``*``. ``docs/designs.md`` explains each design
 
 from __future__ import annotations
 
-import errno
 import re
 import textwrap
 from collections import Counter
@@ -20,6 +19,7 @@ from kvmcore import abi
 from kvmcore.cli.format import flag_list
 from kvmcore.cli.scenario import runner, schema
 from kvmcore.cli.scenario.schema import EXIT_FLAGS, Scenario
+from kvmcore.errors import strerror
 from kvmcore.kvm.designs import exit_design
 from kvmcore.kvm.presets import PRESETS, DesignPreset
 from kvmcore.kvm.proposals import default_proposals
@@ -134,8 +134,8 @@ def compare(scenario: Scenario, arches: list[str], presets: list[DesignPreset], 
 def _cell(field: str, value: Any) -> str:
     if value is None:
         return "-"
-    if field == "ret":  # the errno's name (the number is in --json)
-        return f"-{errno.errorcode.get(-value, -value)}" if value else "0"
+    if field == "ret":  # the errno's name, from the table the rest of the CLI uses (the number is in --json)
+        return f"-{strerror(value)}" if value else "0"
     if field == "exit":
         return abi.exit_reason_name(value).replace("KVM_EXIT_", "")
     if field == "flags":

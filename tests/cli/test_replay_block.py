@@ -184,10 +184,7 @@ def test_generated_riscv_same_summary(tmp_path: Path) -> None:
 @needs()
 def test_bench_trace_same_summary_and_mostly_fast(tmp_path: Path) -> None:
     """The benchmark's trace (benchmarks/bench_process.py's generator, uniform over 65,536 pages)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import bench_process
+    bench_process = benchmark_generators()
 
     path = tmp_path / "bench.trace"
     # the benchmark's 65,536 pages repeat every 65,536 lines; over 1,024 pages the texts of these
@@ -209,18 +206,24 @@ def test_texts_that_never_repeat_go_to_the_per_line_scan(tmp_path: Path, monkeyp
     capacity, a block of new texts (every one judged, none counted twice) sends the next block to
     the per-line scan, which costs less a line (then the fast path tries again, backing off 1,
     2, 4... blocks). A memo of 8,192 texts: half full after the first block."""
-    import sys
-
     monkeypatch.setattr(B, "TEXT_MEMO_SIZE", 8192)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import bench_process
+    bench_process = benchmark_generators()
 
     path = tmp_path / "distinct.trace"
     bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000, distinct=True)
     assert_same(path, blocks=(4096, None), arch="arm64")
     first_block = path.read_bytes()[: B.BLOCK_SIZE].count(b"\n")
     assert count_per_line(path, arch="arm64") >= first_block - 8  # the whole second block
+
+
+def benchmark_generators() -> Any:
+    """``benchmarks/bench_process.py``, the module that writes the benchmark's traces."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_process
+
+    return bench_process
 
 
 def count_per_line(path: Path, **kw: Any) -> int:
@@ -340,12 +343,9 @@ def test_plugin_patterns_select_what_the_parser_parses(name: str) -> None:
 def test_parallel_ranges_count_as_the_serial_per_line_scan(tmp_path: Path) -> None:
     """--jobs: each byte range goes through the block fast path; the merged summary is the
     serial per-line one (a trace without fault loops, which ranges do not follow across)."""
-    import sys
-
     from kvmcore.cli import replay_parallel
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import bench_process
+    bench_process = benchmark_generators()
 
     path = tmp_path / "bench.trace"
     bench_process.write_trace(path, kvmcore.load_arch("arm64"), 6000)
@@ -458,10 +458,7 @@ def test_new_texts_are_judged_until_the_memo_is_half_full(tmp_path: Path) -> Non
     """Below half the memo's capacity (65,536 texts) new texts stay on the fast path: repeats can
     only show within the memo's horizon (a trace going over the same pages again), and the extra
     cost of judging them is bounded by that half."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import bench_process
+    bench_process = benchmark_generators()
 
     path = tmp_path / "distinct.trace"
     bench_process.write_trace(path, kvmcore.load_arch("arm64"), 20_000, distinct=True)

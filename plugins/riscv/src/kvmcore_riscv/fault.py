@@ -131,9 +131,10 @@ def _optional_int(raw: Mapping[str, Any], name: str, limit: int, what: str) -> i
 
 
 _private = kvmcore.raw_private
-#: The raw keys of a plain trap, which :func:`decode_riscv_fault` decodes in one go; any other
-#: input (sepc, a modelling input, a bad value) takes the step-by-step checks.
-_PLAIN_KEYS = frozenset(("scause", "htval", "stval", "htinst"))
+#: The raw keys of a plain trap (four CSRs, and the value an MMIO store writes), which
+#: :func:`decode_riscv_fault` decodes in one go; any other input (sepc, insn, private, a bad
+#: value) takes the step-by-step checks.
+_PLAIN_KEYS = frozenset(("scause", "htval", "stval", "htinst", "data"))
 #: Set in an int that is negative or 2**64 or more.
 _NOT_U64 = ~_U64_MAX
 #: Set in an htval that is negative or wider than 57 bits (:data:`~kvmcore_riscv.trap.HTVAL_MAX`).
@@ -148,12 +149,13 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
     ``gstage_page_fault()``; its ``DecodeError`` (wrong cause, bad value, htinst
     contradicting scause) propagates.
 
-    A plain trap (only scause, htval, stval and htinst, each valid) passes those checks in one
+    A plain trap (only scause, htval, stval, htinst and data, each valid) passes those checks in one
     test and is decoded in one go; anything else is checked step by step. Both give the same
     fault (the property test in ``tests/test_riscv_fault_decode.py``).
     """
     get = raw.get
     scause, htval, stval, htinst = get("scause"), get("htval"), get("stval"), get("htinst", 0)
+    data = get("data")
     if (
         raw.keys() <= _PLAIN_KEYS
         and scause.__class__ is int
@@ -163,6 +165,7 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
         and not (scause | stval | htinst) & _NOT_U64
         and not htval & _HTVAL_INVALID
         and scause in GUEST_PAGE_FAULT_ACCESS
+        and (data is None or (data.__class__ is int and not data & _NOT_U64))
     ):
         # a plain trap (only the four CSRs, valid values): guest_page_fault_fields()'s checks
         # are the test above, in one go; its values follow
@@ -172,7 +175,7 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
         return RiscvFault(
             gpa >> PAGE_SHIFT, scause == EXC_INST_GUEST_PAGE_FAULT, scause == EXC_STORE_GUEST_PAGE_FAULT, False,
             scause, name, access, FAULT_KINDS[access], gpa, kernel_gpa, stval, htval, stval, htinst, kind, ilen,
-            size, rd, rs2, sext, off, None, None, None,
+            size, rd, rs2, sext, off, None, None, data,
         )
     return _decode_riscv_fault(raw)
 

@@ -151,3 +151,15 @@ def test_host_region_cache_follows_changes() -> None:
     assert host.find_vma(hvas[3] + 4096) is None and host.find_vma(hvas[4]).start == hvas[4]
     host.munmap(hvas[5] + (512 << 10), 512 << 10)  # the upper half of a mapping
     assert host.find_vma(hvas[5] + (600 << 10)) is None and host.find_vma(hvas[5]).end == hvas[5] + (512 << 10)
+
+
+def test_the_inlined_arm64_bound_still_answers_as_the_model() -> None:
+    """benchmarks/inlined_bound.py is a bound only while its one-function arm64 mapped fault
+    gives vcpu.handle_fault's FaultResult; it checks that on every input before timing."""
+    pytest.importorskip("kvmcore_arm64")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inlined_bound.py"), "--passes", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "inlined" in proc.stdout and "x the floor" in proc.stdout

@@ -37,7 +37,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
        (``get_kvm_ipa_limit()``, modelled as ``ArchInfo.phys_bits`` = 52) ->
        ``kvm_inject_size_fault()``; between the VM's IPA size and that -> an external abort
        injected at ``ipa | FAR[11:0]``.
-    3. Not a translation, permission or access-flag fault (nor, 7.3, DFSC 0x35) ->
+    3. Not a translation, permission or access-flag fault (nor, 7.3, FSC 0x35) ->
        "Unsupported FSC", -EFAULT.
     4. ("arm64-private") private/shared mismatch; private access with no memslot.
     5. No memslot (``kvm_is_error_hva()``) or a write to a READONLY memslot: IABT ->
@@ -69,7 +69,8 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
                 f"{which} abort injected at {fault.gpa:#x} ({kernels.sea_injection_name(vm)})",
             )
 
-    excl_atomic = fault.fsc == FSC_EXCL_ATOMIC and not fault.is_iabt and kernels.excl_atomic_fault_handled(vm)
+    # esr_fsc_is_excl_atomic_fault() masks ESR_ELx_FSC only: an IABT with IFSC 0x35 passes too
+    excl_atomic = fault.fsc == FSC_EXCL_ATOMIC and kernels.excl_atomic_fault_handled(vm)
     if not (
         translation or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
     ):
@@ -375,7 +376,7 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
        "resume"; the run loop then finds the signal pending
        (``xfer_to_guest_mode_handle_work()`` -> ``kvm_handle_signal_exit()``), so KVM_RUN
        returns -EINTR with ``KVM_EXIT_INTR``. Any other error pfn -> bare -EFAULT.
-    6. 7.3 only: DFSC 0x35 (``kernels.excl_atomic_fault_handled``) -> the abort is injected
+    6. 7.3 only: FSC 0x35 (``kernels.excl_atomic_fault_handled``) -> the abort is injected
        back (``kvm_inject_dabt_excl_atomic()``), resume.
     7. Dirty logging and not a write fault -> map read-only. Exec only for an exec fault.
     8. Not forced to pages and the VMA gave PAGE_SIZE: a permission fault on a larger leaf

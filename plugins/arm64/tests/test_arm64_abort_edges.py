@@ -16,6 +16,7 @@ import errno
 import pytest
 
 import kvmcore
+from kvmcore import abi
 
 MiB = 1 << 20
 RAM = 0x4000_0000
@@ -50,3 +51,96 @@ def test_fetch_with_ifsc_0x35_follows_the_fsc_check(kernel, on_ram, outside) -> 
     assert (res.ret, res.outcome) == on_ram
     res = vcpu.handle_fault({"esr": FETCH_EXCL_ATOMIC, "hpfar": hpfar(0x900_0000)})
     assert (res.ret, res.outcome) == outside
+
+
+# --- kvm_handle_guest_sea() (7.3) ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("esr", "outcome"),
+    [
+        # 7.3 arch/arm64/kvm/mmu.c:host_owns_sea() (FEAT_RAS, not in a hyp context):
+        # esr_fsc_is_sea_ttw(esr) && (esr & ESR_ELx_S1PTW); esr_fsc_is_sea_ttw() (asm/esr.h) is
+        # FSC == ESR_ELx_FSC_SEA_TTW(n) = 0x14 + n for n = -1..3, i.e. 0x13..0x17.
+        # DABT_LOW IL (0x92000000) | S1PTW (0x80) | FSC:
+        (0x92000093, "sea_injected"),  # SEA_TTW(-1) on a stage-1 walk: the host's
+        (0x92000097, "sea_injected"),  # SEA_TTW(3): the host's
+        (0x92000090, "sea_exit"),  # FSC 0x10 (SEA, not on a walk) with S1PTW: the guest's
+        (0x92000098, "sea_exit"),  # FSC 0x18 (parity/ECC, not on a walk): the guest's
+        (0x9200009C, "sea_exit"),  # FSC 0x1C (ECC on a walk, L0) is no SEA_TTW: the guest's
+        (0x92000014, "sea_exit"),  # SEA_TTW(0) without S1PTW: cannot be told from stage 1
+    ],
+)
+def test_host_owns_only_sea_ttw_on_a_stage1_walk(esr, outcome) -> None:
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    vm.enable_cap(abi.KVM_CAP_ARM_SEA_TO_USER)
+    res = vm.create_vcpu().handle_fault({"esr": esr, "hpfar": hpfar(RAM)})
+    assert (res.ret, res.outcome) == (0, outcome)
+
+
+def test_sea_exit_keeps_only_the_masked_esr_bits() -> None:
+    # 7.3 kvm_handle_guest_sea(): esr_mask = ESR_ELx_EC_MASK (0x3F << 26) | ESR_ELx_IL (1 << 25)
+    # | ESR_ELx_FnV (1 << 10) | ESR_ELx_EA (1 << 9) | ESR_ELx_CM (1 << 8) | ESR_ELx_WNR (1 << 6)
+    # | ESR_ELx_FSC (0x3F), plus ESR_ELx_SET_MASK (3 << 11) as kvm_has_ras(). An ESR with every
+    # ISS bit that a data abort can carry, and ISS2 bit 32:
+    #   (1 << 32) | DABT_LOW IL 0x92000000 | ISV 0x01000000 | SAS=3 0x00C00000 | SSE 0x00200000
+    #   | SRT=31 0x001F0000 | SF 0x8000 | AR 0x4000 | bit 13 0x2000 | SET=3 0x1800 | EA 0x200
+    #   | CM 0x100 | S1PTW 0x80 | WnR 0x40 | FSC 0x10 = 0x1_93FFFBD0
+    # masked: 0x92000000 | 0x1800 | 0x200 | 0x100 | 0x40 | 0x10 = 0x92001B50
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    vm.enable_cap(abi.KVM_CAP_ARM_SEA_TO_USER)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x1_93FF_FBD0, "far": 0xFFFF_0000_4321, "hpfar": hpfar(RAM)})
+    sea = vcpu.kvm_run.arm_sea
+    # the IPA is known (FSC 0x10 without FnV: __fault_safe_to_translate()): flags
+    # KVM_EXIT_ARM_SEA_FLAG_GPA_VALID (1), gpa = HPFAR's IPA
+    assert (res.exit_reason, sea.esr, sea.gva, sea.flags, sea.gpa) == (
+        abi.KVM_EXIT_ARM_SEA, 0x9200_1B50, 0xFFFF_0000_4321, 1, RAM)
+    # 0x92000650 = EA FnV WnR FSC 0x10: FnV is kept in esr, and "if (!(esr & ESR_ELx_FnV))
+    # run->arm_sea.gva = kvm_vcpu_get_hfar(vcpu)" leaves gva 0 (the memset). hyp/fault.h:
+    # __fault_safe_to_translate() is false for EXTABT with FnV, so __get_fault_info() leaves
+    # hpfar_el2 0 (no HPFAR_EL2_NS): kvm_vcpu_get_fault_ipa() is INVALID_GPA -> flags 0, gpa 0,
+    # whatever the previous exit left there
+    res = vcpu.handle_fault({"esr": 0x9200_0650, "far": 0xFFFF_0000_4321, "hpfar": hpfar(RAM)})
+    assert (res.outcome, sea.esr, sea.gva, sea.flags, sea.gpa) == ("sea_exit", 0x9200_0650, 0, 0, 0)
+    # FAR not given (the model's "unknown"): gva 0 as for FnV
+    vcpu.handle_fault({"esr": 0x9200_0250, "far": 0x1000, "hpfar": hpfar(RAM)})
+    assert sea.gva == 0x1000
+    res = vcpu.handle_fault({"esr": 0x9200_0250, "hpfar": hpfar(RAM)})
+    assert (res.outcome, sea.gva, sea.flags, sea.gpa) == ("sea_exit", 0, 1, RAM)
+
+
+# --- kvm_handle_guest_abort(): the IPA range check -----------------------------------------
+@pytest.mark.parametrize(("esr", "which"), [(0x82000007, "instruction"), (0x93C08007, "data")])
+def test_ipa_beyond_the_vm_injects_the_abort_of_the_access(esr, which) -> None:
+    # 7.3 kvm_handle_guest_abort(): a translation fault at or above BIT(VTCR_EL2_IPA) but
+    # inside the PARange -> fault_ipa |= FAR[11:0]; kvm_inject_sea(vcpu, is_iabt, fault_ipa):
+    # an instruction abort for IABT_LOW (0x82000007: IFSC translation L3), a data abort for
+    # DABT_LOW (0x93C08007: LDR x0, translation L3). ipa 1 << 40 (ipa_bits 40): hpfar 1 << 32;
+    # FAR 0x234 -> injected at 0x10000000234.
+    vcpu = kvmcore.VM("arm64", kernel="7.3").create_vcpu()
+    res = vcpu.handle_fault({"esr": esr, "far": 0x234, "hpfar": 1 << 32})
+    assert (res.ret, res.outcome) == (0, "ipa_range_sea_injected")
+    assert f"external {which} abort injected at 0x10000000234" in res.detail
+
+
+# --- io_mem_abort(): LD64B/ST64B* (7.3) ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fsc", "exit_reason", "outcome"),
+    [
+        # 7.3 arch/arm64/kvm/mmio.c:io_mem_abort(), ISV=1: "switch (kvm_vcpu_trap_get_fault(vcpu))
+        # { case 0b000100 ... 0b001111: case 0b101010 ... 0b101011: if (FIELD_GET(GENMASK(12,
+        # 11), esr)) -> KVM_EXIT_ARM_LDST64B". The ends of both ranges that reach io_mem_abort():
+        (0x04, abi.KVM_EXIT_ARM_LDST64B, "ldst64b"),  # translation L0
+        (0x0F, abi.KVM_EXIT_ARM_LDST64B, "ldst64b"),  # permission L3
+        (0x2B, abi.KVM_EXIT_ARM_LDST64B, "ldst64b"),  # translation L-1
+        # FSC 0x35 passes kvm_handle_guest_abort()'s check on 7.3 but is in neither range:
+        # an ordinary MMIO exit despite ESR[12:11]
+        (0x35, abi.KVM_EXIT_MMIO, "mmio"),
+    ],
+)
+def test_ldst64b_fsc_ranges(fsc, exit_reason, outcome) -> None:
+    # 0x93C00840 | FSC: DABT_LOW IL ISV SAS=3 WnR, ESR[12:11] = 0b01, no memslot at 0x9000000
+    vcpu = kvmcore.VM("arm64", kernel="7.3").create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x93C0_0840 | fsc, "far": 0x900_0010, "hpfar": hpfar(0x900_0000)})
+    assert (res.ret, res.exit_reason, res.outcome) == (0, exit_reason, outcome)
+    if outcome == "ldst64b":  # esr_iss = esr & ~ESR_ELx_FSC
+        assert vcpu.kvm_run.arm_nisv.esr_iss == 0x93C0_0840

@@ -144,3 +144,41 @@ def test_ldst64b_fsc_ranges(fsc, exit_reason, outcome) -> None:
     assert (res.ret, res.exit_reason, res.outcome) == (0, exit_reason, outcome)
     if outcome == "ldst64b":  # esr_iss = esr & ~ESR_ELx_FSC
         assert vcpu.kvm_run.arm_nisv.esr_iss == 0x93C0_0840
+
+
+# --- gmem_abort() ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("kernel", "exec_kept"), [("6.18", False), ("7.3", True)])
+def test_gmem_write_permission_fault_after_a_fetch(kernel, exec_kept) -> None:
+    # A fetch maps the guest_memfd page R|W|X (not READONLY; exec_fault). A write permission
+    # fault on it (0x9381004F: STR w1, permission L3) builds prot = R|W (no exec_fault):
+    # 6.18's gmem_abort() kvm_pgtable_stage2_map()s the page anew with that prot, dropping X
+    # (kvmcore_arm64.kernels.gmem_perm_fault_relaxes cites the v14 patch); 7.3
+    # arch/arm64/kvm/mmu.c:gmem_abort(): "if (perm_fault) kvm_pgtable_stage2_relax_perms()"
+    # only adds permissions, so X stays.
+    vm = kvmcore.VM("arm64", kernel=kernel)
+    fd = vm.create_guest_memfd(1 * MiB)
+    vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x82000007, "hpfar": hpfar(0x8000_2000)})
+    assert (res.outcome, res.mapped.writable, res.mapped.exec) == ("mapped_gmem", True, True)
+    res = vcpu.handle_fault({"esr": 0x9381004F, "hpfar": hpfar(0x8000_2000)})
+    assert (res.outcome, res.mapped.writable, res.mapped.exec) == ("mapped_gmem", True, exec_kept)
+    entry = vm.stage2.lookup(0x80002)
+    assert (entry.writable, entry.exec) == (True, exec_kept)
+
+
+def test_gmem_error_is_never_private_in_upstream_exit_design() -> None:
+    # 7.3 gmem_abort(): kvm_gmem_get_pfn() fails -> kvm_prepare_memory_fault_exit(vcpu,
+    # fault_ipa, PAGE_SIZE, write_fault, exec_fault, false): is_private is false at the call
+    # site, so even a private access (kvmcore's "arm64-private" proposal, with no exit-design
+    # proposal: the upstream helper) gets flags 0. Poisoned page 6 of a private range:
+    # -EHWPOISON, gpa 0x80006000 (HPFAR's IPA), size 4096.
+    vm = kvmcore.VM("arm64", proposals=("arm64-private",))
+    fd = vm.create_guest_memfd(1 * MiB)
+    vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB, flags=abi.KVM_MEM_GUEST_MEMFD, guest_memfd=fd)
+    vm.set_memory_attributes(0x8000_0000, 1 * MiB, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    vm.guest_memfd(fd).memory_failure(0x6000)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x93810047, "far": 0x6008, "hpfar": hpfar(0x8000_6000), "private": 1})
+    mf = vcpu.kvm_run.memory_fault
+    assert (res.ret, res.outcome, mf.flags, mf.gpa, mf.size) == (-133, "gmem_error", 0, 0x8000_6000, 4096)

@@ -62,6 +62,11 @@ def test_fetch_maps_a_huge_page_without_the_nx_mitigation() -> None:
     f = res.fault
     assert (f.huge_page_disallowed, f.req_level, f.goal_level) == (False, 2, 2)
     assert (res.mapped.size, res.mapped.exec) == (2 * MB, True)
+    # "fault->pfn &= ~mask" with mask = KVM_PAGES_PER_HPAGE(goal_level) - 1 = 511: the leaf
+    # starts at the host pfn of the 2 MiB page's head, not of the faulting 4K page (head + 5)
+    head_pfn, _ = vm.host.hva_to_pfn(hva, False)
+    assert res.mapped.pfn == head_pfn
+    assert vm.host.hva_to_pfn(hva + 0x5000, False)[0] == head_pfn + 5
 
 
 # --- __kvm_mmu_faultin_pfn() ----------------------------------------------------------------

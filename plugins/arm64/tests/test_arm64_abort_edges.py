@@ -182,3 +182,174 @@ def test_gmem_error_is_never_private_in_upstream_exit_design() -> None:
     res = vcpu.handle_fault({"esr": 0x93810047, "far": 0x6008, "hpfar": hpfar(0x8000_6000), "private": 1})
     mf = vcpu.kvm_run.memory_fault
     assert (res.ret, res.outcome, mf.flags, mf.gpa, mf.size) == (-133, "gmem_error", 0, 0x8000_6000, 4096)
+
+
+# --- user_mem_abort(): which block the memslot allows ---------------------------------------
+# 0x93C08007: LDR x0, translation L3 (a read); 0x9381004E: STR w1, permission fault L2 (a write
+# on a 2 MiB block: kvm_vcpu_trap_get_perm_fault_granule() = BIT(ARM64_HW_PGTABLE_LEVEL_SHIFT(2))
+# = 2 MiB with 4K pages)
+READ8 = 0x93C08007
+WRITE_PERM_L2 = 0x9381004E
+
+
+@pytest.mark.parametrize("thp", [False, True])
+def test_no_block_where_gpa_and_hva_disagree_even_inside_the_slot(thp) -> None:
+    # fault_supports_stage2_huge_mapping(): "if ((gpa_start & (map_size - 1)) != (uaddr_start &
+    # (map_size - 1))) return false;" comes before, and apart from, the range check. A 4 MiB
+    # slot at RAM (2 MiB aligned) whose hva starts 4K into a huge page: the fault at
+    # RAM + 2 MiB + 20K has hva & ~(2 MiB - 1) = the huge page at +2 MiB, which lies inside
+    # [uaddr_start, uaddr_end) (the range check alone would allow it), but gpa and hva are not
+    # congruent: 4K.
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    hva = vm.host.mmap(6 * MiB, page_size=2 * MiB, thp=thp)
+    vm.set_user_memory_region(0, RAM, 4 * MiB, hva + 0x1000)
+    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 2 * MiB + 0x5000)})
+    assert (res.outcome, res.mapped.size) == ("mapped", 4096)
+
+
+@pytest.mark.parametrize("thp", [False, True])
+def test_no_block_over_the_head_of_a_slot(thp) -> None:
+    # fault_supports_stage2_huge_mapping(): "return (hva & ~(map_size - 1)) >= uaddr_start &&
+    # (hva & ~(map_size - 1)) + map_size <= uaddr_end;". A congruent slot at RAM + 4K (hva 4K
+    # into a huge page), 4 MiB: the fault at RAM + 20K would need the block starting at RAM,
+    # 4K before the slot: 4K pages (the block at RAM + 2 MiB is whole and maps, as
+    # test_arm64_kernels.py's test_block_allowed_where_gpa_and_hva_are_equally_misaligned shows).
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    hva = vm.host.mmap(6 * MiB, page_size=2 * MiB, thp=thp)
+    vm.set_user_memory_region(0, RAM + 0x1000, 4 * MiB, hva + 0x1000)
+    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x5000)})
+    assert (res.outcome, res.mapped.size) == ("mapped", 4096)
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "7.3"])
+def test_pud_hugetlb_falls_back_to_a_pmd_block(kernel) -> None:
+    # user_mem_abort() (6.12) / kvm_s2_resolve_vma_size() (7.3): "case PUD_SHIFT: if
+    # (fault_supports_stage2_huge_mapping(memslot, hva, PUD_SIZE)) break; fallthrough; case
+    # CONT_PMD_SHIFT: vma_shift = PMD_SHIFT; fallthrough; case PMD_SHIFT: ...". A 1 GiB
+    # hugetlbfs page behind a 4 MiB slot: the 1 GiB block is not inside the slot, the 2 MiB
+    # one is: a PMD block.
+    vm = kvmcore.VM("arm64", kernel=kernel)
+    hva = vm.host.mmap(1 << 30, page_size=1 << 30)
+    vm.set_user_memory_region(0, RAM, 4 * MiB, hva)
+    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x30_5000)})
+    assert (res.outcome, res.mapped.size) == ("mapped", 2 * MiB)
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "7.3"])
+def test_hwpoison_lsb_of_a_cont_pmd_hugetlb_page_is_the_pmd_shift(kernel) -> None:
+    # CONT_PMD_SHIFT (25, 32 MiB hugetlbfs with 4K pages) becomes vma_shift = PMD_SHIFT (21);
+    # the SIGBUS lsb is that shift: 6.12 kvm_send_hwpoison_signal(hva, vma_shift), 7.3
+    # kvm_send_hwpoison_signal(s2fd->hva, __ffs(s2vi->vma_pagesize)) = 21.
+    vm = kvmcore.VM("arm64", kernel=kernel)
+    hva = vm.host.mmap(32 * MiB, page_size=32 * MiB)
+    vm.set_user_memory_region(0, RAM, 32 * MiB, hva)
+    vm.host.memory_failure(hva + 0x3000)
+    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x3000)})
+    assert (res.outcome, res.signal) == ("hwpoison_sigbus", kvmcore.Signal("SIGBUS", "BUS_MCEERR_AR", hva + 0x3000, 21))
+
+
+@pytest.mark.parametrize(("host_page", "slot_hva_offset"), [(64 << 10, 0), (2 * MiB, 0x1000)])
+def test_permission_fault_on_a_block_maps_a_page_where_the_vma_forces_pages(host_page, slot_hva_offset) -> None:
+    # 7.3 kvm_s2_resolve_vma_size(): CONT_PTE_SHIFT (64 KiB hugetlbfs), or a PMD hugetlbfs page
+    # the memslot cannot map as a block (hva 4K into it), end in "vma_shift = PAGE_SHIFT;
+    # s2vi->max_map_size = PAGE_SIZE" (6.12: force_pte = true). kvm_s2_fault_map(): "if
+    # (mapping_size == PAGE_SIZE && s2vi->max_map_size != PAGE_SIZE) { if (perm_fault_granule
+    # > PAGE_SIZE) mapping_size = perm_fault_granule; ..." is skipped, so a write permission
+    # fault reported on a 2 MiB block (a stale block, installed by hand here) maps one 4K page
+    # writable rather than relaxing the 2 MiB block (mapping_size != perm_fault_granule).
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    hva = vm.host.mmap(4 * MiB, page_size=host_page)
+    slot = vm.set_user_memory_region(0, RAM, 2 * MiB, hva + slot_hva_offset)
+    vm.stage2.map(RAM >> 12, vm.host.hva_to_pfn(slot.userspace_addr, False)[0], 2 * MiB, False, False)
+    res = vm.create_vcpu().handle_fault({"esr": WRITE_PERM_L2, "hpfar": hpfar(RAM + 0x1000)})
+    assert (res.outcome, res.mapped.size, res.mapped.writable) == ("mapped", 4096, True)
+
+
+@pytest.mark.parametrize("esr", [0x9381004F, 0x8200000F])
+def test_write_or_exec_permission_faults_are_no_read_permission_error_on_6_12(esr) -> None:
+    # 6.12 user_mem_abort(): "if (fault_is_perm && !write_fault && !exec_fault) { kvm_err(
+    # "Unexpected L2 read permission error\n"); return -EFAULT; }" -- a write (0x9381004F: STR
+    # w1, permission L3) or a fetch (0x8200000F: IABT, permission L3) permission fault on a
+    # mapped 4K page relaxes it instead (vma_pagesize == fault_granule == 4K).
+    vm = kvmcore.VM("arm64", kernel="6.12", proposals=())
+    vm.set_user_memory_region(0, RAM, 2 * MiB)
+    vcpu = vm.create_vcpu()
+    assert vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x1000)}).outcome == "mapped"
+    res = vcpu.handle_fault({"esr": esr, "hpfar": hpfar(RAM + 0x1000)})
+    assert (res.ret, res.outcome) == (0, "permission_relaxed")
+
+
+def test_userfault_unreadable_bitmap_detail() -> None:
+    # KVM Userfault v3: kvm_do_userfault() returns true without preparing an exit when the
+    # bitmap cannot be read; user_mem_abort() returns -EFAULT with kvm_run untouched. kvmcore
+    # says why in the detail; a readable marked bit gives a memory fault exit and no such note.
+    vm = kvmcore.VM("arm64")
+    bitmap = bytearray(b"\xff" * 8)
+    vm.set_user_memory_region(0, RAM, 64 * 0x1000, flags=abi.KVM_MEM_USERFAULT, userfault_bitmap=bitmap)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x1000)})
+    assert (res.exit_reason, res.outcome) == (abi.KVM_EXIT_MEMORY_FAULT, "userfault")
+    assert "could not be read" not in (res.detail or "")
+    vm.memslots.by_id[0].userfault_bitmap.release()
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x1000)})
+    assert (res.ret, res.exit_reason, res.outcome) == (-errno.EFAULT, abi.KVM_EXIT_UNKNOWN, "userfault")
+    assert "could not be read" in res.detail
+
+
+def test_annotate_efault_reports_the_block_size_of_a_hugetlb_vma() -> None:
+    # The annotate-efault design (Anish Moorthy, "[PATCH v2 3/3] KVM: arm64: Perform memory
+    # fault exits when stage-2 handler EFAULTs"): when __kvm_faultin_pfn() fails,
+    # kvm_prepare_memory_fault_exit(vcpu, fault_ipa, vma_pagesize, ...). A store to a
+    # read-only 2 MiB hugetlbfs mapping: size 0x200000 (not PAGE_SIZE, which is what the
+    # common fallback for a bare -EFAULT would write), gpa = fault_ipa = 0x40001000, flags 0.
+    vm = kvmcore.VM("arm64", proposals=("v3-helper", "annotate-efault"))
+    hva = vm.host.mmap(2 * MiB, kvmcore.PROT_READ, page_size=2 * MiB)
+    vm.set_user_memory_region(0, RAM, 2 * MiB, hva)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x93810047, "hpfar": hpfar(RAM + 0x1000)})
+    mf = vcpu.kvm_run.memory_fault
+    assert (res.ret, res.outcome, res.exit_reason) == (-errno.EFAULT, "efault", abi.KVM_EXIT_MEMORY_FAULT)
+    assert (mf.flags, mf.gpa, mf.size) == (0, RAM + 0x1000, 2 * MiB)
+    assert "annotate-efault" in res.detail
+
+
+def test_annotate_efault_gpa_is_the_hpfar_ipa_with_16k_pages() -> None:
+    # The same patch passes fault_ipa (HPFAR_EL2.FIPA << 12, 4K-aligned) as the gpa, not
+    # gfn << PAGE_SHIFT: with 16K pages, ipa 0x40005000 is gfn 0x10001 (0x40004000). No VMA
+    # behind the hva ("Failed to find VMA"): size 0.
+    vm = kvmcore.VM("arm64", granule="16K", proposals=("v3-helper", "annotate-efault"))
+    slot = vm.set_user_memory_region(0, RAM, 1 * MiB)
+    vm.host.munmap(slot.userspace_addr, 1 * MiB)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": 0x93810047, "hpfar": hpfar(RAM + 0x5000)})
+    mf = vcpu.kvm_run.memory_fault
+    assert (res.ret, res.outcome, mf.gpa, mf.size) == (-errno.EFAULT, "no_vma", RAM + 0x5000, 0)
+
+
+# --- user_mem_abort(): permission faults on THP memory --------------------------------------
+def test_write_permission_fault_on_a_thp_page_maps_the_pmd_block() -> None:
+    # 7.3 kvm_s2_fault_map(): a THP VMA gives vma_pagesize PAGE_SIZE with max_map_size PUD_SIZE;
+    # "if (mapping_size == PAGE_SIZE && s2vi->max_map_size != PAGE_SIZE) { if
+    # (perm_fault_granule > PAGE_SIZE) ... else mapping_size = transparent_hugepage_adjust()".
+    # A write permission fault on a read-only 4K leaf (0x9381004F: permission L3, granule 4K,
+    # which is not > PAGE_SIZE) therefore takes the THP path: 2 MiB, and since 2 MiB !=
+    # perm_fault_granule it is kvm_pgtable_stage2_map()ped as a writable block, not relaxed.
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    hva = vm.host.mmap(2 * MiB, page_size=2 * MiB, thp=True)
+    vm.set_user_memory_region(0, RAM, 2 * MiB, hva)
+    vm.stage2.map((RAM >> 12) + 1, vm.host.hva_to_pfn(hva + 0x1000, False)[0], 4096, False, False)
+    res = vm.create_vcpu().handle_fault({"esr": 0x9381004F, "hpfar": hpfar(RAM + 0x1000)})
+    assert (res.outcome, res.mapped.size, res.mapped.writable) == ("mapped", 2 * MiB, True)
+
+
+def test_fetch_permission_fault_on_a_thp_block_relaxes_the_block() -> None:
+    # A read maps the THP as a 2 MiB block (transparent_hugepage_adjust()). A fetch then takes
+    # a permission fault at level 2 (0x8200000E): perm_fault_granule 2 MiB > PAGE_SIZE, so
+    # mapping_size = 2 MiB = perm_fault_granule -> kvm_pgtable_stage2_relax_perms() adds X.
+    vm = kvmcore.VM("arm64", kernel="7.3")
+    hva = vm.host.mmap(2 * MiB, page_size=2 * MiB, thp=True)
+    vm.set_user_memory_region(0, RAM, 2 * MiB, hva)
+    vcpu = vm.create_vcpu()
+    assert vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM)}).mapped.size == 2 * MiB
+    res = vcpu.handle_fault({"esr": 0x8200000E, "hpfar": hpfar(RAM + 0x1230)})
+    assert (res.outcome, res.mapped.size, res.mapped.exec) == ("permission_relaxed", 2 * MiB, True)

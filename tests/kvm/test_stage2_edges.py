@@ -45,6 +45,10 @@ def test_unmap_range_counts_and_stops_at_its_end() -> None:
     assert s2.lookup(0x40000) is None
     assert s2.unmap_range(0x40000, 0x40200) == 0
     assert len(s2) == 1
+    # a range much wider than the table (searched by scanning the leaves): [0x40100, 0x40201)
+    # ends just before the remaining leaf
+    assert s2.unmap_range(0x40100, 0x40201) == 0
+    assert s2.lookup(0x40201).gfn == 0x40201
 
 
 def test_set_flags_on_blocks_pages_and_holes() -> None:

@@ -72,3 +72,46 @@ def test_map_is_executable_unless_told_otherwise() -> None:
     s2 = kvmcore.Stage2(12)
     s2.map(0x10, 0x20, 4096, True)
     assert (s2.lookup(0x10).exec, s2.lookup(0x10).young) == (True, True)
+
+
+def test_write_protect_range_clears_w_on_overlapping_leaves_only() -> None:
+    s2 = kvmcore.Stage2(12)
+    for gfn in (0x3F, 0x40, 0x4F, 0x50):
+        s2.map(gfn, gfn + 0x1000, 4096, True)
+    s2.map(0x200, 0x5000, 2 * MiB, True)  # block [0x200, 0x400)
+    s2.map(0x400, 0x7000, 2 * MiB, True)  # block [0x400, 0x600)
+    s2.write_protect_range(0x40, 0x50)  # [0x40, 0x50): the first and last page inside
+    assert [s2.lookup(g).writable for g in (0x3F, 0x40, 0x4F, 0x50)] == [True, False, False, True]
+    # a range touching one gfn of the first block write-protects that whole block, not the next
+    s2.write_protect_range(0x3FF, 0x400)
+    assert (s2.lookup(0x200).writable, s2.lookup(0x400).writable) == (False, True)
+    assert s2.lookup(0x200).exec is True  # only W is cleared
+
+
+def test_entries_smallest_first_in_gfn_order() -> None:
+    s2 = kvmcore.Stage2(12)
+    s2.map(0x400, 0x7000, 2 * MiB, False)
+    s2.map(0x20, 0x1020, 4096, True)
+    s2.map(0x10, 0x1010, 4096, True)
+    assert [(e.gfn, e.pfn, e.size, e.writable) for e in s2.entries()] == [
+        (0x10, 0x1010, 4096, True), (0x20, 0x1020, 4096, True), (0x400, 0x7000, 2 * MiB, False)]
+
+
+def test_enabling_dirty_logging_write_protects_the_slot() -> None:
+    # 7.3 arch/arm64/kvm/mmu.c:kvm_arch_commit_memory_region(): "if (log_dirty_pages) { ...
+    # kvm_mmu_wp_memory_region(kvm, new->id);" (without KVM_DIRTY_LOG_INITIALLY_SET), and
+    # KVM_GET_DIRTY_LOG write-protects again what it reports (kvm_get_dirty_log_protect()).
+    vm = kvmcore.VM("arm64")
+    vm.set_user_memory_region(0, 0x4000_0000, 1 * MiB)
+    vm.set_user_memory_region(1, 0x8000_0000, 1 * MiB)
+    vcpu = vm.create_vcpu()
+    for hpfar in (0x40_0010, 0x40_0020, 0x80_0010):  # STR w1 (translation L3): writable pages
+        assert vcpu.handle_fault({"esr": 0x93810047, "hpfar": hpfar}).mapped.writable is True
+    vm.set_user_memory_region(0, 0x4000_0000, 1 * MiB, flags=kvmcore.abi.KVM_MEM_LOG_DIRTY_PAGES)
+    assert [vm.stage2.lookup(g).writable for g in (0x40001, 0x40002, 0x80001)] == [False, False, True]
+    # a write permission fault makes page 1 writable and dirty; KVM_GET_DIRTY_LOG reports it
+    # and write-protects it again
+    assert vcpu.handle_fault({"esr": 0x9381004F, "hpfar": 0x40_0010}).mapped.writable is True
+    assert vm.stage2.lookup(0x40001).writable is True
+    assert vm.get_dirty_log(0)[0] == 0x02
+    assert vm.stage2.lookup(0x40001).writable is False

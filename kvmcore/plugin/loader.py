@@ -14,8 +14,7 @@ import os
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -58,9 +57,12 @@ HOOK_NAMES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class EntryPointInfo:
-    """One entry point with the distribution that declares it."""
+class EntryPointInfo(NamedTuple):
+    """One entry point with the distribution that declares it.
+
+    A named tuple, not a dataclass: it is defined on every start-up, where a frozen dataclass
+    costs several times as much to create (its methods are compiled from source).
+    """
 
     group: str
     name: str

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pluggy
 
 from kvmcore import hookspecs
-from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
+from kvmcore._types import ArchInfo, FaultinResult, MemoryFault, TraceEvent
 from kvmcore.errors import (
     DecodeError,
     FaultContractError,
@@ -31,6 +31,7 @@ from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
 
 if TYPE_CHECKING:
+    from kvmcore._tool_types import Access, Syndrome
     from kvmcore.plugin.status import PluginStatus
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
@@ -387,6 +388,8 @@ class Arch:
         return raw
 
     def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
+        from kvmcore._tool_types import Syndrome
+
         syndrome = self.pm.hook.describe_syndrome(vm=vm, raw=raw)
         if syndrome is None:
             raise NotImplementedError(f"arch {self.name!r} implements no describe_syndrome hook")

@@ -87,7 +87,8 @@ from kvmcore.plugin.raw import check_raw_keys, raw_private
 from kvmcore.plugin.tracing import disable_hook_tracing, enable_hook_tracing
 
 if TYPE_CHECKING:  # imported on first use, see __getattr__
-    from kvmcore._tool_types import Access, Syndrome
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
     from kvmcore.kvm.guest_memfd import GuestMemfd
     from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
     from kvmcore.kvm.kvm_main import VCPU, VM
@@ -97,8 +98,8 @@ if TYPE_CHECKING:  # imported on first use, see __getattr__
 
 #: Public names imported on first use: name -> the module that defines it.
 _LAZY = {
-    "Access": "kvmcore._tool_types",
-    "Syndrome": "kvmcore._tool_types",
+    "Access": "kvmcore._access",
+    "Syndrome": "kvmcore._syndrome",
     "VM": "kvmcore.kvm.kvm_main",
     "VCPU": "kvmcore.kvm.kvm_main",
     "GuestMemfd": "kvmcore.kvm.guest_memfd",

@@ -1,6 +1,6 @@
 """Value types passed through the hooks: what an arch declares, the memslot a fault lands in,
 what faultin decides, what a fault ends in. ``Access`` and ``Syndrome``, which only the tool
-hooks use, are in :mod:`kvmcore._tool_types`.
+hooks use, are in :mod:`kvmcore._access` and :mod:`kvmcore._syndrome`.
 
 They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
 """

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from kvmcore._tool_types import Access, Syndrome
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
     from kvmcore._types import ArchInfo, FaultinResult, MemoryFault, Memslot, TraceEvent
     from kvmcore.kvm.kvm_main import VCPU, VM
 

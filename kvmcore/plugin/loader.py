@@ -31,7 +31,8 @@ from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
 
 if TYPE_CHECKING:
-    from kvmcore._tool_types import Access, Syndrome
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
     from kvmcore.plugin.status import PluginStatus
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
@@ -388,7 +389,7 @@ class Arch:
         return raw
 
     def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
-        from kvmcore._tool_types import Syndrome
+        from kvmcore._syndrome import Syndrome
 
         syndrome = self.pm.hook.describe_syndrome(vm=vm, raw=raw)
         if syndrome is None:

@@ -1,16 +1,14 @@
-"""The value types of two tool hooks: ``encode_fault``'s input (:class:`Access`) and
-``describe_syndrome``'s result (:class:`Syndrome`).
+"""``encode_fault``'s input, :class:`Access`: a logical guest access (the conformance kit and
+``kvmcore run`` make them).
 
-Handling a fault uses neither, so they are not in :mod:`kvmcore._types`: ``kvmcore`` imports
-this module on first use of either name (``kvmcore.__getattr__``), which ``kvmcore plugins``
-and a VM that only handles faults never make (defining a dataclass compiles its methods).
+Not in :mod:`kvmcore._types`: handling a fault never uses it, and defining a dataclass
+compiles its methods, so ``kvmcore`` imports this module on first use of ``kvmcore.Access``
+(``kvmcore.__getattr__``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from kvmcore._types import ACCESS_KINDS, STAGE2_CAUSES
 
@@ -43,19 +41,3 @@ class Access:
     @property
     def exec(self) -> bool:
         return self.kind == "exec"
-
-
-@dataclass(frozen=True, slots=True)
-class Syndrome:
-    """A person-readable decode of raw registers (the ``describe_syndrome`` hook's result).
-
-    ``fields`` maps field names to JSON-ready values (``None`` where the architecture leaves
-    a field undefined); ``meanings`` gives a one-line meaning per field; ``guest_fault``
-    says whether the registers describe a guest memory fault, and ``error`` why not.
-    """
-
-    arch: str
-    fields: Mapping[str, Any]
-    meanings: Mapping[str, str]
-    guest_fault: bool
-    error: str | None = None

@@ -17,8 +17,9 @@ Only the names exported here are public; modules starting with ``_`` are not.
 
 The model's VM and what only a VM uses (``VM``, ``VCPU``, ``GuestMemfd``, ``HostMemory``,
 ``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags), the tool hooks' types
-(``Access``, ``Syndrome``), ``decode_by_syndrome`` and ``PluginStatus`` are imported on first use (:func:`__getattr__`): ``kvmcore plugins``,
-``kvmcore decode`` and a plugin's own import each need only some of them.
+(``Access``, ``Syndrome``), ``decode_by_syndrome`` and ``PluginStatus`` are imported on first
+use (:func:`__getattr__`): ``kvmcore plugins``, ``kvmcore decode`` and a plugin's own import
+each need only some of them.
 """
 
 import importlib

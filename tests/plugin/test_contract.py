@@ -190,3 +190,21 @@ def test_an_unresolvable_common_annotation_is_refused() -> None:
         kvmcore.VM(plugin_with(Unresolvable))
     assert (info.value.field, info.value.expected) == ("annotations", "resolvable type hints")
     assert "NoSuchType" in info.value.found
+
+
+def test_a_nested_forward_reference_is_resolved_as_get_type_hints_resolves_it() -> None:
+    """``Optional["Memslot"]`` (no postponed annotations): the five-field evaluation leaves the
+    inner string unresolved, and the check falls back to typing.get_type_hints, as before."""
+    namespace: dict[str, object] = {"dataclass": dataclass, "Optional": Optional, "Memslot": Memslot}
+    exec(  # noqa: S102 - a class whose annotations are evaluated at definition, unlike this module's
+        "@dataclass(slots=True)\n"
+        "class NestedForwardRef:\n"
+        "    gfn: int\n    exec: bool\n    write: bool\n    is_private: bool\n"
+        "    slot: Optional['Memslot'] = None\n",
+        namespace,
+    )
+    fault_type = namespace["NestedForwardRef"]
+    assert isinstance(fault_type, type)
+    fault_type.__module__ = __name__  # get_type_hints resolves 'Memslot' in this module, which imports it
+    kvmcore.check_fault_type(fault_type, "ok")
+    assert kvmcore.VM(plugin_with(fault_type, name="ok")).arch.name == "ok"

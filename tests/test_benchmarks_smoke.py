@@ -186,3 +186,15 @@ def test_startup_install_is_a_non_editable_copy_that_runs(tmp_path: Path) -> Non
                            capture_output=True, text=True, timeout=120, cwd=tmp_path).stdout.split()
     assert len(where) == 2 and all(path.startswith(str(tmp_path / "venv")) for path in where), where
     assert {p for p in ROOT.rglob("build") if p.is_dir()} == before
+
+
+def test_the_inlined_arm64_bound_still_answers_as_the_model() -> None:
+    """benchmarks/inlined_bound.py is a bound only while its one-function arm64 mapped fault
+    gives vcpu.handle_fault's FaultResult; it checks that on every input before timing."""
+    pytest.importorskip("kvmcore_arm64")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inlined_bound.py"), "--passes", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "inlined" in proc.stdout and "x the floor" in proc.stdout

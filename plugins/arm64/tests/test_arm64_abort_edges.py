@@ -231,8 +231,14 @@ def test_pud_hugetlb_falls_back_to_a_pmd_block(kernel) -> None:
     vm = kvmcore.VM("arm64", kernel=kernel)
     hva = vm.host.mmap(1 << 30, page_size=1 << 30)
     vm.set_user_memory_region(0, RAM, 4 * MiB, hva)
-    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x30_5000)})
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x30_5000)})
     assert (res.outcome, res.mapped.size) == ("mapped", 2 * MiB)
+    # the fallthrough sets vma_shift = PMD_SHIFT, which is also the SIGBUS lsb of a poisoned
+    # page there (6.12 kvm_send_hwpoison_signal(hva, vma_shift); 7.3 __ffs(vma_pagesize)): 21
+    vm.host.memory_failure(hva + 0x10_0000)
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x10_0000)})
+    assert res.signal == kvmcore.Signal("SIGBUS", "BUS_MCEERR_AR", hva + 0x10_0000, 21)
 
 
 @pytest.mark.parametrize("kernel", ["6.12", "7.3"])

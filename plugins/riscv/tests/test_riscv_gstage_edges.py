@@ -176,3 +176,17 @@ def test_unreadable_userfault_bitmap_detail(private) -> None:
     res = vcpu.handle_fault(trap(LOAD, RAM + 0x1000, private=private))
     assert (res.ret, res.exit_reason, res.outcome) == (-errno.EFAULT, abi.KVM_EXIT_UNKNOWN, "userfault")
     assert "could not be read" in res.detail
+
+
+def test_private_access_to_a_slot_without_guest_memfd_is_a_memory_fault_exit() -> None:
+    # "riscv-private" mirrors x86's kvm_mmu_faultin_pfn_gmem(): "if (!kvm_slot_has_gmem(slot))
+    # { kvm_mmu_prepare_memory_fault_exit(vcpu, fault); return -EFAULT; }": exit 39, flags
+    # PRIVATE (0x8), the page's gpa, PAGE_SIZE.
+    vm = kvmcore.VM("riscv")
+    vm.set_user_memory_region(0, RAM, 2 * MiB)
+    vm.set_memory_attributes(RAM + 0x3000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault(trap(LOAD, RAM + 0x3010, private=1))
+    mf = vcpu.kvm_run.memory_fault
+    assert (res.ret, res.outcome, res.exit_reason) == (-errno.EFAULT, "private_no_gmem", abi.KVM_EXIT_MEMORY_FAULT)
+    assert (mf.flags, mf.gpa, mf.size) == (0x8, RAM + 0x3000, 0x1000)

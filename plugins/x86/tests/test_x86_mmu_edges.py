@@ -131,3 +131,34 @@ def test_private_mismatch_says_which_way() -> None:
     vm.set_memory_attributes(RAM + 0x2000, 0x1000, abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     res = vm.create_vcpu().handle_fault({"error_code": 0x1_0000_0006, "gpa": RAM + 0x2000})
     assert (res.outcome, res.detail) == ("private_mismatch", "shared access to a gfn whose attributes say private")
+
+
+# --- the exit designs' x86 parts ------------------------------------------------------------
+@pytest.mark.parametrize(("access", "flags"), [("read", 0x11), ("write", 0x12), ("exec", 0x14)])
+def test_arch_hook_rwx_flags_from_the_pferr_word(access, flags) -> None:
+    # The design arch-hook + rwx-flags: x86's kvm_arch_prepare_memory_fault_exit() takes the
+    # access from the PFERR word KVM built: PFERR_WRITE_MASK -> WRITE, PFERR_FETCH_MASK -> EXEC,
+    # else READ (Sean, 14 Jun 2023: "R = BIT(0), W = BIT(1), X = BIT(2)"), with USERFAULT 0x10.
+    vm = kvmcore.VM("x86", proposals=("userfault", "arch-hook", "rwx-flags"))
+    bitmap = bytearray(b"\xff" * 64)
+    vm.set_user_memory_region(0, RAM, 2 * MB, flags=abi.KVM_MEM_USERFAULT, userfault_bitmap=bitmap)
+    vcpu = vm.create_vcpu()
+    raw = vm.arch.encode_fault(vcpu, kvmcore.Access(RAM + 0x1008, access))
+    res = vcpu.handle_fault(raw)
+    mf = vcpu.kvm_run.memory_fault
+    assert (res.ret, res.outcome, mf.flags, mf.gpa, mf.size) == (-errno.EFAULT, "userfault", flags, RAM + 0x1000, 0x1000)
+
+
+def test_vmx_syndrome_without_a_linear_address() -> None:
+    # kvmcore's syndrome for VMX (docs/syndrome.md): [2] is the guest linear address only when
+    # one is known; an exit qualification of 0x2 (a write, bit 7 clear: no linear address)
+    # leaves [2] = 0. [0] = 0x2, [1] = the PFERR word: WRITE (0x2) only, no GUEST_FINAL
+    # without bit 8 (6.18 common.h).
+    vm = kvmcore.VM("x86", kernel="6.18")
+    bitmap = bytearray(b"\xff" * 64)
+    vm.set_user_memory_region(0, RAM, 2 * MB, flags=abi.KVM_MEM_USERFAULT, userfault_bitmap=bitmap)
+    vcpu = vm.create_vcpu()
+    res = vcpu.handle_fault({"exit_qualification": 0x2, "gpa": RAM + 0x1010})
+    assert res.outcome == "userfault"
+    syn = vcpu.kvm_run.syndrome
+    assert (syn.arch, list(syn.syndrome)) == (abi.KVMCORE_SYNDROME_ARCH_X86_VMX, [0x2, 0x2, 0, 0])

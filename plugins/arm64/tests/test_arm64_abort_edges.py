@@ -19,6 +19,7 @@ import kvmcore
 from kvmcore import abi
 
 MiB = 1 << 20
+GiB = 1 << 30
 RAM = 0x4000_0000
 # 0x82000035: IABT_LOW IL, IFSC = 0x35
 FETCH_EXCL_ATOMIC = 0x82000035
@@ -359,3 +360,31 @@ def test_fetch_permission_fault_on_a_thp_block_relaxes_the_block() -> None:
     assert vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM)}).mapped.size == 2 * MiB
     res = vcpu.handle_fault({"esr": 0x8200000E, "hpfar": hpfar(RAM + 0x1230)})
     assert (res.outcome, res.mapped.size, res.mapped.exec) == ("permission_relaxed", 2 * MiB, True)
+
+
+@pytest.mark.parametrize(("granule", "hugetlb", "lsb"), [("16K", GiB, 25), ("64K", 16 * GiB, 29)])
+def test_hwpoison_lsb_of_cont_pmd_hugetlb_per_granule(granule, hugetlb, lsb) -> None:
+    # asm/pgtable-hwdef.h: CONT_PMD_SHIFT = CONT_PMD_SHIFT_per_granule + PMD_SHIFT: 16K pages:
+    # 5 + 25 = 30 (1 GiB hugetlbfs), 64K pages: 5 + 29 = 34 (16 GiB). The switch turns it into
+    # vma_shift = PMD_SHIFT, the SIGBUS lsb of a poisoned page: 25 and 29.
+    vm = kvmcore.VM("arm64", kernel="7.3", granule=granule)
+    hva = vm.host.mmap(hugetlb, page_size=hugetlb)
+    vm.set_user_memory_region(0, 1 << 36, hugetlb, hva)
+    vm.host.memory_failure(hva + 0x10000)
+    res = vm.create_vcpu().handle_fault({"esr": READ8, "hpfar": hpfar((1 << 36) + 0x10000)})
+    assert res.signal == kvmcore.Signal("SIGBUS", "BUS_MCEERR_AR", hva + 0x10000, lsb)
+
+
+@pytest.mark.parametrize(("granule", "page"), [("16K", 16 << 10), ("64K", 64 << 10)])
+def test_cont_pte_hugetlb_forces_pages_per_granule(granule, page) -> None:
+    # CONT_PTE_SHIFT = 7 + 14 = 21 (16K pages) and 5 + 16 = 21 (64K pages): a 2 MiB hugetlbfs
+    # page is CONT_PTE, so "vma_shift = PAGE_SHIFT; max_map_size = PAGE_SIZE" (7.3): a write
+    # permission fault reported at level 2 (a stale block of 32 MiB / 512 MiB, installed by hand)
+    # maps one page writable instead of taking the fault granule.
+    vm = kvmcore.VM("arm64", kernel="7.3", granule=granule)
+    hva = vm.host.mmap(4 * MiB, page_size=2 * MiB)
+    slot = vm.set_user_memory_region(0, 1 << 36, 2 * MiB, hva)
+    block = 1 << ((vm.page_shift - 3) * 2 + 3)  # ARM64_HW_PGTABLE_LEVEL_SHIFT(2)
+    vm.stage2.map((1 << 36) >> vm.page_shift, vm.host.hva_to_pfn(slot.userspace_addr, False)[0], block, False, False)
+    res = vm.create_vcpu().handle_fault({"esr": WRITE_PERM_L2, "hpfar": hpfar((1 << 36) + page)})
+    assert (res.outcome, res.mapped.size, res.mapped.writable) == ("mapped", page, True)

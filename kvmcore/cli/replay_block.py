@@ -78,6 +78,9 @@ PER_LINE_ENV = "KVMCORE_REPLAY_PER_LINE"
 _NONE = object()  # no resolver cache entry for an event
 _SLOW = "slow"  # a text the per-line scan must see (its verdict is remembered)
 _UNRESOLVED = "unresolved"  # the event's arch is not known yet: ask the per-line scan once
+_NOT_CANONICAL = "not canonical"  # not an event text of the patterns: the per-line scan reads it
+#: Text id 1: every text that is not canonical (kept if at most this long, else judged again).
+MAX_NOT_CANONICAL = 256
 _THREAD = itemgetter(0)
 _KEY = itemgetter(1)
 
@@ -86,25 +89,44 @@ def per_line_forced() -> bool:
     return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
-    """The block regex: per line, ``(thread, "event: text")`` for a canonical event line, else
-    ``("", "")``; one match per line (every line ends with a newline).
+#: Every line of a block: ``(thread, rest)`` where the line is ``thread timestamp: rest`` (no
+#: ``:`` before the timestamp), else ``("", "")``. The block is matched with this cheap pattern
+#: first (``[^:]`` and ``.`` are counted in C by tight loops; a character class such as
+#: ``[^:\n]`` is tested member by member); ``rest`` is checked once per distinct text
+#: (:class:`TextPattern`). A line with no ``:`` lets a match run into the next line: then the
+#: match count is not the line count and the block is matched again with :data:`SAFE_LINE_RE`.
+LINE_RE = re.compile(r"([^:]*) [0-9]+(?:\.[0-9]+)?: (.*)\n|.*\n")
+#: :data:`LINE_RE` confined to one line (slower).
+SAFE_LINE_RE = re.compile(r"([^:\n]*) [0-9]+(?:\.[0-9]+)?: ([^\n]*)\n|[^\n]*\n")
 
-    The prefix part agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line it
-    matches: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
+
+class TextPattern:
+    """Which texts after a line's timestamp are a canonical event the fast path may count:
+    ``[system:]event: text`` for an event and text the arches declare in
+    ``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
+    ``kvm_exit``) printed in the kernel's canonical form.
+
+    With :data:`LINE_RE` this agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line
+    it takes: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
     ``[system:]event:`` as EVENT_RE splits it, and at least one space after the event's colon (so
     EVENT_RE cannot read the text's first word as the event). It is stricter than EVENT_RE (spaces,
     not any blank; ASCII digits and names): what it does not take goes to the per-line scan. The
-    thread group is the line up to the space before the timestamp (what the per-line scan cuts
-    the vCPU name from).
+    thread is the line up to the space before the timestamp (what the per-line scan cuts the
+    vCPU name from).
     """
-    if not patterns:
-        return None
-    alternatives = "|".join(
-        rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
-        for event, texts in sorted(patterns.items())
-    )
-    return re.compile(r"(?:([^:\n]*) (?>[0-9]+(?:\.[0-9]+)?): +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
+
+    def __init__(self, patterns: dict[str, list[str]]) -> None:
+        alternatives = "|".join(
+            rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
+            for event, texts in sorted(patterns.items())
+        )
+        self._match = re.compile(r" *(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *").fullmatch
+
+    def key(self, rest: str) -> str | None:
+        """``"event: text"`` (the canonical part of ``rest``, the line after ``timestamp: ``), or
+        None when the line is not a canonical event of the patterns."""
+        m = self._match(rest)
+        return m[1] if m is not None else None
 
 
 class _ThreadVcpus(dict[str, str]):
@@ -134,7 +156,7 @@ class Blocks:
                     continue
                 patterns.setdefault(event, []).append(text)
         self.events = sorted(patterns)
-        self.rx = block_pattern(patterns)
+        self.texts = TextPattern(patterns) if patterns else None
         self.snapshot: tuple[Any, ...] = ()
         self.skip = 0  # blocks still to hand straight to the per-line scan
         self.backoff = 1  # how many the next time the fast path counts too few lines
@@ -153,15 +175,16 @@ class Blocks:
         self.mixed = False  # more than one class of lines
         #: text -> its id; per id (lists, so that a block's column of ids is read with map()
         #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
-        #: own vCPU field. Id 0: a text not judged (its arch is not known yet).
+        #: own vCPU field. Id 0: a text not judged (its arch is not known yet, or a long text
+        #: that is not canonical); id 1: a text that is not canonical (TextPattern).
         self.tid_of: dict[str, int] = {}
-        self.t_slow: list[bool] = [True]
-        self.t_fault: list[bool] = [False]
-        self.t_class: list[int] = [-1]
-        self.t_sig: list[int] = [0]
-        self.t_gfn: list[int] = [0]
-        self.t_pc: list[Any] = [None]
-        self.t_vf: list[Any] = [None]
+        self.t_slow: list[bool] = [True, True]
+        self.t_fault: list[bool] = [False, False]
+        self.t_class: list[int] = [-1, -1]
+        self.t_sig: list[int] = [0, 0]
+        self.t_gfn: list[int] = [0, 0]
+        self.t_pc: list[Any] = [None, None]
+        self.t_vf: list[Any] = [None, None]
         self.vfields = False  # some text has a vCPU field (x86 "vcpu")
         self.pc_none = False  # some fault text has no pc
         self.count_only = False  # some text is an event only counted
@@ -269,8 +292,12 @@ class Blocks:
                 base += part
                 start = cut
             return
-        found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
-        if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
+        found = None
+        if self.texts is not None and self.scan.sink is None:
+            found = LINE_RE.findall(text, start, end)
+            if len(found) != n:  # a line without a colon: a match ran into the next line
+                found = SAFE_LINE_RE.findall(text, start, end)
+        if found is None or len(found) != n:  # no patterns, or --events
             yield from enumerate(_lines(text[start:end]), base + 1)
             return
         lines = _Lines(text, start, end, n)
@@ -396,11 +423,17 @@ class Blocks:
             tid_of = self.tid_of
             new = list(distinct)
         judged = False
-        self.new_texts += len(new)
         for key in new:
             verdict = self.judge(key)
             if verdict is _UNRESOLVED:
                 continue
+            if verdict is _NOT_CANONICAL:
+                if len(key) <= MAX_NOT_CANONICAL:
+                    tid_of[key] = 1
+                    self.slow_texts += 1
+                    judged = True
+                continue
+            self.new_texts += 1
             judged = True
             tid_of[key] = len(self.t_slow)
             if verdict is _SLOW:
@@ -429,9 +462,12 @@ class Blocks:
         """What the per-line scan does with a line whose event text is ``key``: ``(class id,
         fault signature id or None, gfn, pc, vcpu field)`` for an event it only counts or a
         guest fault it decodes (through the memo), else :data:`_SLOW` (or :data:`_UNRESOLVED`:
-        the event's arch is not known yet)."""
+        the event's arch is not known yet, or :data:`_NOT_CANONICAL`)."""
         scan = self.scan
-        event, _, text = key.partition(":")
+        canonical = self.texts.key(key) if self.texts is not None else None
+        if canonical is None:
+            return _NOT_CANONICAL
+        event, _, text = canonical.partition(":")
         text = text.strip()
         entry = scan.resolver.cache.get(event, _NONE)
         if entry is _NONE:

@@ -274,11 +274,28 @@ def test_per_line_forced_by_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert count_per_line(path) < lines / 2
 
 
+def select(texts: B.TextPattern, block: str) -> list[tuple[str, str]]:
+    """``(thread, "event: text")`` per line of ``block`` as the fast path selects them (both
+    line patterns), ``("", "")`` for a line it leaves to the per-line scan."""
+    n = block.count("\n")
+    out = []
+    for rx in (B.LINE_RE, B.SAFE_LINE_RE):
+        found = rx.findall(block)
+        if len(found) != n:
+            continue
+        picked = []
+        for thread, rest in found:
+            key = texts.key(rest) if rest else None
+            picked.append((thread, key) if key is not None else ("", ""))
+        out.append(picked)
+    assert out and all(p == out[-1] for p in out)  # the safe pattern agrees wherever both apply
+    return out[0]
+
+
 def test_block_pattern_agrees_with_the_event_regex() -> None:
     """Hand-made lines: where the block pattern takes a line, EVENT_RE finds the same event and
     text (the per-line scan's view); lines it must leave alone are not taken."""
-    rx = B.block_pattern({"kvm_guest_fault": ["ipa 0x[0-9a-f]+"]})
-    assert rx is not None
+    texts = B.TextPattern({"kvm_guest_fault": ["ipa 0x[0-9a-f]+"]})
     taken = [" CPU 0/KVM-1 [000] ..... 1.5: kvm_guest_fault: ipa 0x10  ",
              "x 2: kvm:kvm_guest_fault: ipa 0x10",
              "  12: kvm_guest_fault: ipa 0x10"]
@@ -291,12 +308,12 @@ def test_block_pattern_agrees_with_the_event_regex() -> None:
             " 1.0: kvm_guest_fault:\tipa 0x10",  # stricter than EVENT_RE: the per-line scan takes it
             " 1.0: KVM:kvm_guest_fault: ipa 0x10x"]
     for line in taken:
-        (thread, key), = rx.findall(line + "\n")
+        (thread, key), = select(texts, line + "\n")
         m = R._EVENT_RE.search(line)
         assert m is not None and m[3] == "kvm_guest_fault" and thread == line[:m.start()]
         assert key.partition(":")[2].strip() == line[m.end():].rstrip()
     for line in left:
-        assert rx.findall(line + "\n") == [("", "")]
+        assert select(texts, line + "\n") == [("", "")]
 
 
 def test_arch_info_trace_patterns_checked() -> None:
@@ -319,18 +336,17 @@ def test_plugin_patterns_select_what_the_parser_parses(name: str) -> None:
     arch = kvmcore.load_arch(name)
     patterns = arch.info.trace_patterns
     assert patterns
-    rx = B.block_pattern({e: [p] for e, p in patterns.items()})
-    assert rx is not None
+    texts = B.TextPattern({e: [p] for e, p in patterns.items()})
     taken = 0
     for path in REAL:
         for line in path.read_text(errors="replace").splitlines():
-            for _thread, key in rx.findall(line + "\n"):
+            for _thread, key in select(texts, line + "\n"):
                 if key:
                     event, _, text = key.partition(":")
                     assert arch.parse_trace_event(event, text.strip()) is not None, line
                     taken += 1
     generated = {"arm64": arm64_trace(1, 200), "x86": x86_trace(1, 200), "riscv": riscv_trace(1, 200)}[name]
-    for _thread, key in rx.findall(generated):
+    for _thread, key in select(texts, generated):
         if key:
             event, _, text = key.partition(":")
             assert arch.parse_trace_event(event, text.strip()) is not None

@@ -41,8 +41,10 @@ and the text memo (about 0.5 KiB a text).
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import re
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import compress, islice, repeat
@@ -178,13 +180,14 @@ class Blocks:
         #: own vCPU field. Id 0: a text not judged (its arch is not known yet, or a long text
         #: that is not canonical); id 1: a text that is not canonical (TextPattern).
         self.tid_of: dict[str, int] = {}
-        self.t_slow: list[bool] = [True, True]
-        self.t_fault: list[bool] = [False, False]
-        self.t_class: list[int] = [-1, -1]
-        self.t_sig: list[int] = [0, 0]
-        self.t_gfn: list[int] = [0, 0]
-        self.t_pc: list[Any] = [None, None]
+        #: Columns of numbers are arrays: the collector does not walk them (lists of 65,536
+        #: distinct ints cost each full collection a cache miss per item).
+        self.t_slow = bytearray(b"\1\1")
+        self.t_fault = bytearray(2)
+        self.t_class = array("l", [-1, -1])
+        self.t_sig = array("l", [0, 0])  # the gfn and pc are the signature's (sig_info)
         self.t_vf: list[Any] = [None, None]
+        self.shared_sigs = False  # some fault signature has more than one text
         self.vfields = False  # some text has a vCPU field (x86 "vcpu")
         self.pc_none = False  # some fault text has no pc
         self.count_only = False  # some text is an event only counted
@@ -292,16 +295,12 @@ class Blocks:
                 base += part
                 start = cut
             return
-        found = None
-        if self.texts is not None and self.scan.sink is None:
-            found = LINE_RE.findall(text, start, end)
-            if len(found) != n:  # a line without a colon: a match ran into the next line
-                found = SAFE_LINE_RE.findall(text, start, end)
-        if found is None or len(found) != n:  # no patterns, or --events
+        columns = self.columns(text, start, end, n) if self.texts is not None and self.scan.sink is None else None
+        if columns is None:  # no patterns, or --events
             yield from enumerate(_lines(text[start:end]), base + 1)
             return
+        threads, keys = columns
         lines = _Lines(text, start, end, n)
-        keys = list(map(_KEY, found))
         unmatched = list(compress(range(n), map(not_, keys))) if "" in keys else []
         i = 0
         u = 0
@@ -317,10 +316,32 @@ class Blocks:
                     yield base + k + 1, lines[k]
                 i = j
                 continue
-            yield from self.stretch(found, keys, lines, base, i, j)
+            yield from self.stretch(threads, keys, lines, base, i, j)
             i = j
 
-    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: _Lines, base: int, i: int,
+    @staticmethod
+    def columns(text: str, start: int, end: int, n: int) -> tuple[list[str], list[str]] | None:
+        """The threads and the texts after the timestamps of the ``n`` lines of
+        ``text[start:end]`` (:data:`LINE_RE`), or None if a match spanned lines.
+
+        The collector is paused meanwhile: ``findall`` makes a tuple per line, and they are
+        freed (as two columns of strings) before it could look at them. Left running, it would
+        walk them in young collections, move them to older generations and so start full
+        collections of the whole heap (about a tenth of the fast path's time)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            found = LINE_RE.findall(text, start, end)
+            if len(found) != n:  # a line without a colon: a match ran into the next line
+                found = SAFE_LINE_RE.findall(text, start, end)
+                if len(found) != n:
+                    return None
+            return list(map(_THREAD, found)), list(map(_KEY, found))
+        finally:
+            if enabled:
+                gc.enable()
+
+    def stretch(self, threads: list[str], keys: list[str], lines: _Lines, base: int, i: int,
                 j: int) -> Iterator[tuple[int, str]]:
         """Lines ``[i, j)`` of a block, all matched: the first and last, and the lines whose
         text is not a plain counted event, go to the per-line scan; the rest is counted here."""
@@ -335,7 +356,7 @@ class Blocks:
             if scan.pending:  # an x86 exit waits for its fault event: the per-line scan pairs them
                 if tuple(scan.pending) != seen:
                     seen = tuple(scan.pending)
-                    waits = self.waiting(found, i, end)
+                    waits = self.waiting(threads, i, end)
                 w = bisect_left(waits, i)
                 if w < len(waits):
                     stop_at = waits[w]
@@ -360,7 +381,7 @@ class Blocks:
             while i < stop_at:
                 stop = slow[s] if s < len(slow) else stop_at
                 if stop > i:
-                    if not self.count(found, tids[i - start:stop - start], base, i, stop):
+                    if not self.count(threads, tids[i - start:stop - start], base, i, stop):
                         for k in range(i, stop):
                             yield base + k + 1, lines[k]
                     i = stop
@@ -381,11 +402,11 @@ class Blocks:
         for k in range(max(i, j - 1), j):
             yield base + k + 1, lines[k]
 
-    def waiting(self, found: list[tuple[str, str]], i: int, end: int) -> list[int]:
+    def waiting(self, threads: list[str], i: int, end: int) -> list[int]:
         """The lines of ``[i, end)`` on a thread an exit waits on for its fault event
         (``scan.pending``, by thread as :func:`kvmcore.cli.trace_input.thread_of` names it)."""
         pending = self.scan.pending
-        threads = list(map(_THREAD, found[i:end]))
+        threads = threads[i:end]
         waiting = set()
         for thread in set(threads):
             cut = thread.find("[")
@@ -423,8 +444,13 @@ class Blocks:
             tid_of = self.tid_of
             new = list(distinct)
         judged = False
+        judge = self.judge
+        ids = len(self.t_slow)
+        slow_add, fault_add, class_add = self.t_slow.append, self.t_fault.append, self.t_class.append
+        sig_add, vf_add = self.t_sig.append, self.t_vf.append
+        unreserved = self.unreserved
         for key in new:
-            verdict = self.judge(key)
+            verdict = judge(key)
             if verdict is _UNRESOLVED:
                 continue
             if verdict is _NOT_CANONICAL:
@@ -435,27 +461,25 @@ class Blocks:
                 continue
             self.new_texts += 1
             judged = True
-            tid_of[key] = len(self.t_slow)
+            tid_of[key] = ids
             if verdict is _SLOW:
-                verdict = (-1, None, 0, None, None)
+                verdict = (-1, None, None, None)
                 self.slow_texts += 1
-            cid, sig, gfn, pc, vf = verdict
-            self.t_slow.append(cid < 0)
-            self.t_fault.append(sig is not None)
-            self.t_class.append(cid)
-            self.t_sig.append(sig or 0)
-            self.t_gfn.append(gfn or 0)
-            self.t_pc.append(pc)
-            self.t_vf.append(vf)
+            cid, sig, pc, vf = verdict
+            slow_add(cid < 0)
+            fault_add(sig is not None)
+            class_add(cid)
+            sig_add(sig or 0)
+            vf_add(vf)
             if cid >= 0:
-                self.unreserved.add(tid_of[key])
-                if len(self.class_info) > 1:
-                    self.mixed = True
-            if cid >= 0 and sig is None:
-                self.count_only = True
-            if sig is not None:
+                unreserved.add(ids)
+                if sig is None:
+                    self.count_only = True
+            if sig is not None and (vf is not None or pc is None):
                 self.vfields = self.vfields or vf is not None
                 self.pc_none = self.pc_none or pc is None
+            ids += 1
+        self.mixed = self.mixed or len(self.class_info) > 1
         return list(map(tid_of.get, seg, repeat(0))) if judged else tids
 
     def judge(self, key: str) -> Any:
@@ -488,13 +512,14 @@ class Blocks:
                 pc = fields.get("pc")
                 vf = fields.get("vcpu")
                 # registers (so the decode) and pc: what makes two faults the same (an id for it)
-                sig = self.sig_ids.setdefault((memo_key, pc), len(self.sig_ids) + 1)
+                sig_ids = self.sig_ids
+                sig = sig_ids.setdefault((memo_key, pc), len(sig_ids) + 1)
                 hash(vf)
                 hit = scan.memo.get(memo_key)
             except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
                 return _SLOW
             if hit is None:
-                hit = scan.memo_old.get(memo_key)
+                hit = scan.memo_old.get(memo_key) if scan.memo_old else None
                 if hit is None:
                     try:
                         decoded = entry[2](entry[3], raw)
@@ -502,14 +527,16 @@ class Blocks:
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
-            if sig == len(self.sig_ids):  # new (or the last one made: the same content again)
+            if sig == len(sig_ids) and sig not in self.sig_info:
                 self.sig_info[sig] = (hit, pc)
-            return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
+            else:  # another text of the same registers and pc
+                self.shared_sigs = True
+            return (self.class_id(label, kind, hit[0], entry), sig, pc, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW
         if kind == "mmio" or event == "kvm_userspace_exit":
             return _SLOW
-        return (self.class_id(label, kind, None, entry), None, None, None, None)
+        return (self.class_id(label, kind, None, entry), None, None, None)
 
     def class_id(self, label: str, kind: str, key: Any, entry: Any) -> int:
         """A small id for (label, kind, fault key): what a line adds to the summary's tables."""
@@ -521,7 +548,7 @@ class Blocks:
         return cid
 
     # -- counting --------------------------------------------------------------------------------
-    def count(self, found: list[tuple[str, str]], tids: list[int], base: int, i: int, stop: int) -> bool:
+    def count(self, threads: list[str], tids: list[int], base: int, i: int, stop: int) -> bool:
         """Count lines ``[i, stop)`` (``tids``: their text ids, every one a plain counted event)
         as the per-line scan would; False, with nothing counted, when the result would depend on
         the order of the lines (then the per-line scan counts them).
@@ -553,7 +580,7 @@ class Blocks:
         label = labels.pop() if labels else ""
         ftids = tids
         fpos: list[int] | None = None
-        threads_of: Any = found[i:stop]
+        threads_of: Any = threads[i:stop]
         vks: list[Any] = []
         if has_faults:
             if self.count_only and any(info[c][2] is None for c in classes):
@@ -566,23 +593,23 @@ class Blocks:
                 return False  # a Space-Saving sketch counts in order: the per-line scan
             if fresh:  # the hot-gfn counter must stay exact through these faults
                 known: Any = state[1].counts if state is not None else {}
-                new = {self.t_gfn[t] for t in fresh if self.t_fault[t]}.difference(known)
+                sig_info, t_sig = self.sig_info, self.t_sig
+                new = {sig_info[t_sig[t]][0][1] for t in fresh if self.t_fault[t]}.difference(known)
                 if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:
                     return False
             if self.vfields:  # the event names its vCPU (x86 "vcpu"), else the thread does
                 vks = list(map(self.t_vf.__getitem__, ftids))
                 if None in vks:
                     by_thread = self.threads
-                    vks = [f if f is not None else by_thread[t[0]] for f, t in zip(vks, threads_of, strict=True)]
+                    vks = [f if f is not None else by_thread[t] for f, t in zip(vks, threads_of, strict=True)]
                 order = list(dict.fromkeys(vks))
             else:
-                threads = list(map(_THREAD, threads_of))
                 vcpu_of = self.threads
-                names = {vcpu_of[t] for t in set(threads)}
+                names = {vcpu_of[t] for t in set(threads_of)}
                 if len(names) == 1:  # one vCPU (its lines may differ in the CPU they ran on)
                     order = list(names)
                 else:
-                    vks = list(map(vcpu_of.__getitem__, threads))
+                    vks = list(map(vcpu_of.__getitem__, threads_of))
                     order = list(dict.fromkeys(vks))
             runs = state[0] if state is not None else {}
             if len(order) > scan.max_names or len(runs) + sum(1 for v in order if v not in runs) > scan.max_names:
@@ -599,8 +626,11 @@ class Blocks:
             return True
         if len(state[1].counts) * 2 > state[1].limit:
             self.flush()  # near the exact counter's budget: keep nothing pending
-        fsigs = list(map(self.t_sig.__getitem__, ftids))
-        self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
+        if self.shared_sigs:  # equal signatures, not only equal texts, make a run
+            self.runs(state[0], vks, order, list(map(self.t_sig.__getitem__, ftids)), fpos, base + i + 1,
+                      self.sig_info.__getitem__)
+        else:  # a signature per text: the text ids are as good, and not mapped line by line
+            self.runs(state[0], vks, order, ftids, fpos, base + i + 1, self.text_sig)
         return True
 
     def reserve(self, fresh: list[int]) -> None:
@@ -609,7 +639,7 @@ class Blocks:
         self.unreserved.difference_update(fresh)
         scan = self.scan
         summary = scan.summary
-        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        t_class, t_fault, text_sig = self.t_class, self.t_fault, self.text_sig
         classes = self.reserved_classes
         max_pcs = scan.max_pcs
         for tid in fresh:
@@ -626,13 +656,13 @@ class Blocks:
             if not t_fault[tid]:
                 continue
             state = scan.labels[label]
-            state[1].counts.setdefault(t_gfn[tid], 0)
-            pc = t_pc[tid]
+            hit, pc = text_sig(tid)
+            state[1].counts.setdefault(hit[1], 0)
             pcs = state[2]
             if pc is not None and pc not in pcs and len(pcs) < max_pcs:
                 pcs[pc] = 0
             if scan.with_slots:
-                scan.count_slot(label, entry, t_gfn[tid], 0)
+                scan.count_slot(label, entry, hit[1], 0)
 
     def flush(self) -> None:
         """Fold the pending counts of text ids into the summary's tables."""
@@ -642,7 +672,7 @@ class Blocks:
         scan = self.scan
         summary = scan.summary
         info = self.class_info
-        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        t_class, t_fault, text_sig = self.t_class, self.t_fault, self.text_sig
         per_class: dict[int, int] = {}
         for tid, n in pending.items():
             cid = t_class[tid]
@@ -651,13 +681,13 @@ class Blocks:
                 continue
             label, _, _, entry = info[cid]
             state = scan.labels[label]
-            state[1].counts[t_gfn[tid]] += n
-            pc = t_pc[tid]
+            hit, pc = text_sig(tid)
+            state[1].counts[hit[1]] += n
             pcs = state[2]
             if pc in pcs:
                 pcs[pc] += n
             if scan.with_slots:
-                scan.count_slot(label, entry, t_gfn[tid], n)
+                scan.count_slot(label, entry, hit[1], n)
         for cid, n in per_class.items():
             label, kind, key, _ = info[cid]
             summary.by_arch_kind[label][kind] += n
@@ -665,12 +695,16 @@ class Blocks:
                 summary.faults[key] += n
         pending.clear()
 
-    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],
-             fpos: list[int] | None, first_line: int) -> None:
+    def text_sig(self, tid: int) -> tuple[Any, Any]:
+        """``(hit, pc)`` of the fault signature of a guest fault's text id."""
+        return self.sig_info[self.t_sig[tid]]
+
+    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: Any,
+             fpos: list[int] | None, first_line: int, sig_of: Any) -> None:
         """The per-vCPU runs of identical faults (fault loops) over these faults, as the
         per-line scan's run tracking would leave them; loops that end here are closed in line
-        order (``close_run``'s keep-the-longest choice depends on it)."""
-        sig_info = self.sig_info
+        order (``close_run``'s keep-the-longest choice depends on it). ``fsigs``: a fault
+        signature per fault (equal for the same registers and pc), ``sig_of`` its ``(hit, pc)``."""
         closes: list[tuple[int, Any, list[Any]]] = []
         nf = len(fsigs)
         for v in order:
@@ -697,7 +731,7 @@ class Blocks:
                 lengths = _Ones(m)
             run = runs.get(v)
             total = run[5] if run is not None else 0
-            hit, pc = sig_info[seq[0]]
+            hit, pc = sig_of(seq[0])
             raw = _raw(hit)
             first = 0
             if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
@@ -716,10 +750,10 @@ class Blocks:
             last = len(starts) - 1
             for s in () if isinstance(lengths, _Ones) else compress(
                     range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
-                hit, pc = sig_info[seq[starts[s]]]
+                hit, pc = sig_of(seq[starts[s]])
                 raw = _raw(hit)
                 closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
-            hit, pc = sig_info[seq[starts[last]]]
+            hit, pc = sig_of(seq[starts[last]])
             raw = _raw(hit)
             runs[v] = [hit, lengths[last], line_of(starts[last]), raw, pc, total + m]
         closes.sort(key=itemgetter(0))

@@ -36,6 +36,17 @@ Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault
 block regex ~40%, parsing and decoding each distinct text once ~25%, the text-id lookup ~12%,
 the counting ~10%. Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once)
 and the text memo (about 0.5 KiB a text).
+
+The collector: a new text leaves about ten objects behind (its memo entry, its fault signature)
+and ``findall`` makes a tuple per line. With the collector running, young collections walk them
+and promote them, and the old generation's growth starts full collections, each walking the
+big tables (memo, signatures: some 200,000 entries); on the benchmark trace that was about a
+tenth of the fast path's time. So the collector is paused (``gc.disable``, restored in a
+``finally``) while a block's columns are built (:meth:`Blocks.columns`) and while its new texts
+are judged (:meth:`Blocks.classify`): bounded work, one block at most (:data:`MAX_BLOCK_LINES`
+lines), after which the young collection the paused work is due runs at the next allocation.
+Cycles a plugin's hook makes meanwhile are collected then, so memory stays bounded. The pause
+is process-wide: another thread's allocations are not collected for those milliseconds either.
 """
 
 from __future__ import annotations
@@ -122,12 +133,13 @@ class TextPattern:
             rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
             for event, texts in sorted(patterns.items())
         )
-        self._match = re.compile(r" *(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *").fullmatch
+        #: ``match(rest)``: group 1 is :meth:`key`'s answer
+        self.match = re.compile(r" *(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *").fullmatch
 
     def key(self, rest: str) -> str | None:
         """``"event: text"`` (the canonical part of ``rest``, the line after ``timestamp: ``), or
         None when the line is not a canonical event of the patterns."""
-        m = self._match(rest)
+        m = self.match(rest)
         return m[1] if m is not None else None
 
 
@@ -159,6 +171,7 @@ class Blocks:
                 patterns.setdefault(event, []).append(text)
         self.events = sorted(patterns)
         self.texts = TextPattern(patterns) if patterns else None
+        self.text_match = self.texts.match if self.texts is not None else None
         self.snapshot: tuple[Any, ...] = ()
         self.skip = 0  # blocks still to hand straight to the per-line scan
         self.backoff = 1  # how many the next time the fast path counts too few lines
@@ -189,7 +202,6 @@ class Blocks:
         self.t_vf: list[Any] = [None, None]
         self.shared_sigs = False  # some fault signature has more than one text
         self.vfields = False  # some text has a vCPU field (x86 "vcpu")
-        self.pc_none = False  # some fault text has no pc
         self.count_only = False  # some text is an event only counted
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
@@ -324,10 +336,8 @@ class Blocks:
         """The threads and the texts after the timestamps of the ``n`` lines of
         ``text[start:end]`` (:data:`LINE_RE`), or None if a match spanned lines.
 
-        The collector is paused meanwhile: ``findall`` makes a tuple per line, and they are
-        freed (as two columns of strings) before it could look at them. Left running, it would
-        walk them in young collections, move them to older generations and so start full
-        collections of the whole heap (about a tenth of the fast path's time)."""
+        The collector is paused meanwhile (the module's note on the collector): ``findall``'s
+        tuple per line is freed, as two columns of strings, before it could look at it."""
         enabled = gc.isenabled()
         gc.disable()
         try:
@@ -435,7 +445,7 @@ class Blocks:
         tids = list(map(tid_of.get, seg, repeat(0)))
         if 0 not in tids:
             return tids
-        new = list(dict.fromkeys(compress(seg, map(eq, tids, repeat(0)))))
+        new = list(dict.fromkeys(compress(seg, map(not_, tids))))
         if len(tid_of) + len(new) > TEXT_MEMO_SIZE:
             distinct = dict.fromkeys(seg)
             if len(distinct) > TEXT_MEMO_SIZE:
@@ -445,61 +455,65 @@ class Blocks:
             new = list(distinct)
         judged = False
         judge = self.judge
-        ids = len(self.t_slow)
+        ids = first = len(self.t_slow)
         slow_add, fault_add, class_add = self.t_slow.append, self.t_fault.append, self.t_class.append
         sig_add, vf_add = self.t_sig.append, self.t_vf.append
         unreserved = self.unreserved
-        for key in new:
-            verdict = judge(key)
-            if verdict is _UNRESOLVED:
-                continue
-            if verdict is _NOT_CANONICAL:
-                if len(key) <= MAX_NOT_CANONICAL:
-                    tid_of[key] = 1
-                    self.slow_texts += 1
+        enabled = gc.isenabled()
+        gc.disable()  # the module's note on the collector
+        try:
+            for key in new:
+                verdict = judge(key)
+                if verdict.__class__ is str:  # not a counted event
+                    if verdict is _UNRESOLVED:
+                        continue
                     judged = True
-                continue
-            self.new_texts += 1
-            judged = True
-            tid_of[key] = ids
-            if verdict is _SLOW:
-                verdict = (-1, None, None, None)
-                self.slow_texts += 1
-            cid, sig, pc, vf = verdict
-            slow_add(cid < 0)
-            fault_add(sig is not None)
-            class_add(cid)
-            sig_add(sig or 0)
-            vf_add(vf)
-            if cid >= 0:
-                unreserved.add(ids)
-                if sig is None:
-                    self.count_only = True
-            if sig is not None and (vf is not None or pc is None):
-                self.vfields = self.vfields or vf is not None
-                self.pc_none = self.pc_none or pc is None
-            ids += 1
+                    if verdict is _NOT_CANONICAL:
+                        if len(key) <= MAX_NOT_CANONICAL:
+                            tid_of[key] = 1
+                            self.slow_texts += 1
+                        continue
+                    verdict = (-1, 0, None)
+                    self.slow_texts += 1
+                judged = True
+                tid_of[key] = ids
+                cid, sig, vf = verdict
+                slow_add(cid < 0)
+                fault_add(sig > 0)
+                class_add(cid)
+                sig_add(sig)
+                vf_add(vf)
+                if cid >= 0:
+                    unreserved.add(ids)
+                    if not sig:
+                        self.count_only = True
+                    elif vf is not None:
+                        self.vfields = True
+                ids += 1
+        finally:
+            if enabled:
+                gc.enable()
+        self.new_texts += ids - first
         self.mixed = self.mixed or len(self.class_info) > 1
         return list(map(tid_of.get, seg, repeat(0))) if judged else tids
 
     def judge(self, key: str) -> Any:
-        """What the per-line scan does with a line whose event text is ``key``: ``(class id,
-        fault signature id or None, gfn, pc, vcpu field)`` for an event it only counts or a
+        """What the per-line scan does with a line whose text after the timestamp is ``key``:
+        ``(class id, fault signature id or 0, vcpu field)`` for an event it only counts or a
         guest fault it decodes (through the memo), else :data:`_SLOW` (or :data:`_UNRESOLVED`:
         the event's arch is not known yet, or :data:`_NOT_CANONICAL`)."""
-        scan = self.scan
-        canonical = self.texts.key(key) if self.texts is not None else None
-        if canonical is None:
+        m = self.text_match(key) if self.text_match is not None else None
+        if m is None:
             return _NOT_CANONICAL
-        event, _, text = canonical.partition(":")
-        text = text.strip()
+        event, _, text = m[1].partition(":")
+        scan = self.scan
         entry = scan.resolver.cache.get(event, _NONE)
         if entry is _NONE:
             return _UNRESOLVED
         if not entry:  # None: no arch decodes the event (the generic ones are judged by kind below)
             return _SLOW
         try:
-            ev = entry[1](event, text)
+            ev = entry[1](event, text.strip())
         except Exception:  # noqa: BLE001 - the per-line scan reports it as it always did
             return _SLOW
         if ev is None:
@@ -512,12 +526,17 @@ class Blocks:
                 pc = fields.get("pc")
                 vf = fields.get("vcpu")
                 # registers (so the decode) and pc: what makes two faults the same (an id for it)
-                sig_ids = self.sig_ids
-                sig = sig_ids.setdefault((memo_key, pc), len(sig_ids) + 1)
-                hash(vf)
-                hit = scan.memo.get(memo_key)
+                sig_key = (memo_key, pc)
+                sig = self.sig_ids.get(sig_key)
+                if vf is not None:
+                    hash(vf)
             except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
                 return _SLOW
+            if sig is not None:  # another text of the same registers and pc
+                self.shared_sigs = True
+                return (self.class_id(label, kind, self.sig_info[sig][0][0], entry), sig, vf)
+            memo = scan.memo
+            hit = memo.get(memo_key)
             if hit is None:
                 hit = scan.memo_old.get(memo_key) if scan.memo_old else None
                 if hit is None:
@@ -526,17 +545,18 @@ class Blocks:
                     except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
-                scan.remember(memo_key, hit)
-            if sig == len(sig_ids) and sig not in self.sig_info:
-                self.sig_info[sig] = (hit, pc)
-            else:  # another text of the same registers and pc
-                self.shared_sigs = True
-            return (self.class_id(label, kind, hit[0], entry), sig, pc, vf)
+                if len(memo) < scan.memo_size:
+                    memo[memo_key] = hit
+                else:
+                    scan.remember(memo_key, hit)
+            sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
+            self.sig_info[sig] = (hit, pc)
+            return (self.class_id(label, kind, hit[0], entry), sig, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW
         if kind == "mmio" or event == "kvm_userspace_exit":
             return _SLOW
-        return (self.class_id(label, kind, None, entry), None, None, None)
+        return (self.class_id(label, kind, None, entry), 0, None)
 
     def class_id(self, label: str, kind: str, key: Any, entry: Any) -> int:
         """A small id for (label, kind, fault key): what a line adds to the summary's tables."""

@@ -403,7 +403,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             ),
         )
         p.add_argument("arch", metavar="ARCH", help="an installed arch (see 'kvmcore plugins')")
-        p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*",
+        p.add_argument("registers", metavar="REG=VALUE|LOGLINE|-", nargs="*", default=[],
                        help="raw register values, or a pasted log line, or - to read one of either per line from stdin")
         p.add_argument("--set", metavar="NAME=VALUE", action="append", help="a VM setting, e.g. granule=16K (repeatable)")
         _model_arguments(p)
@@ -568,9 +568,28 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return argv[0] if argv and argv[0] in SUBCOMMANDS else None
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser :func:`build_parser` made for subcommand ``command``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise LookupError(command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(_command_in(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(argv)
+    parser = build_parser(command)
+    if command is None:
+        args = parser.parse_args(argv)
+    else:
+        # The subcommand's own parser, intermixed: options may sit among the positionals
+        # (`kvmcore decode arm64 --short esr=...`). The top-level parse would bind `decode`'s
+        # REG=VALUE list empty at ARCH and then refuse the values after the option.
+        # Unknown arguments are refused as the top-level parse refuses them.
+        args, extras = _subparser(parser, command).parse_known_intermixed_args(argv[1:], argparse.Namespace(command=command))
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     try:
         return args.func(args)
     except CliError as exc:

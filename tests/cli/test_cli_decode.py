@@ -155,3 +155,32 @@ def test_plugins_reports_a_broken_plugin(tmp_path) -> None:
                           env=env, timeout=120)
     assert proc.returncode == 0
     assert "broken" in proc.stdout and "FAILED TO LOAD" in proc.stdout and "needs libfoo" in proc.stdout
+
+
+@needs("arm64")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("decode", "arm64", "--short", "esr=0x93c08006", "far=0x1008", "hpfar=0x40010"),
+        ("decode", "arm64", "esr=0x93c08006", "--short", "far=0x1008", "hpfar=0x40010"),
+        ("decode", "--short", "arm64", "esr=0x93c08006", "far=0x1008", "hpfar=0x40010"),
+    ],
+    ids=["option-after-arch", "option-among-registers", "option-first"],
+)
+def test_decode_options_among_the_registers(argv: tuple[str, ...]) -> None:
+    """An option anywhere among the positionals is an option. argparse's plain parse bound the
+    REG=VALUE list empty at ARCH when an option followed it, then refused every value after the
+    option as "unrecognized arguments" (on every Python version)."""
+    proc = kvmcore_cli(*argv)
+    assert proc.returncode == 0, proc.stderr
+    # the worked example above: a read, translation fault at level 2, gpa 0x4001008, gfn 0x4001
+    assert proc.stdout.startswith("arm64 esr=0x93c08006 far=0x1008 hpfar=0x40010: translation read, gpa 0x4001008, gfn 0x4001")
+
+
+@needs("arm64")
+def test_decode_without_arch_names_only_arch_as_missing() -> None:
+    """The REG=VALUE list may be empty (then stdin or --input, or the "no registers" message):
+    only ARCH is a required argument."""
+    proc = kvmcore_cli("decode")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "kvmcore decode: error: the following arguments are required: ARCH"

@@ -69,3 +69,65 @@ def test_decode_fault_equals_the_field_by_field_reading(granule, esr, hpfar, far
         return
     for _ in range(2):  # the second time from the per-ESR cache
         assert F.decode_fault(vcpu, raw) == expected
+
+
+def outcome(decode, vcpu: kvmcore.VCPU, raw: dict) -> object:
+    """The fault ``decode`` gives, or the type and message of what it raises."""
+    try:
+        return decode(vcpu, raw)
+    except Exception as exc:  # noqa: BLE001  # compared, never swallowed
+        return type(exc), str(exc)
+
+
+# anything a caller may pass: out-of-range ints (negative, 2**64 and beyond), bools, floats,
+# strings, None
+WEIRD = st.integers(min_value=-(1 << 66), max_value=1 << 66) | st.sampled_from(
+    [True, False, 1.0, None, "0x93c08007", -1, 1 << 64]
+)
+
+
+def mostly(good: st.SearchStrategy, bad: st.SearchStrategy = WEIRD) -> st.SearchStrategy:
+    """``good`` three times in four, else ``bad``."""
+    return st.one_of(good, good, good, bad)
+
+
+# mostly plain aborts (esr, hpfar, maybe far and data), some with a weird value, a missing
+# register, a modelling input or an unknown key
+RAWS = st.builds(
+    lambda esr, hpfar, far, extra, drop: {
+        k: v for k, v in {"esr": esr, "hpfar": hpfar, **({} if far is None else {"far": far}), **extra}.items() if k != drop
+    },
+    mostly(ESRS), mostly(HPFARS), st.none() | mostly(U64),
+    st.dictionaries(st.sampled_from(["data", "data", "private", "x"]), mostly(U64), max_size=2),
+    st.sampled_from([None, None, None, None, None, "esr", "hpfar"]),
+)  # fmt: skip
+
+
+@given(st.sampled_from(sorted(VCPUS)), RAWS)
+def test_the_plain_abort_short_cut_equals_the_step_by_step_decode(granule, raw) -> None:
+    """decode_fault's one-test validation and one-go decode (a plain abort) give what the
+    step-by-step _decode_fault gives, the same fault or the same error, for any raw mapping."""
+    vcpu = VCPUS[granule]
+    assert outcome(F.decode_fault, vcpu, raw) == outcome(F._decode_fault, vcpu, raw)
+
+
+@pytest.mark.parametrize("raw", [
+    {"esr": 0x93C08007, "hpfar": 1 << 64},  # beyond 64 bits
+    {"esr": 0x93C08007, "hpfar": -0x10},  # negative
+    {"esr": 0x93C08007, "hpfar": 0x400011},  # RES0 bit 0
+    {"esr": 0x93C08007, "hpfar": 0x400010, "far": -1},
+    {"esr": -1, "hpfar": 0x400010},
+    {"esr": 1 << 64, "hpfar": 0x400010},
+    {"esr": True, "hpfar": 0x400010},
+    {"esr": 0x93C08007, "hpfar": 0x400010, "data": -1},
+    {"esr": 0x93C08007, "hpfar": 0x400010, "data": 1 << 64},
+])  # fmt: skip
+def test_a_register_the_short_cut_refuses_gets_the_step_by_step_error(raw) -> None:
+    """Each of these fails one of the short cut's tests: the error names the register (a
+    hand-written expectation) and is the step-by-step path's, word for word."""
+    vcpu = VCPUS["4K"]
+    with pytest.raises(DecodeError) as got:
+        F.decode_fault(vcpu, raw)
+    name = next(k for k, v in raw.items() if v not in (0x93C08007, 0x400010))
+    assert str(got.value).startswith(f"{name}=")
+    assert outcome(F._decode_fault, vcpu, raw) == (DecodeError, str(got.value))

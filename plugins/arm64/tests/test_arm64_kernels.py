@@ -119,6 +119,32 @@ def test_block_needs_congruent_gpa_and_hva(thp) -> None:
     assert res.mapped.size == 4096
 
 
+@pytest.mark.parametrize("thp", [False, True])
+def test_block_allowed_where_gpa_and_hva_are_equally_misaligned(thp) -> None:
+    # fault_supports_stage2_huge_mapping() compares gpa_start (base_gfn << PAGE_SHIFT) and
+    # uaddr_start modulo map_size, not each with 0: a slot at RAM + 4K whose hva is also 4K into
+    # a huge page is congruent. Its size 4 MiB covers [RAM + 4K, RAM + 4 MiB + 4K), so the
+    # block [RAM + 2 MiB, RAM + 4 MiB) lies inside it and maps as one 2 MiB block.
+    vm, vcpu = make("7.3")
+    hva = vm.host.mmap(6 * MiB, page_size=2 * MiB, thp=thp)
+    vm.set_user_memory_region(0, RAM + 0x1000, 4 * MiB, hva + 0x1000)
+    res = vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 2 * MiB + 0x5000)})
+    assert (res.outcome, res.mapped.size) == ("mapped", 2 * MiB)
+
+
+@pytest.mark.parametrize("thp", [False, True])
+def test_no_block_over_the_tail_of_a_slot(thp) -> None:
+    # fault_supports_stage2_huge_mapping(): uaddr_end = uaddr_start + npages * PAGE_SIZE; the
+    # block must end at or before it. A 3 MiB slot: the fault at RAM + 2 MiB + 20K would need
+    # the block [RAM + 2 MiB, RAM + 4 MiB), which ends 1 MiB past the slot: 4K pages. The
+    # first 2 MiB of the same slot still map as a block.
+    vm, vcpu = make("7.3")
+    hva = vm.host.mmap(4 * MiB, page_size=2 * MiB, thp=thp)
+    vm.set_user_memory_region(0, RAM, 3 * MiB, hva)
+    assert vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 2 * MiB + 0x5000)}).mapped.size == 4096
+    assert vcpu.handle_fault({"esr": READ8, "hpfar": hpfar(RAM + 0x5000)}).mapped.size == 2 * MiB
+
+
 def test_contiguous_pte_hugetlb_maps_pages_and_skips_thp() -> None:
     # 4K granule: CONT_PTE_SHIFT = 16 (64 KiB hugetlbfs). user_mem_abort()'s switch:
     # "case CONT_PTE_SHIFT: vma_shift = PAGE_SHIFT; force_pte = true;", so no THP promotion.

@@ -107,11 +107,12 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     if E.is_access_flag_fault(info):
         return handle_access_fault(vcpu, fault)
 
-    if private_on and fault.is_private and not slot.has_gmem():
+    has_gmem = slot.has_gmem()
+    if private_on and fault.is_private and not has_gmem:
         # "arm64-private", after x86's kvm_mmu_faultin_pfn_gmem() check
         kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_gmem", "proposal arm64-private: private access to a slot without guest_memfd")
-    if slot.has_gmem() and (kernels.has_gmem_abort(vm) or private_on):
+    if has_gmem and (kernels.has_gmem_abort(vm) or private_on):
         return gmem_abort(vcpu, fault)
     return user_mem_abort(vcpu, fault)
 
@@ -298,8 +299,8 @@ def fault_supports_stage2_huge_mapping(vm: kvmcore.VM, slot: kvmcore.Memslot, hv
         return True
     mask = map_size - 1
     uaddr_start = slot.userspace_addr
-    uaddr_end = uaddr_start + slot.memory_size
-    if (slot.guest_phys_addr & mask) != (uaddr_start & mask):
+    uaddr_end = uaddr_start + (slot.npages << vm.page_shift)  # size = memslot->npages * PAGE_SIZE
+    if ((slot.base_gfn << vm.page_shift) & mask) != (uaddr_start & mask):  # gpa_start
         return False
     block = hva & ~mask
     return block >= uaddr_start and block + map_size <= uaddr_end

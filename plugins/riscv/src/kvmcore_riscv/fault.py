@@ -32,10 +32,13 @@ from kvmcore import DecodeError
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_STORE_GUEST_PAGE_FAULT,
+    GUEST_PAGE_FAULT_ACCESS,
+    HTVAL_MAX,
     PAGE_SHIFT,
     decode_guest_page_fault,
     guest_page_fault_fields,
     scause_name,
+    trap_syndrome,
 )
 
 #: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
@@ -128,6 +131,14 @@ def _optional_int(raw: Mapping[str, Any], name: str, limit: int, what: str) -> i
 
 
 _private = kvmcore.raw_private
+#: The raw keys of a plain trap (four CSRs, and the value an MMIO store writes), which
+#: :func:`decode_riscv_fault` decodes in one go; any other input (sepc, insn, private, a bad
+#: value) takes the step-by-step checks.
+_PLAIN_KEYS = frozenset(("scause", "htval", "stval", "htinst", "data"))
+#: Set in an int that is negative or 2**64 or more.
+_NOT_U64 = ~_U64_MAX
+#: Set in an htval that is negative or wider than 57 bits (:data:`~kvmcore_riscv.trap.HTVAL_MAX`).
+_HTVAL_INVALID = ~HTVAL_MAX
 
 
 def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
@@ -137,13 +148,47 @@ def decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
     (:func:`~kvmcore_riscv.trap.guest_page_fault_fields`), which mirror the reading in
     ``gstage_page_fault()``; its ``DecodeError`` (wrong cause, bad value, htinst
     contradicting scause) propagates.
+
+    A plain trap (only scause, htval, stval, htinst and data, each valid) passes those checks in one
+    test and is decoded in one go; anything else is checked step by step. Both give the same
+    fault (the property test in ``tests/test_riscv_fault_decode.py``).
     """
+    get = raw.get
+    scause, htval, stval, htinst = get("scause"), get("htval"), get("stval"), get("htinst", 0)
+    data = get("data")
+    if (
+        raw.keys() <= _PLAIN_KEYS
+        and scause.__class__ is int
+        and htval.__class__ is int
+        and stval.__class__ is int
+        and htinst.__class__ is int
+        and not (scause | stval | htinst) & _NOT_U64
+        and not htval & _HTVAL_INVALID
+        and scause in GUEST_PAGE_FAULT_ACCESS
+        and (data is None or (data.__class__ is int and not data & _NOT_U64))
+    ):
+        # a plain trap (only the four CSRs, valid values): guest_page_fault_fields()'s checks
+        # are the test above, in one go; its values follow
+        name, access, kind, ilen, size, rd, rs2, sext, off = trap_syndrome(scause, htinst)
+        kernel_gpa = (htval << 2) | (stval & 3)
+        gpa = htval << 2 if kind == "pseudo" else kernel_gpa
+        return RiscvFault(
+            gpa >> PAGE_SHIFT, scause == EXC_INST_GUEST_PAGE_FAULT, scause == EXC_STORE_GUEST_PAGE_FAULT, False,
+            scause, name, access, FAULT_KINDS[access], gpa, kernel_gpa, stval, htval, stval, htinst, kind, ilen,
+            size, rd, rs2, sext, off, None, None, data,
+        )
+    return _decode_riscv_fault(raw)
+
+
+def _decode_riscv_fault(raw: Mapping[str, Any]) -> RiscvFault:
+    """:func:`decode_riscv_fault` step by step, for any input: the optional register sepc, the
+    modelling inputs, and the errors (:func:`check_raw`, the CSRs in order, then the rest)."""
     check_raw(raw)
-    scause, htval, stval, htinst = raw["scause"], raw["htval"], raw["stval"], raw.get("htinst", 0)
+    get = raw.get
+    scause, htval, stval, htinst = raw["scause"], raw["htval"], raw["stval"], get("htinst", 0)
     syndrome, gpa, kernel_gpa = guest_page_fault_fields(scause, htval, stval, htinst)
     name, access, kind, ilen, size, rd, rs2, sext, off = syndrome
     is_private = _private(raw)  # checked before the optional registers, as before
-    get = raw.get
     # the optional registers checked only when given (_optional_int() passes None through)
     sepc, insn, data = get("sepc"), get("insn"), get("data")
     if sepc is not None:

@@ -213,8 +213,9 @@ def _exit_key(vm: kvmcore.VM, raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
         if value.__class__ is not int or not 0 <= value <= U64_MAX:
             if name != "vendor" or value.__class__ is not str:
                 return None
+    kernel = vm.kernel  # by its numbers: a KernelVersion hashes in Python
     return (
-        settings["vm_type"], settings["vendor"], vm.kernel, settings["mbec"],
+        settings["vm_type"], settings["vendor"], kernel.major, kernel.minor, settings["mbec"],
         raw.get("vendor"), raw.get("exit_qualification"), raw.get("exit_reason"), raw.get("error_code"),
         raw.get("private", 0), "gpa" in raw, "gla" in raw,
     )  # fmt: skip
@@ -264,11 +265,12 @@ def _fault(
     """The rest of :func:`decode_fault` once the exit registers are decoded: the GLA,
     ``kvm_mmu_page_fault()``'s error-code adjustment, the MMIO inputs, and the fault."""
     settings = vm.settings
+    vm_type = settings["vm_type"]
     gla = None
-    if eq is not None and eq & EPT_VIOLATION_GVA_IS_VALID:
+    if eq is not None and eq & EPT_VIOLATION_GVA_IS_VALID and "gla" in raw:
         gla = reg(raw, "gla", required=False)
     # kvm_mmu_page_fault(): a SW-protected VM's memory attributes are the source of truth.
-    if settings["vm_type"] == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
+    if vm_type == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
         error_code |= PFERR_PRIVATE_ACCESS
     # reg() only for a register that is given (it passes an absent optional one as None)
     mmio_len = raw.get("len")
@@ -284,7 +286,9 @@ def _fault(
     exec_, write, is_private, present, rsvd, user, kind = _pferr_fields(error_code)
     assert vendor is not None  # resolve_vendor() fell back to the VM's vendor setting
     return X86Fault(  # type: ignore[call-arg]  # mypy cannot count fields through *_DEFAULTS
-        (gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm), exec_, write, is_private, None, gpa,
+        # kvm_gfn_direct_bits() is 0 outside TDX (tdx_shared_bit())
+        (gpa >> vm.page_shift) & ~kvm_gfn_direct_bits(vm) if vm_type == "tdx" else gpa >> vm.page_shift,
+        exec_, write, is_private, None, gpa,
         error_code, present, rsvd, user, vendor, gpa, kind, eq, npf, gla,
         *_DEFAULTS_BEFORE_NX, bool(settings.get("nx_huge_pages", False)), *_DEFAULTS_AFTER_NX,
         mmio_len, data or 0,

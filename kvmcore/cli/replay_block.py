@@ -659,29 +659,34 @@ class Blocks:
         self.unreserved.difference_update(fresh)
         scan = self.scan
         summary = scan.summary
-        t_class, t_fault, text_sig = self.t_class, self.t_fault, self.text_sig
+        t_class, t_fault, t_sig, sig_info = self.t_class, self.t_fault, self.t_sig, self.sig_info
         classes = self.reserved_classes
         max_pcs = scan.max_pcs
+        with_slots = scan.with_slots
+        last = None
         for tid in fresh:
             cid = t_class[tid]
-            label, kind, key, entry = self.class_info[cid]
-            if cid not in classes:  # a kind of line first counted here
-                classes.add(cid)
-                kinds = summary.by_arch_kind.get(label)
-                if kinds is None:
-                    kinds = summary.by_arch_kind[label] = {}
-                kinds.setdefault(kind, 0)
-                if key is not None:
-                    summary.faults.setdefault(key, 0)
+            if cid != last:
+                last = cid
+                label, kind, key, entry = self.class_info[cid]
+                if cid not in classes:  # a kind of line first counted here
+                    classes.add(cid)
+                    kinds = summary.by_arch_kind.get(label)
+                    if kinds is None:
+                        kinds = summary.by_arch_kind[label] = {}
+                    kinds.setdefault(kind, 0)
+                    if key is not None:
+                        summary.faults.setdefault(key, 0)
+                state = scan.labels.get(label)
+                if state is not None:
+                    counts, pcs = state[1].counts, state[2]
             if not t_fault[tid]:
                 continue
-            state = scan.labels[label]
-            hit, pc = text_sig(tid)
-            state[1].counts.setdefault(hit[1], 0)
-            pcs = state[2]
+            hit, pc = sig_info[t_sig[tid]]
+            counts.setdefault(hit[1], 0)
             if pc is not None and pc not in pcs and len(pcs) < max_pcs:
                 pcs[pc] = 0
-            if scan.with_slots:
+            if with_slots:
                 scan.count_slot(label, entry, hit[1], 0)
 
     def flush(self) -> None:
@@ -692,18 +697,28 @@ class Blocks:
         scan = self.scan
         summary = scan.summary
         info = self.class_info
-        t_class, t_fault, text_sig = self.t_class, self.t_fault, self.text_sig
+        tids = list(pending)
+        ns = list(pending.values())
+        cids = list(map(self.t_class.__getitem__, tids))
         per_class: dict[int, int] = {}
-        for tid, n in pending.items():
-            cid = t_class[tid]
-            per_class[cid] = per_class.get(cid, 0) + n
-            if not t_fault[tid]:
-                continue
-            label, _, _, entry = info[cid]
-            state = scan.labels[label]
-            hit, pc = text_sig(tid)
-            state[1].counts[hit[1]] += n
-            pcs = state[2]
+        if len(set(cids)) == 1:  # one kind of line (the usual case)
+            per_class[cids[0]] = sum(ns)
+        else:
+            for cid, n in zip(cids, ns, strict=True):
+                per_class[cid] = per_class.get(cid, 0) + n
+        if self.count_only:  # only the guest faults count into the per-arch tables
+            mask = list(map(self.t_fault.__getitem__, tids))
+            tids, ns, cids = list(compress(tids, mask)), list(compress(ns, mask)), list(compress(cids, mask))
+        sig_info, t_sig = self.sig_info, self.t_sig
+        last = None
+        for tid, n, cid in zip(tids, ns, cids, strict=True):
+            if cid != last:
+                label, _, _, entry = info[cid]
+                state = scan.labels[label]
+                counts, pcs = state[1].counts, state[2]
+                last = cid
+            hit, pc = sig_info[t_sig[tid]]
+            counts[hit[1]] += n
             if pc in pcs:
                 pcs[pc] += n
             if scan.with_slots:

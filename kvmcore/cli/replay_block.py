@@ -4,11 +4,12 @@ The per-line scan (:class:`kvmcore.cli.replay._Scan`) costs several microseconds
 regex, the arch's parser, a ``TraceEvent``, the memo, the counters, all in Python. A trace is
 mostly one event printed the same way millions of times, so this module reads the input in
 blocks of :data:`BLOCK_SIZE` characters cut at line boundaries and, for each block, runs one
-regular expression over the whole block (``findall``, in C) that splits every line into its
-tracing thread and its event text when the line is an event the arches declare in
+cheap regular expression over the whole block (:data:`LINE_RE`, ``findall``, in C) that splits
+every line into its tracing thread and the text after its timestamp. Each distinct text gets a
+small id (one hash per line) and is judged once: it must be an event the arches declare in
 ``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
-``kvm_exit``) printed in the kernel's canonical ftrace form. Each distinct text gets a small id
-(one hash per line); everything else is read from per-id lists with ``map`` and counted with C
+``kvm_exit``) printed in the kernel's canonical ftrace form (:class:`TextPattern`), and is then
+parsed and decoded. Everything else is read from per-id columns with ``map`` and counted with C
 tools: ``collections.Counter``'s ``_count_elements`` into a pending count per id (folded into the
 summary's tables at the end, :meth:`Blocks.flush`), ``map``/``compress`` over the per-vCPU
 sequences of fault signatures for the fault-loop runs.
@@ -18,8 +19,9 @@ The per-line path is the oracle, in three ways:
 * every distinct text is parsed by the arch's ``parse_trace_event`` (through the same resolver
   cache entry the per-line scan would use) and decoded by ``decode_fault`` through the same
   memo, once, and remembered (:data:`TEXT_MEMO_SIZE` texts, then forgotten);
-* every line the block pattern does not match, every text whose parse or decode does not give a
-  plain counted event, and the first and last line of every stretch of fast lines go to the
+* every line with no ``thread timestamp:`` prefix, every text that is not canonical or whose
+  parse or decode does not give a plain counted event, and the first and last line of every
+  stretch of fast lines go to the
   per-line scan, in order (so wrapped lines, mail quoting, x86 exit pairing, log lines, malformed
   lines and skipped-line accounting behave exactly as before);
 * what depends on the order of the lines is done in order: table entries are made at a text's
@@ -32,10 +34,15 @@ What the fast path counts for a stretch is what the per-line scan would count fo
 ``KVMCORE_REPLAY_PER_LINE=1`` (or ``replay(..., per_line=True)``) forces the per-line scan, for
 developers comparing the two.
 
-Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts): the
-block regex ~40%, parsing and decoding each distinct text once ~25%, the text-id lookup ~12%,
-the counting ~10%. Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once)
-and the text memo (about 0.5 KiB a text).
+Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts, each
+seen about 15 times): judging each distinct text once ~30% (the pattern check, the arch's parse
+and ``decode_fault`` ~20%, the bookkeeping ~10%), the text-id lookup ~20% (a dict of 65,536
+texts: hashing a fresh 90-character string and comparing it with the stored one, mostly cache
+misses), the line pattern ~20% (a third of it the thread group), the counting ~15%, reading
+and decoding the file, cutting blocks and the lines handed to the per-line scan ~15%.
+Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once) and the text memo
+(about 0.5 KiB a text; texts that are not canonical are remembered only up to
+:data:`MAX_NOT_CANONICAL` characters).
 
 The collector: a new text leaves about ten objects behind (its memo entry, its fault signature)
 and ``findall`` makes a tuple per line. With the collector running, young collections walk them
@@ -273,7 +280,7 @@ class Blocks:
         between the faults, x86 exits paired with their faults) would pay for the block regex on
         top, and one whose lines are mostly new texts (faults on ever new pages: every text is
         parsed and decoded as the per-line scan would, plus the fast path's bookkeeping, about
-        40% more a line) gains nothing from counting repeats: after a block where fewer than a
+        30% more a line) gains nothing from counting repeats: after a block where fewer than a
         quarter of the lines were counted here, or more than half were new texts while the text
         memo already holds half its capacity, the next blocks go straight to the per-line scan
         (1, 2, 4... up to 64 of them before trying again). The memo's first half is filled

@@ -481,3 +481,33 @@ def test_new_texts_are_judged_until_the_memo_is_half_full(tmp_path: Path) -> Non
     assert 20_000 < B.TEXT_MEMO_SIZE // 2
     handed = count_per_line(path, arch="arm64")
     assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)  # each read's first, last, cut lines
+
+
+@needs()
+def test_lines_without_a_colon_and_texts_not_canonical(tmp_path: Path) -> None:
+    """A line with no colon (blank, a ``#`` header without one) lets the cheap line pattern run
+    into the next line: that block is split again by the pattern confined to one line, and its
+    canonical lines are still counted by the fast path. A pattern event whose text is not in the
+    kernel's canonical form (upper-case hex, a field missing) goes to the per-line scan, and is
+    remembered as such: the summary is the per-line scan's."""
+    lines = []
+    for k in range(3000):
+        lines.append(arm64_line("CPU 0/KVM-812", k & 1, 100.0 + k * 1e-6, 0x4000_0000 + ((k % 50) << 12),
+                                ARM64_READ, 0xFFFF_8000_1000_0000))
+        if k % 500 == 7:
+            lines.append("\n")  # no colon: LINE_RE's match runs into the next line
+            lines.append("#   |  |\n")
+        if k % 300 == 11:  # kvm_guest_fault, not canonical: the per-line scan parses it
+            lines.append(arm64_line("CPU 0/KVM-812", 0, 100.5, 0x4000_1000, ARM64_READ, 0xFFFF_8000_1000_0000, upper=True))
+            lines.append(" CPU 0/KVM-812 [000] ..... 100.6: kvm_guest_fault: ipa 0x40001000, hsr 0x93800007\n")
+    path = tmp_path / "gaps.trace"
+    path.write_text("".join(lines))
+    s = assert_same(path)
+    assert s.events == 3000 + 10  # and the ten upper-case texts, which the parser accepts
+    assert count_per_line(path) < len(lines) // 10  # the canonical lines are still counted in bulk
+    text = "".join(lines[:40])
+    texts = B.TextPattern({"kvm_guest_fault": [kvmcore.load_arch("arm64").info.trace_patterns["kvm_guest_fault"]]})
+    assert len(B.LINE_RE.findall(text)) < text.count("\n")  # the cheap pattern ran over a blank line
+    picked = select(texts, text)  # the confined pattern, one answer per line
+    # the first 40 lines: 36 canonical, a blank, a "#" line, the upper-case and the short text
+    assert [key for _, key in picked].count("") == 4

@@ -109,15 +109,18 @@ def per_line_forced() -> bool:
     return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: The longest thread and text the fast path takes (a longer line goes to the per-line scan):
+#: what a block's columns copy out of it stays small, and so does each text remembered.
+MAX_FIELD = 512
 #: Every line of a block: ``(thread, rest)`` where the line is ``thread timestamp: rest`` (no
 #: ``:`` before the timestamp), else ``("", "")``. The block is matched with this cheap pattern
 #: first (``[^:]`` and ``.`` are counted in C by tight loops; a character class such as
 #: ``[^:\n]`` is tested member by member); ``rest`` is checked once per distinct text
 #: (:class:`TextPattern`). A line with no ``:`` lets a match run into the next line: then the
 #: match count is not the line count and the block is matched again with :data:`SAFE_LINE_RE`.
-LINE_RE = re.compile(r"([^:]*) [0-9]+(?:\.[0-9]+)?: (.*)\n|.*\n")
+LINE_RE = re.compile(rf"([^:]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: (.{{0,{MAX_FIELD}}})\n|.*\n")
 #: :data:`LINE_RE` confined to one line (slower).
-SAFE_LINE_RE = re.compile(r"([^:\n]*) [0-9]+(?:\.[0-9]+)?: ([^\n]*)\n|[^\n]*\n")
+SAFE_LINE_RE = re.compile(rf"([^:\n]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: ([^\n]{{0,{MAX_FIELD}}})\n|[^\n]*\n")
 
 
 class TextPattern:
@@ -350,6 +353,7 @@ class Blocks:
         try:
             found = LINE_RE.findall(text, start, end)
             if len(found) != n:  # a line without a colon: a match ran into the next line
+                del found  # (one block's copies at a time)
                 found = SAFE_LINE_RE.findall(text, start, end)
                 if len(found) != n:
                     return None
@@ -502,6 +506,8 @@ class Blocks:
                 gc.enable()
         self.new_texts += ids - first
         self.mixed = self.mixed or len(self.class_info) > 1
+        if ids - first == len(seg):  # every text new, each once (texts that never repeat)
+            return list(range(first, ids))
         return list(map(tid_of.get, seg, repeat(0))) if judged else tids
 
     def judge(self, key: str) -> Any:
@@ -595,7 +601,7 @@ class Blocks:
         if self.unreserved:  # ids counted for the first time here, in the order they come
             first = self.unreserved.intersection(tids)
             if first:
-                fresh = [t for t in dict.fromkeys(tids) if t in first]
+                fresh = list(filter(first.__contains__, dict.fromkeys(tids)))
         if self.mixed:  # more than one class of lines so far: which are here
             classes = set(map(t_class.__getitem__, tids))
         else:
@@ -618,8 +624,9 @@ class Blocks:
             state = scan.labels.get(label)
             if state is not None and state[1].sketch is not None:
                 return False  # a Space-Saving sketch counts in order: the per-line scan
-            if fresh:  # the hot-gfn counter must stay exact through these faults
-                known: Any = state[1].counts if state is not None else {}
+            known: Any = state[1].counts if state is not None else {}
+            if fresh and len(known) + len(fresh) > scan.memory // EXACT_ENTRY_BYTES:
+                # the hot-gfn counter must stay exact through these faults: count their new gfns
                 sig_info, t_sig = self.sig_info, self.t_sig
                 new = {sig_info[t_sig[t]][0][1] for t in fresh if self.t_fault[t]}.difference(known)
                 if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:

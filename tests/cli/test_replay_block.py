@@ -511,3 +511,18 @@ def test_lines_without_a_colon_and_texts_not_canonical(tmp_path: Path) -> None:
     picked = select(texts, text)  # the confined pattern, one answer per line
     # the first 40 lines: 36 canonical, a blank, a "#" line, the upper-case and the short text
     assert [key for _, key in picked].count("") == 4
+
+
+@needs()
+def test_an_event_line_longer_than_any_event_is_skipped_whole(tmp_path: Path) -> None:
+    """The kernel prints an event into a trace_seq of 8 KiB (include/linux/trace_seq.h), so a
+    100,000-character ``kvm_guest_fault`` line is not one: it is skipped by its length before
+    its text is copied or parsed (a pasted megabyte costs no copies of itself)."""
+    good = arm64_line("CPU 0/KVM-812", 0, 100.0, 0x4000_0000, ARM64_READ, 0xFFFF_8000_1000_0000)
+    long = good.rstrip("\n") + "x" * (100_000 - len(good)) + "\n"
+    path = tmp_path / "long.trace"
+    path.write_text(good + long + good)
+    s = assert_same(path, blocks=(64, None))
+    assert s.events == 2 and s.skipped == 1
+    lineno, reason, _ = s.skipped_examples[0]
+    assert lineno == 2 and reason.startswith("a line of 100,000 characters")

@@ -37,6 +37,41 @@ def kvmcore_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "kvmcore.cli"]
 
 
+def installed_copy(root: Path, tmp: Path, notes: list[str]) -> Path | None:
+    """The interpreter of a new virtual environment under ``tmp`` with the checkout at ``root``
+    installed *non-editable* (kvmcore and every ``plugins/*`` distribution, their dependencies
+    from pip's configured index), or None with a note when it cannot be built.
+
+    Issue 15 asks for start-up as installed: an editable install finds its modules through an
+    import hook or a path entry of its own, and ``pip install`` compiles an installed package's
+    bytecode. The sources are copied first so that setuptools' ``build/`` directories, which can
+    hold modules since deleted, are neither used nor left in the checkout. About 20 s.
+    """
+    src = tmp / "src"
+    venv = tmp / "venv"
+    skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests")
+    try:
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, src / name)
+        shutil.copytree(root / "kvmcore", src / "kvmcore", ignore=skip)
+        dists = [src]
+        for plugin in sorted((root / "plugins").iterdir()):
+            if (plugin / "pyproject.toml").is_file():
+                shutil.copytree(plugin, src / "plugins" / plugin.name, ignore=skip)
+                dists.append(src / "plugins" / plugin.name)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=600)
+        python = venv / "bin" / "python"
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *map(str, dists)],
+                       check=True, capture_output=True, text=True, timeout=1200)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        tail = str(detail).strip().splitlines()[-1:] or [type(exc).__name__]
+        notes.append(f"startup: no non-editable install could be built ({tail[0]}); the installed command was measured")
+        return None
+    return python
+
+
 def cli_ready(subcommand: str) -> str | None:
     """None if ``kvmcore SUBCOMMAND --help`` works, else why not."""
     try:
@@ -282,9 +317,14 @@ def _has_option(subcommand: str, option: str) -> bool:
     return option in proc.stdout
 
 
-def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str], ratio_stats: Any) -> dict[str, Any]:
+def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str], ratio_stats: Any,
+                  python: Path | None = None) -> dict[str, Any]:
     """Wall time of ``kvmcore decode ARCH REG=VALUE...`` and ``kvmcore plugins`` as whole
-    processes, interleaved run by run with the floor ``python -c "import pluggy, stevedore"``."""
+    processes, interleaved run by run with the floor ``python -c "import pluggy, stevedore"``.
+
+    With ``python`` (:func:`installed_copy`), the floor and both commands run in that
+    interpreter's environment; otherwise this interpreter and the ``kvmcore`` installed beside
+    it (editable, in a checkout)."""
     import floors
 
     name = "arm64" if "arm64" in arches else next(iter(arches), None)
@@ -297,10 +337,11 @@ def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str], 
     vm = kvmcore.VM(arch)
     raw = arch.encode_fault(vm.create_vcpu(), kvmcore.Access(TRACE_GPA_BASE, "write", "not_present"))
     regs = [f"{k}={v:#x}" if isinstance(v, int) else f"{k}={v}" for k, v in raw.items() if k in arch.info.registers]
+    command = [str(python.with_name("kvmcore"))] if python is not None else kvmcore_command()
     commands = {
-        "floor": [sys.executable, *floors.STARTUP_FLOOR],
-        "decode": [*kvmcore_command(), "decode", name, *regs],
-        "plugins": [*kvmcore_command(), "plugins"],
+        "floor": [str(python or sys.executable), *floors.STARTUP_FLOOR],
+        "decode": [*command, "decode", name, *regs],
+        "plugins": [*command, "plugins"],
     }
     times: dict[str, list[float]] = {k: [] for k in commands}
     cpu: dict[str, list[float]] = {k: [] for k in commands}
@@ -327,4 +368,5 @@ def bench_startup(arches: dict[str, kvmcore.Arch], runs: int, notes: list[str], 
         # ratio of times = inverse ratio of rates: pass rates so the helper's order holds
         out[f"{label}_ratio"] = ratio_stats([1 / t for t in cpu[label]], [1 / t for t in cpu["floor"]])
     out["decode_command"] = f"kvmcore decode {name} ..."
+    out["install"] = "non-editable, a temporary venv" if python is not None else f"as installed beside {sys.executable}"
     return out

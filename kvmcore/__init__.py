@@ -16,9 +16,10 @@ Example (see README.md)::
 Only the names exported here are public; modules starting with ``_`` are not.
 
 The model's VM and what only a VM uses (``VM``, ``VCPU``, ``GuestMemfd``, ``HostMemory``,
-``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags), ``decode_by_syndrome``
-and ``PluginStatus`` are imported on first use (:func:`__getattr__`): ``kvmcore plugins``,
-``kvmcore decode`` and a plugin's own import each need only some of them.
+``Vma``, ``Stage2``, ``Stage2Entry``, the ``PROT_*`` and ``S2_*`` flags), the tool hooks' types
+(``Access``, ``Syndrome``), ``decode_by_syndrome`` and ``PluginStatus`` are imported on first
+use (:func:`__getattr__`): ``kvmcore plugins``, ``kvmcore decode`` and a plugin's own import
+each need only some of them.
 """
 
 import importlib
@@ -35,7 +36,6 @@ from kvmcore._types import (
     KVM_PFN_ERR_SIGPENDING,
     KVM_PFN_NOSLOT,
     STAGE2_CAUSES,
-    Access,
     ArchInfo,
     Exit,
     FaultinResult,
@@ -45,7 +45,6 @@ from kvmcore._types import (
     Memslot,
     Retry,
     Signal,
-    Syndrome,
     TraceEvent,
     is_error_noslot_pfn,
     is_error_pfn,
@@ -89,6 +88,8 @@ from kvmcore.plugin.raw import check_raw_keys, raw_private
 from kvmcore.plugin.tracing import disable_hook_tracing, enable_hook_tracing
 
 if TYPE_CHECKING:  # imported on first use, see __getattr__
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
     from kvmcore.kvm.guest_memfd import GuestMemfd
     from kvmcore.kvm.host_mm import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, HostMemory, Vma
     from kvmcore.kvm.kvm_main import VCPU, VM
@@ -98,6 +99,8 @@ if TYPE_CHECKING:  # imported on first use, see __getattr__
 
 #: Public names imported on first use: name -> the module that defines it.
 _LAZY = {
+    "Access": "kvmcore._access",
+    "Syndrome": "kvmcore._syndrome",
     "VM": "kvmcore.kvm.kvm_main",
     "VCPU": "kvmcore.kvm.kvm_main",
     "GuestMemfd": "kvmcore.kvm.guest_memfd",

@@ -1,5 +1,6 @@
 """Value types passed through the hooks: what an arch declares, the memslot a fault lands in,
-what faultin decides, what a fault ends in.
+what faultin decides, what a fault ends in. ``Access`` and ``Syndrome``, which only the tool
+hooks use, are in :mod:`kvmcore._access` and :mod:`kvmcore._syndrome`.
 
 They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
 """
@@ -54,36 +55,6 @@ class ArchInfo:
     #: that matches a newline. Only a selector: every distinct text it selects is still parsed
     #: by ``parse_trace_event`` (the oracle), so a looser pattern costs speed, never accuracy.
     trace_patterns: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Access:
-    """A logical guest access for ``encode_fault``: what the guest did and why stage 2 faults.
-
-    ``size`` and ``data`` describe the load/store for MMIO emulation; ``private`` marks an
-    access to private (guest_memfd-backed, encrypted) memory where the arch can express it.
-    """
-
-    gpa: int
-    kind: str = "read"  # one of ACCESS_KINDS
-    cause: str = "not_present"  # one of STAGE2_CAUSES
-    private: bool = False
-    size: int = 4
-    data: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ACCESS_KINDS:
-            raise ValueError(f"Access kind {self.kind!r}: expected one of {', '.join(ACCESS_KINDS)}")
-        if self.cause not in STAGE2_CAUSES:
-            raise ValueError(f"Access cause {self.cause!r}: expected one of {', '.join(STAGE2_CAUSES)}")
-
-    @property
-    def write(self) -> bool:
-        return self.kind == "write"
-
-    @property
-    def exec(self) -> bool:
-        return self.kind == "exec"
 
 
 # --- faultin_pfn results ---------------------------------------------------------------------
@@ -199,22 +170,6 @@ def is_error_pfn(pfn: int) -> bool:
 def is_error_noslot_pfn(pfn: int) -> bool:
     """Mirrors ``is_error_noslot_pfn()``."""
     return bool(pfn & KVM_PFN_ERR_NOSLOT_MASK)
-
-
-@dataclass(frozen=True, slots=True)
-class Syndrome:
-    """A person-readable decode of raw registers (the ``describe_syndrome`` hook's result).
-
-    ``fields`` maps field names to JSON-ready values (``None`` where the architecture leaves
-    a field undefined); ``meanings`` gives a one-line meaning per field; ``guest_fault``
-    says whether the registers describe a guest memory fault, and ``error`` why not.
-    """
-
-    arch: str
-    fields: Mapping[str, Any]
-    meanings: Mapping[str, str]
-    guest_fault: bool
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from kvmcore._types import (
-        Access,
-        ArchInfo,
-        FaultinResult,
-        MemoryFault,
-        Memslot,
-        Syndrome,
-        TraceEvent,
-    )
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
+    from kvmcore._types import ArchInfo, FaultinResult, MemoryFault, Memslot, TraceEvent
     from kvmcore.kvm.kvm_main import VCPU, VM
 
 hookspec = pluggy.HookspecMarker("kvmcore")

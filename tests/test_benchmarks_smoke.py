@@ -151,3 +151,50 @@ def test_host_region_cache_follows_changes() -> None:
     assert host.find_vma(hvas[3] + 4096) is None and host.find_vma(hvas[4]).start == hvas[4]
     host.munmap(hvas[5] + (512 << 10), 512 << 10)  # the upper half of a mapping
     assert host.find_vma(hvas[5] + (600 << 10)) is None and host.find_vma(hvas[5]).end == hvas[5] + (512 << 10)
+
+
+def _bench_process():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_process
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_process
+
+
+def test_startup_install_falls_back_with_a_note_when_there_is_no_checkout(tmp_path: Path) -> None:
+    notes: list[str] = []
+    assert _bench_process().installed_copy(tmp_path / "not-a-checkout", tmp_path, notes) is None
+    assert len(notes) == 1 and notes[0].startswith("startup: no non-editable install could be built (")
+    assert notes[0].endswith("; the installed command was measured")
+
+
+@pytest.mark.slow
+def test_startup_install_is_a_non_editable_copy_that_runs(tmp_path: Path) -> None:
+    """The full run's start-up venv: every in-tree arch listed by the installed copy, whose modules
+    are files in the venv (not the checkout's), and nothing left in the checkout (no build/)."""
+    before = {p for p in ROOT.rglob("build") if p.is_dir()}
+    notes: list[str] = []
+    python = _bench_process().installed_copy(ROOT, tmp_path, notes)
+    assert python is not None, notes
+    proc = subprocess.run([str(python.with_name("kvmcore")), "plugins", "--json"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in json.loads(proc.stdout) if row["kind"] == "arch"}
+    assert set(rows) >= {"arm64", "x86", "riscv"} and not any(row.get("error") for row in rows.values())
+    where = subprocess.run([str(python), "-c", "import kvmcore, kvmcore_arm64; print(kvmcore.__file__, kvmcore_arm64.__file__)"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path).stdout.split()
+    assert len(where) == 2 and all(path.startswith(str(tmp_path / "venv")) for path in where), where
+    assert {p for p in ROOT.rglob("build") if p.is_dir()} == before
+
+
+def test_the_inlined_arm64_bound_still_answers_as_the_model() -> None:
+    """benchmarks/inlined_bound.py is a bound only while its one-function arm64 mapped fault
+    gives vcpu.handle_fault's FaultResult; it checks that on every input before timing."""
+    pytest.importorskip("kvmcore_arm64")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inlined_bound.py"), "--passes", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "inlined" in proc.stdout and "x the floor" in proc.stdout

@@ -7,15 +7,16 @@ Shared by ``kvmcore decode``, ``run`` and ``replay``; a scenario may name them t
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import kvmcore
 
 
-@dataclass(frozen=True, slots=True)
-class ModelChoice:
-    """The kernel (None: the default, the newest) and proposals (None: each arch's defaults)."""
+class ModelChoice(NamedTuple):
+    """The kernel (None: the default, the newest) and proposals (None: each arch's defaults).
+
+    A named tuple (defined on every ``kvmcore decode``, where a frozen dataclass costs several
+    times as much to define)."""
 
     kernel: str | None = None
     proposals: tuple[str, ...] | None = None

@@ -21,7 +21,7 @@ Who owns what (the rule the core and the conformance kit check, by design):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvmcore import abi
 
@@ -46,14 +46,16 @@ HELPER_ARCH_HOOK = ARCH_HOOK
 ARCH_HOOK_FLAGS = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE | abi.KVM_MEMORY_EXIT_FLAG_RWX_MASK
 
 
-@dataclass(frozen=True, slots=True)
-class ExitDesign:
+class ExitDesign(NamedTuple):
     """The memory-fault exit path of one VM (``vm.exit_design``).
 
     ``helper``: who computes ``memory_fault.flags`` (``"upstream"``, ``"v3-helper"``,
     ``"arch-hook"``); ``rwx``: flags bits 0-2 describe the access; ``syndrome``: kvmcore's
     extension after ``memory_fault``; ``arm64_esr``: the sanitised ESR at offset 56;
     ``annotate_efault``: no bare -EFAULT leaves the fault path.
+
+    An immutable named tuple rather than a frozen dataclass: this module is imported on every
+    start-up, where a frozen dataclass costs several times as much to define.
     """
 
     helper: str = HELPER_UPSTREAM

@@ -7,7 +7,7 @@ Calls are named after the ioctls they model and fail with the errno the kernel r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvmcore import _args, abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
@@ -15,7 +15,6 @@ from kvmcore.errors import KvmcoreError, KvmError
 from kvmcore.kvm.designs import ExitDesign, check_arch_designs, exit_design
 from kvmcore.kvm.faultin import kvm_prepare_memory_fault_exit
 from kvmcore.kvm.fdtable import fget, install
-from kvmcore.kvm.guest_memfd import GuestMemfd
 from kvmcore.kvm.host_mm import HostMemory
 from kvmcore.kvm.kconfig import VmConfig, vm_config
 from kvmcore.kvm.memory_attributes import MemoryAttributes
@@ -27,6 +26,9 @@ from kvmcore.kvm.version import DEFAULT_KERNEL, KernelVersion
 from kvmcore.plugin.contract import check_fault
 from kvmcore.plugin.isolation import short_repr
 from kvmcore.plugin.loader import Arch, arch_from
+
+if TYPE_CHECKING:  # imported by the two calls that need it: a VM without guest_memfd never does
+    from kvmcore.kvm.guest_memfd import GuestMemfd
 
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete", "move", "flags_only"
 
@@ -346,6 +348,8 @@ class VM:
         """The file checks of ``kvm_gmem_bind()`` (7.3: ``kvm_gmem_prepare_memory_region()``),
         the same in every modelled version: no file -> EBADF; a file that is no guest_memfd,
         or another VM's guest_memfd -> EINVAL."""
+        from kvmcore.kvm.guest_memfd import GuestMemfd
+
         file = fget(fd)
         if file is None:
             raise KvmError(abi.EBADF, f"slot {slot}: guest_memfd {fd!r} is not an open file descriptor")
@@ -493,6 +497,8 @@ class VM:
             )
         if size == 0 or size >= 1 << 63 or size & (self.page_size - 1):
             raise KvmError(abi.EINVAL, f"create_guest_memfd: size {size:#x} is not a positive loff_t multiple of PAGE_SIZE")
+        from kvmcore.kvm.guest_memfd import GuestMemfd
+
         fd = install(self)
         gmem = GuestMemfd(fd, size, flags, self._next_gmem_pfn, self.page_shift, invalidate=self._gmem_invalidate, owner=self)
         self._next_gmem_pfn += size >> self.page_shift

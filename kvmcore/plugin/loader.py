@@ -14,13 +14,12 @@ import os
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
 from kvmcore import hookspecs
-from kvmcore._types import Access, ArchInfo, FaultinResult, MemoryFault, Syndrome, TraceEvent
+from kvmcore._types import ArchInfo, FaultinResult, MemoryFault, TraceEvent
 from kvmcore.errors import (
     DecodeError,
     FaultContractError,
@@ -32,6 +31,8 @@ from kvmcore.plugin.contract import check_fault, check_fault_type
 from kvmcore.plugin.isolation import HOOK_EXCEPTIONS, check_arch_info, hook_error, short_repr
 
 if TYPE_CHECKING:
+    from kvmcore._access import Access
+    from kvmcore._syndrome import Syndrome
     from kvmcore.plugin.status import PluginStatus
 
 #: The core's own hook implementations, registered ``trylast`` in every arch's plugin manager
@@ -58,9 +59,12 @@ HOOK_NAMES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class EntryPointInfo:
-    """One entry point with the distribution that declares it."""
+class EntryPointInfo(NamedTuple):
+    """One entry point with the distribution that declares it.
+
+    A named tuple, not a dataclass: it is defined on every start-up, where a frozen dataclass
+    costs several times as much to create (its methods are compiled from source).
+    """
 
     group: str
     name: str
@@ -385,6 +389,8 @@ class Arch:
         return raw
 
     def describe_syndrome(self, vm: Any, raw: Mapping[str, int]) -> Syndrome:
+        from kvmcore._syndrome import Syndrome
+
         syndrome = self.pm.hook.describe_syndrome(vm=vm, raw=raw)
         if syndrome is None:
             raise NotImplementedError(f"arch {self.name!r} implements no describe_syndrome hook")

@@ -125,3 +125,86 @@ def test_every_decoded_fault_is_checked_debug_or_not(monkeypatch: pytest.MonkeyP
         vcpu = kvmcore.VM(Liar()).create_vcpu()
         with pytest.raises(kvmcore.PluginError, match=r"hook decode_fault: .*'liar'.*field 'write' must be bool, found int 1"):
             vcpu.handle_fault(raw)
+
+
+@dataclass
+class Base:
+    gfn: int
+    exec: int  # the subclass's annotation wins, as in typing.get_type_hints
+
+
+@dataclass(slots=True)
+class Inherited(Base):
+    exec: bool
+    write: bool
+    is_private: bool
+    slot: Optional[Memslot] = None  # noqa: UP045 - the old spelling is the same type
+    info: NoSuchName | None = None  # type: ignore[name-defined]  # noqa: F821 - not a common field
+
+
+@pytest.mark.parametrize("fault_type", [NoSlot, IntWrite, BoolGfn, SlotNotOptional, OptionalSpelling, toyarch.ToyFault])
+def test_only_the_common_annotations_are_evaluated_as_get_type_hints_does(fault_type: type) -> None:
+    """typing.get_type_hints is the oracle for the five fields the contract reads."""
+    import typing
+
+    from kvmcore.plugin.contract import common_type_hints
+
+    expected = {k: v for k, v in typing.get_type_hints(fault_type).items() if k in kvmcore.COMMON_FIELDS}
+    assert common_type_hints(fault_type) == expected
+
+
+def test_installed_fault_types_have_the_common_annotations_get_type_hints_finds() -> None:
+    import typing
+
+    from kvmcore.plugin.contract import common_type_hints
+
+    arches = kvmcore.installed_arches()
+    assert arches
+    for name in arches:
+        fault_type = kvmcore.load_arch(name).info.fault_type
+        expected = {k: v for k, v in typing.get_type_hints(fault_type).items() if k in kvmcore.COMMON_FIELDS}
+        assert common_type_hints(fault_type) == expected, name
+
+
+def test_an_annotation_outside_the_contract_is_not_evaluated() -> None:
+    """Like KVM_ASSERT_TYPE_IS, only the five fields are checked: ``info`` names a type the
+    module does not define (as a fault module importing its tables lazily would)."""
+    from kvmcore.plugin.contract import common_type_hints
+
+    assert common_type_hints(Inherited) == {"gfn": int, "exec": bool, "write": bool, "is_private": bool,
+                                            "slot": Optional[Memslot]}  # noqa: UP045
+    vm = kvmcore.VM(plugin_with(Inherited, name="ok"))
+    assert vm.arch.name == "ok"
+
+
+def test_an_unresolvable_common_annotation_is_refused() -> None:
+    @dataclass(slots=True)
+    class Unresolvable:
+        gfn: int
+        exec: bool
+        write: NoSuchType  # type: ignore[name-defined]  # noqa: F821
+        is_private: bool
+        slot: Memslot | None = None
+
+    with pytest.raises(FaultContractError) as info:
+        kvmcore.VM(plugin_with(Unresolvable))
+    assert (info.value.field, info.value.expected) == ("annotations", "resolvable type hints")
+    assert "NoSuchType" in info.value.found
+
+
+def test_a_nested_forward_reference_is_resolved_as_get_type_hints_resolves_it() -> None:
+    """``Optional["Memslot"]`` (no postponed annotations): the five-field evaluation leaves the
+    inner string unresolved, and the check falls back to typing.get_type_hints, as before."""
+    namespace: dict[str, object] = {"dataclass": dataclass, "Optional": Optional, "Memslot": Memslot}
+    exec(  # noqa: S102 - a class whose annotations are evaluated at definition, unlike this module's
+        "@dataclass(slots=True)\n"
+        "class NestedForwardRef:\n"
+        "    gfn: int\n    exec: bool\n    write: bool\n    is_private: bool\n"
+        "    slot: Optional['Memslot'] = None\n",
+        namespace,
+    )
+    fault_type = namespace["NestedForwardRef"]
+    assert isinstance(fault_type, type)
+    fault_type.__module__ = __name__  # get_type_hints resolves 'Memslot' in this module, which imports it
+    kvmcore.check_fault_type(fault_type, "ok")
+    assert kvmcore.VM(plugin_with(fault_type, name="ok")).arch.name == "ok"

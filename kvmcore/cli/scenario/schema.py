@@ -14,7 +14,6 @@ entries numbered from 1, as the output numbers steps), the value and what was ex
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,14 +144,6 @@ class Scenario:
 
 
 # --- loading -----------------------------------------------------------------------------------
-def _toml() -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib
-
-
 def load(path: str | None) -> Scenario:
     """Read and validate a scenario file (``None``: the built-in example; ``-``: standard input)."""
     if path == "-":
@@ -178,7 +169,8 @@ def load(path: str | None) -> Scenario:
 
 
 def loads(text: str, file: str = "<string>") -> Scenario:
-    tomllib = _toml()
+    import tomllib  # on first use: decode and replay never read a scenario
+
     try:
         doc = tomllib.loads(text)
     except RecursionError:

@@ -1,9 +1,10 @@
 """The arm64 arch plugin's hook implementations (entry point ``arm64`` in ``kvmcore.arch``).
 
 Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode),
-``abort`` (``kvm_handle_guest_abort()`` and what it calls), ``syndrome`` (memory-fault
-syndrome words, ``describe_syndrome``), ``convert`` (``encode_fault``, trace events; imported
-on first use: listing plugins and decoding registers do not need the trace parsers).
+``abort`` (``kvm_handle_guest_abort()`` and what it calls; imported by the first fault),
+``syndrome`` (memory-fault syndrome words, ``describe_syndrome``), ``convert``
+(``encode_fault``, trace events; imported on first use: listing plugins and decoding registers
+do not need the trace parsers).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 import kvmcore
 from kvmcore import ArchInfo, hookimpl
 
-from . import abort, syndrome
 from . import fault as _fault
+from . import syndrome
 from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
 
 #: The texts of the events a guest-fault trace is made of, exactly as the kernel prints them
@@ -75,7 +76,21 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, int]) -> Arm64Fault:
 @hookimpl
 def faultin_pfn(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> kvmcore.FaultinResult:
     """Mirrors ``kvm_handle_guest_abort()`` (see :mod:`kvmcore_arm64.abort`)."""
-    return abort.kvm_handle_guest_abort(vcpu, fault)
+    return (_handle_guest_abort or _load_abort())(vcpu, fault)
+
+
+#: :func:`kvmcore_arm64.abort.kvm_handle_guest_abort`, bound by the first fault: listing
+#: plugins and decoding registers do not import the fault path (its lookup costs what
+#: ``abort.kvm_handle_guest_abort`` did).
+_handle_guest_abort: Any = None
+
+
+def _load_abort() -> Any:
+    global _handle_guest_abort
+    from .abort import kvm_handle_guest_abort
+
+    _handle_guest_abort = kvm_handle_guest_abort
+    return kvm_handle_guest_abort
 
 
 @hookimpl(wrapper=True)

@@ -15,7 +15,6 @@ import kvmcore
 from kvmcore import abi, hookimpl
 
 from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
-from .gstage import gstage_page_fault
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_LOAD_GUEST_PAGE_FAULT,
@@ -79,7 +78,20 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
 @hookimpl
 def faultin_pfn(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinResult:
     """Mirrors ``gstage_page_fault()`` -> ``kvm_riscv_mmu_map()`` (with kvmcore's extensions)."""
-    return gstage_page_fault(vcpu, fault)
+    return (_gstage_page_fault or _load_gstage())(vcpu, fault)
+
+
+#: :func:`kvmcore_riscv.gstage.gstage_page_fault`, bound by the first fault: listing plugins and
+#: decoding registers do not import the fault path (its lookup costs what the import's name did).
+_gstage_page_fault: Any = None
+
+
+def _load_gstage() -> Any:
+    global _gstage_page_fault
+    from .gstage import gstage_page_fault
+
+    _gstage_page_fault = gstage_page_fault
+    return gstage_page_fault
 
 
 @hookimpl(wrapper=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kvmcore
-from kvmcore_x86 import decode, mmu
+from kvmcore_x86 import decode
 from kvmcore_x86.fault import X86Fault
 
 SETTINGS: dict[str, tuple[Any, ...]] = {
@@ -69,7 +69,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
 
 @kvmcore.hookimpl
 def faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult:
-    return mmu.kvm_mmu_page_fault(vcpu, fault)
+    return (_mmu or _load_mmu()).kvm_mmu_page_fault(vcpu, fault)
 
 
 @kvmcore.hookimpl(wrapper=True)
@@ -78,14 +78,27 @@ def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> Any:
     the proposal "syndrome" is on (upstream leaves those bytes zero)."""
     common = yield
     if vcpu.vm.exit_design.syndrome:
-        mmu.fill_syndrome(vcpu, fault)
+        (_mmu or _load_mmu()).fill_syndrome(vcpu, fault)
     return common
 
 
 @kvmcore.hookimpl
 def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     """x86's flags under the design ``arch-hook`` (:func:`kvmcore_x86.mmu.memory_fault_flags`)."""
-    vcpu.kvm_run.memory_fault.flags |= mmu.memory_fault_flags(vcpu, fault)
+    vcpu.kvm_run.memory_fault.flags |= (_mmu or _load_mmu()).memory_fault_flags(vcpu, fault)
+
+
+#: :mod:`kvmcore_x86.mmu`, imported by the first fault: listing plugins and decoding registers do
+#: not import the fault path (``_mmu.name`` costs what ``mmu.name`` did).
+_mmu: Any = None
+
+
+def _load_mmu() -> Any:
+    global _mmu
+    from kvmcore_x86 import mmu
+
+    _mmu = mmu
+    return mmu
 
 
 @kvmcore.hookimpl

@@ -198,3 +198,18 @@ def test_the_inlined_arm64_bound_still_answers_as_the_model() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "inlined" in proc.stdout and "x the floor" in proc.stdout
+
+
+def test_replay_quick_runs(tmp_path: Path) -> None:
+    """``benchmarks/replay_quick.py`` (the replay verdict alone) runs and prints the floor, kvmcore
+    with its ratio, and the per-line scan when asked; no timing is checked."""
+    trace = tmp_path / "quick.trace"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "replay_quick.py"), "--events", "2000", "--rounds", "1",
+         "--per-line", "--trace", str(trace)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["floor", "kvmcore", "per-line"]
+    assert "the floor" in lines[1] and lines[3].startswith("kvmcore over the per-line scan: ")
+    assert trace.stat().st_size > 2000 * 100  # the generated trace: 2,000 lines of about 125 characters

@@ -450,6 +450,8 @@ class _Resolver:
         for lineno, line in enumerate(lines, 1):
             if self.established is not None:
                 break
+            if len(line) > trace_input.MAX_LINE:  # the scan skips it (no copy of its text here)
+                continue
             m: Any = _EVENT_RE.search(line)
             if m is None:
                 line = trace_input.strip_quote(line)[0]
@@ -770,6 +772,7 @@ class _Scan:
     loop_min = LOOP_MIN
     max_names = MAX_NAMES
     max_pcs = MAX_PCS
+    memo_size = MEMO_SIZE
     make_hit = staticmethod(_hit)
 
     def __init__(self, summary: Summary, resolver: _Resolver, memory: int, with_slots: bool, has_settings: bool,
@@ -828,16 +831,16 @@ class _Scan:
         m: Any
         for read, line in records:  # noqa: B007 - read is used after the loop
             lineno = read
+            if len(line) > trace_input.MAX_LINE:  # no event or log line is this long: skip it
+                if held is not None:            # before any search or copy of its text
+                    self.drop_held(held)
+                    held = None
+                prev_m = None
+                summary.skip(lineno, line, f"a line of {len(line):,} characters (longer than any trace "
+                             f"event or log line, {trace_input.MAX_LINE:,})", False)
+                continue
             m = search(line)
             if m is None:  # the slow path: quoting, prefix-less events, wrapped tails, log lines
-                if len(line) > trace_input.MAX_LINE:  # no event or log line is this long: skip it
-                    if held is not None:            # before any search allocates per character
-                        self.drop_held(held)
-                        held = None
-                    prev_m = None
-                    summary.skip(lineno, line, f"a line of {len(line):,} characters (longer than any trace "
-                                 f"event or log line, {trace_input.MAX_LINE:,})", False)
-                    continue
                 if ">" in line[:16]:
                     line, q = trace_input.strip_quote(line)
                     quoted += q

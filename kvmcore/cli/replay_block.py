@@ -4,11 +4,12 @@ The per-line scan (:class:`kvmcore.cli.replay._Scan`) costs several microseconds
 regex, the arch's parser, a ``TraceEvent``, the memo, the counters, all in Python. A trace is
 mostly one event printed the same way millions of times, so this module reads the input in
 blocks of :data:`BLOCK_SIZE` characters cut at line boundaries and, for each block, runs one
-regular expression over the whole block (``findall``, in C) that splits every line into its
-tracing thread and its event text when the line is an event the arches declare in
+cheap regular expression over the whole block (:data:`LINE_RE`, ``findall``, in C) that splits
+every line into its tracing thread and the text after its timestamp. Each distinct text gets a
+small id (one hash per line) and is judged once: it must be an event the arches declare in
 ``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
-``kvm_exit``) printed in the kernel's canonical ftrace form. Each distinct text gets a small id
-(one hash per line); everything else is read from per-id lists with ``map`` and counted with C
+``kvm_exit``) printed in the kernel's canonical ftrace form (:class:`TextPattern`), and is then
+parsed and decoded. Everything else is read from per-id columns with ``map`` and counted with C
 tools: ``collections.Counter``'s ``_count_elements`` into a pending count per id (folded into the
 summary's tables at the end, :meth:`Blocks.flush`), ``map``/``compress`` over the per-vCPU
 sequences of fault signatures for the fault-loop runs.
@@ -18,8 +19,9 @@ The per-line path is the oracle, in three ways:
 * every distinct text is parsed by the arch's ``parse_trace_event`` (through the same resolver
   cache entry the per-line scan would use) and decoded by ``decode_fault`` through the same
   memo, once, and remembered (:data:`TEXT_MEMO_SIZE` texts, then forgotten);
-* every line the block pattern does not match, every text whose parse or decode does not give a
-  plain counted event, and the first and last line of every stretch of fast lines go to the
+* every line with no ``thread timestamp:`` prefix, every text that is not canonical or whose
+  parse or decode does not give a plain counted event, and the first and last line of every
+  stretch of fast lines go to the
   per-line scan, in order (so wrapped lines, mail quoting, x86 exit pairing, log lines, malformed
   lines and skipped-line accounting behave exactly as before);
 * what depends on the order of the lines is done in order: table entries are made at a text's
@@ -32,17 +34,35 @@ What the fast path counts for a stretch is what the per-line scan would count fo
 ``KVMCORE_REPLAY_PER_LINE=1`` (or ``replay(..., per_line=True)``) forces the per-line scan, for
 developers comparing the two.
 
-Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts): the
-block regex ~40%, parsing and decoding each distinct text once ~25%, the text-id lookup ~12%,
-the counting ~10%. Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once)
-and the text memo (about 0.5 KiB a text).
+Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault texts, each
+seen about 15 times): judging each distinct text once ~30% (the pattern check, the arch's parse
+and ``decode_fault`` ~20%, the bookkeeping ~10%), the text-id lookup ~20% (a dict of 65,536
+texts: hashing a fresh 90-character string and comparing it with the stored one, mostly cache
+misses), the line pattern ~20% (a third of it the thread group), the counting ~15%, reading
+and decoding the file, cutting blocks and the lines handed to the per-line scan ~15%.
+Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once) and the text memo
+(about 0.5 KiB a text; texts that are not canonical are remembered only up to
+:data:`MAX_NOT_CANONICAL` characters).
+
+The collector: a new text leaves about ten objects behind (its memo entry, its fault signature)
+and ``findall`` makes a tuple per line. With the collector running, young collections walk them
+and promote them, and the old generation's growth starts full collections, each walking the
+big tables (memo, signatures: some 200,000 entries); on the benchmark trace that was about a
+tenth of the fast path's time. So the collector is paused (``gc.disable``, restored in a
+``finally``) while a block's columns are built (:meth:`Blocks.columns`) and while its new texts
+are judged (:meth:`Blocks.classify`): bounded work, one block at most (:data:`MAX_BLOCK_LINES`
+lines), after which the young collection the paused work is due runs at the next allocation.
+Cycles a plugin's hook makes meanwhile are collected then, so memory stays bounded. The pause
+is process-wide: another thread's allocations are not collected for those milliseconds either.
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import os
 import re
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from itertools import compress, islice, repeat
@@ -78,6 +98,9 @@ PER_LINE_ENV = "KVMCORE_REPLAY_PER_LINE"
 _NONE = object()  # no resolver cache entry for an event
 _SLOW = "slow"  # a text the per-line scan must see (its verdict is remembered)
 _UNRESOLVED = "unresolved"  # the event's arch is not known yet: ask the per-line scan once
+_NOT_CANONICAL = "not canonical"  # not an event text of the patterns: the per-line scan reads it
+#: Text id 1: every text that is not canonical (kept if at most this long, else judged again).
+MAX_NOT_CANONICAL = 256
 _THREAD = itemgetter(0)
 _KEY = itemgetter(1)
 
@@ -86,25 +109,48 @@ def per_line_forced() -> bool:
     return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def block_pattern(patterns: dict[str, list[str]]) -> re.Pattern[str] | None:
-    """The block regex: per line, ``(thread, "event: text")`` for a canonical event line, else
-    ``("", "")``; one match per line (every line ends with a newline).
+#: The longest thread and text the fast path takes (a longer line goes to the per-line scan):
+#: what a block's columns copy out of it stays small, and so does each text remembered.
+MAX_FIELD = 512
+#: Every line of a block: ``(thread, rest)`` where the line is ``thread timestamp: rest`` (no
+#: ``:`` before the timestamp), else ``("", "")``. The block is matched with this cheap pattern
+#: first (``[^:]`` and ``.`` are counted in C by tight loops; a character class such as
+#: ``[^:\n]`` is tested member by member); ``rest`` is checked once per distinct text
+#: (:class:`TextPattern`). A line with no ``:`` lets a match run into the next line: then the
+#: match count is not the line count and the block is matched again with :data:`SAFE_LINE_RE`.
+LINE_RE = re.compile(rf"([^:]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: (.{{0,{MAX_FIELD}}})\n|.*\n")
+#: :data:`LINE_RE` confined to one line (slower).
+SAFE_LINE_RE = re.compile(rf"([^:\n]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: ([^\n]{{0,{MAX_FIELD}}})\n|[^\n]*\n")
 
-    The prefix part agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line it
-    matches: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
+
+class TextPattern:
+    """Which texts after a line's timestamp are a canonical event the fast path may count:
+    ``[system:]event: text`` for an event and text the arches declare in
+    ``ArchInfo.trace_patterns`` (arm64 ``kvm_guest_fault``, x86 ``kvm_page_fault``, riscv
+    ``kvm_exit``) printed in the kernel's canonical form.
+
+    With :data:`LINE_RE` this agrees with :data:`kvmcore.cli.trace_input.EVENT_RE` on every line
+    it takes: no ``:`` before the timestamp (so the per-line search finds the same timestamp),
     ``[system:]event:`` as EVENT_RE splits it, and at least one space after the event's colon (so
     EVENT_RE cannot read the text's first word as the event). It is stricter than EVENT_RE (spaces,
     not any blank; ASCII digits and names): what it does not take goes to the per-line scan. The
-    thread group is the line up to the space before the timestamp (what the per-line scan cuts
-    the vCPU name from).
+    thread is the line up to the space before the timestamp (what the per-line scan cuts the
+    vCPU name from).
     """
-    if not patterns:
-        return None
-    alternatives = "|".join(
-        rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
-        for event, texts in sorted(patterns.items())
-    )
-    return re.compile(r"(?:([^:\n]*) (?>[0-9]+(?:\.[0-9]+)?): +(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *|[^\n]*)\n")
+
+    def __init__(self, patterns: dict[str, list[str]]) -> None:
+        alternatives = "|".join(
+            rf"{re.escape(event)}: +(?:{'|'.join(f'(?:{p})' for p in texts)})"
+            for event, texts in sorted(patterns.items())
+        )
+        #: ``match(rest)``: group 1 is :meth:`key`'s answer
+        self.match = re.compile(r" *(?:[A-Za-z0-9_]++:)?(" + alternatives + r") *").fullmatch
+
+    def key(self, rest: str) -> str | None:
+        """``"event: text"`` (the canonical part of ``rest``, the line after ``timestamp: ``), or
+        None when the line is not a canonical event of the patterns."""
+        m = self.match(rest)
+        return m[1] if m is not None else None
 
 
 class _ThreadVcpus(dict[str, str]):
@@ -134,7 +180,8 @@ class Blocks:
                     continue
                 patterns.setdefault(event, []).append(text)
         self.events = sorted(patterns)
-        self.rx = block_pattern(patterns)
+        self.texts = TextPattern(patterns) if patterns else None
+        self.text_match = self.texts.match if self.texts is not None else None
         self.snapshot: tuple[Any, ...] = ()
         self.skip = 0  # blocks still to hand straight to the per-line scan
         self.backoff = 1  # how many the next time the fast path counts too few lines
@@ -153,17 +200,18 @@ class Blocks:
         self.mixed = False  # more than one class of lines
         #: text -> its id; per id (lists, so that a block's column of ids is read with map()
         #: and no hashing): the per-line scan must see it, its class, fault signature, gfn, pc,
-        #: own vCPU field. Id 0: a text not judged (its arch is not known yet).
+        #: own vCPU field. Id 0: a text not judged (its arch is not known yet, or a long text
+        #: that is not canonical); id 1: a text that is not canonical (TextPattern).
         self.tid_of: dict[str, int] = {}
-        self.t_slow: list[bool] = [True]
-        self.t_fault: list[bool] = [False]
-        self.t_class: list[int] = [-1]
-        self.t_sig: list[int] = [0]
-        self.t_gfn: list[int] = [0]
-        self.t_pc: list[Any] = [None]
-        self.t_vf: list[Any] = [None]
+        #: Columns of numbers are arrays: the collector does not walk them (lists of 65,536
+        #: distinct ints cost each full collection a cache miss per item).
+        self.t_slow = bytearray(b"\1\1")
+        self.t_fault = bytearray(2)
+        self.t_class = array("l", [-1, -1])
+        self.t_sig = array("l", [0, 0])  # the gfn and pc are the signature's (sig_info)
+        self.t_vf: list[Any] = [None, None]
+        self.shared_sigs = False  # some fault signature has more than one text
         self.vfields = False  # some text has a vCPU field (x86 "vcpu")
-        self.pc_none = False  # some fault text has no pc
         self.count_only = False  # some text is an event only counted
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
@@ -235,7 +283,7 @@ class Blocks:
         between the faults, x86 exits paired with their faults) would pay for the block regex on
         top, and one whose lines are mostly new texts (faults on ever new pages: every text is
         parsed and decoded as the per-line scan would, plus the fast path's bookkeeping, about
-        40% more a line) gains nothing from counting repeats: after a block where fewer than a
+        30% more a line) gains nothing from counting repeats: after a block where fewer than a
         quarter of the lines were counted here, or more than half were new texts while the text
         memo already holds half its capacity, the next blocks go straight to the per-line scan
         (1, 2, 4... up to 64 of them before trying again). The memo's first half is filled
@@ -269,12 +317,12 @@ class Blocks:
                 base += part
                 start = cut
             return
-        found = self.rx.findall(text, start, end) if self.rx is not None and self.scan.sink is None else None
-        if found is None or len(found) != n:  # no patterns, --events, or a pattern spanned lines
+        columns = self.columns(text, start, end, n) if self.texts is not None and self.scan.sink is None else None
+        if columns is None:  # no patterns, or --events
             yield from enumerate(_lines(text[start:end]), base + 1)
             return
+        threads, keys = columns
         lines = _Lines(text, start, end, n)
-        keys = list(map(_KEY, found))
         unmatched = list(compress(range(n), map(not_, keys))) if "" in keys else []
         i = 0
         u = 0
@@ -290,10 +338,31 @@ class Blocks:
                     yield base + k + 1, lines[k]
                 i = j
                 continue
-            yield from self.stretch(found, keys, lines, base, i, j)
+            yield from self.stretch(threads, keys, lines, base, i, j)
             i = j
 
-    def stretch(self, found: list[tuple[str, str]], keys: list[str], lines: _Lines, base: int, i: int,
+    @staticmethod
+    def columns(text: str, start: int, end: int, n: int) -> tuple[list[str], list[str]] | None:
+        """The threads and the texts after the timestamps of the ``n`` lines of
+        ``text[start:end]`` (:data:`LINE_RE`), or None if a match spanned lines.
+
+        The collector is paused meanwhile (the module's note on the collector): ``findall``'s
+        tuple per line is freed, as two columns of strings, before it could look at it."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            found = LINE_RE.findall(text, start, end)
+            if len(found) != n:  # a line without a colon: a match ran into the next line
+                del found  # (one block's copies at a time)
+                found = SAFE_LINE_RE.findall(text, start, end)
+                if len(found) != n:
+                    return None
+            return list(map(_THREAD, found)), list(map(_KEY, found))
+        finally:
+            if enabled:
+                gc.enable()
+
+    def stretch(self, threads: list[str], keys: list[str], lines: _Lines, base: int, i: int,
                 j: int) -> Iterator[tuple[int, str]]:
         """Lines ``[i, j)`` of a block, all matched: the first and last, and the lines whose
         text is not a plain counted event, go to the per-line scan; the rest is counted here."""
@@ -308,7 +377,7 @@ class Blocks:
             if scan.pending:  # an x86 exit waits for its fault event: the per-line scan pairs them
                 if tuple(scan.pending) != seen:
                     seen = tuple(scan.pending)
-                    waits = self.waiting(found, i, end)
+                    waits = self.waiting(threads, i, end)
                 w = bisect_left(waits, i)
                 if w < len(waits):
                     stop_at = waits[w]
@@ -333,7 +402,7 @@ class Blocks:
             while i < stop_at:
                 stop = slow[s] if s < len(slow) else stop_at
                 if stop > i:
-                    if not self.count(found, tids[i - start:stop - start], base, i, stop):
+                    if not self.count(threads, tids[i - start:stop - start], base, i, stop):
                         for k in range(i, stop):
                             yield base + k + 1, lines[k]
                     i = stop
@@ -354,11 +423,11 @@ class Blocks:
         for k in range(max(i, j - 1), j):
             yield base + k + 1, lines[k]
 
-    def waiting(self, found: list[tuple[str, str]], i: int, end: int) -> list[int]:
+    def waiting(self, threads: list[str], i: int, end: int) -> list[int]:
         """The lines of ``[i, end)`` on a thread an exit waits on for its fault event
         (``scan.pending``, by thread as :func:`kvmcore.cli.trace_input.thread_of` names it)."""
         pending = self.scan.pending
-        threads = list(map(_THREAD, found[i:end]))
+        threads = threads[i:end]
         waiting = set()
         for thread in set(threads):
             cut = thread.find("[")
@@ -387,7 +456,7 @@ class Blocks:
         tids = list(map(tid_of.get, seg, repeat(0)))
         if 0 not in tids:
             return tids
-        new = list(dict.fromkeys(compress(seg, map(eq, tids, repeat(0)))))
+        new = list(dict.fromkeys(compress(seg, map(not_, tids))))
         if len(tid_of) + len(new) > TEXT_MEMO_SIZE:
             distinct = dict.fromkeys(seg)
             if len(distinct) > TEXT_MEMO_SIZE:
@@ -396,50 +465,68 @@ class Blocks:
             tid_of = self.tid_of
             new = list(distinct)
         judged = False
-        self.new_texts += len(new)
-        for key in new:
-            verdict = self.judge(key)
-            if verdict is _UNRESOLVED:
-                continue
-            judged = True
-            tid_of[key] = len(self.t_slow)
-            if verdict is _SLOW:
-                verdict = (-1, None, 0, None, None)
-                self.slow_texts += 1
-            cid, sig, gfn, pc, vf = verdict
-            self.t_slow.append(cid < 0)
-            self.t_fault.append(sig is not None)
-            self.t_class.append(cid)
-            self.t_sig.append(sig or 0)
-            self.t_gfn.append(gfn or 0)
-            self.t_pc.append(pc)
-            self.t_vf.append(vf)
-            if cid >= 0:
-                self.unreserved.add(tid_of[key])
-                if len(self.class_info) > 1:
-                    self.mixed = True
-            if cid >= 0 and sig is None:
-                self.count_only = True
-            if sig is not None:
-                self.vfields = self.vfields or vf is not None
-                self.pc_none = self.pc_none or pc is None
+        judge = self.judge
+        ids = first = len(self.t_slow)
+        slow_add, fault_add, class_add = self.t_slow.append, self.t_fault.append, self.t_class.append
+        sig_add, vf_add = self.t_sig.append, self.t_vf.append
+        unreserved = self.unreserved
+        enabled = gc.isenabled()
+        gc.disable()  # the module's note on the collector
+        try:
+            for key in new:
+                verdict = judge(key)
+                if verdict.__class__ is str:  # not a counted event
+                    if verdict is _UNRESOLVED:
+                        continue
+                    judged = True
+                    if verdict is _NOT_CANONICAL:
+                        if len(key) <= MAX_NOT_CANONICAL:
+                            tid_of[key] = 1
+                            self.slow_texts += 1
+                        continue
+                    verdict = (-1, 0, None)
+                    self.slow_texts += 1
+                judged = True
+                tid_of[key] = ids
+                cid, sig, vf = verdict
+                slow_add(cid < 0)
+                fault_add(sig > 0)
+                class_add(cid)
+                sig_add(sig)
+                vf_add(vf)
+                if cid >= 0:
+                    unreserved.add(ids)
+                    if not sig:
+                        self.count_only = True
+                    elif vf is not None:
+                        self.vfields = True
+                ids += 1
+        finally:
+            if enabled:
+                gc.enable()
+        self.new_texts += ids - first
+        self.mixed = self.mixed or len(self.class_info) > 1
+        if ids - first == len(seg):  # every text new, each once (texts that never repeat)
+            return list(range(first, ids))
         return list(map(tid_of.get, seg, repeat(0))) if judged else tids
 
     def judge(self, key: str) -> Any:
-        """What the per-line scan does with a line whose event text is ``key``: ``(class id,
-        fault signature id or None, gfn, pc, vcpu field)`` for an event it only counts or a
+        """What the per-line scan does with a line whose text after the timestamp is ``key``:
+        ``(class id, fault signature id or 0, vcpu field)`` for an event it only counts or a
         guest fault it decodes (through the memo), else :data:`_SLOW` (or :data:`_UNRESOLVED`:
-        the event's arch is not known yet)."""
+        the event's arch is not known yet, or :data:`_NOT_CANONICAL`)."""
+        m = self.text_match(key) if self.text_match is not None else None
+        if m is None:
+            return _NOT_CANONICAL
+        event, _, text = m[1].partition(":")
         scan = self.scan
-        event, _, text = key.partition(":")
-        text = text.strip()
         entry = scan.resolver.cache.get(event, _NONE)
         if entry is _NONE:
             return _UNRESOLVED
         if not entry:  # None: no arch decodes the event (the generic ones are judged by kind below)
             return _SLOW
         try:
-            ev = entry[1](event, text)
+            ev = entry[1](event, text.strip())
         except Exception:  # noqa: BLE001 - the per-line scan reports it as it always did
             return _SLOW
         if ev is None:
@@ -452,28 +539,37 @@ class Blocks:
                 pc = fields.get("pc")
                 vf = fields.get("vcpu")
                 # registers (so the decode) and pc: what makes two faults the same (an id for it)
-                sig = self.sig_ids.setdefault((memo_key, pc), len(self.sig_ids) + 1)
-                hash(vf)
-                hit = scan.memo.get(memo_key)
+                sig_key = (memo_key, pc)
+                sig = self.sig_ids.get(sig_key)
+                if vf is not None:
+                    hash(vf)
             except (TypeError, AttributeError):  # unhashable values: the per-line scan copes
                 return _SLOW
+            if sig is not None:  # another text of the same registers and pc
+                self.shared_sigs = True
+                return (self.class_id(label, kind, self.sig_info[sig][0][0], entry), sig, vf)
+            memo = scan.memo
+            hit = memo.get(memo_key)
             if hit is None:
-                hit = scan.memo_old.get(memo_key)
+                hit = scan.memo_old.get(memo_key) if scan.memo_old else None
                 if hit is None:
                     try:
                         decoded = entry[2](entry[3], raw)
                     except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
-                scan.remember(memo_key, hit)
-            if sig == len(self.sig_ids):  # new (or the last one made: the same content again)
-                self.sig_info[sig] = (hit, pc)
-            return (self.class_id(label, kind, hit[0], entry), sig, hit[1], pc, vf)
+                if len(memo) < scan.memo_size:
+                    memo[memo_key] = hit
+                else:
+                    scan.remember(memo_key, hit)
+            sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
+            self.sig_info[sig] = (hit, pc)
+            return (self.class_id(label, kind, hit[0], entry), sig, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW
         if kind == "mmio" or event == "kvm_userspace_exit":
             return _SLOW
-        return (self.class_id(label, kind, None, entry), None, None, None, None)
+        return (self.class_id(label, kind, None, entry), 0, None)
 
     def class_id(self, label: str, kind: str, key: Any, entry: Any) -> int:
         """A small id for (label, kind, fault key): what a line adds to the summary's tables."""
@@ -485,7 +581,7 @@ class Blocks:
         return cid
 
     # -- counting --------------------------------------------------------------------------------
-    def count(self, found: list[tuple[str, str]], tids: list[int], base: int, i: int, stop: int) -> bool:
+    def count(self, threads: list[str], tids: list[int], base: int, i: int, stop: int) -> bool:
         """Count lines ``[i, stop)`` (``tids``: their text ids, every one a plain counted event)
         as the per-line scan would; False, with nothing counted, when the result would depend on
         the order of the lines (then the per-line scan counts them).
@@ -505,7 +601,7 @@ class Blocks:
         if self.unreserved:  # ids counted for the first time here, in the order they come
             first = self.unreserved.intersection(tids)
             if first:
-                fresh = [t for t in dict.fromkeys(tids) if t in first]
+                fresh = list(filter(first.__contains__, dict.fromkeys(tids)))
         if self.mixed:  # more than one class of lines so far: which are here
             classes = set(map(t_class.__getitem__, tids))
         else:
@@ -517,7 +613,7 @@ class Blocks:
         label = labels.pop() if labels else ""
         ftids = tids
         fpos: list[int] | None = None
-        threads_of: Any = found[i:stop]
+        threads_of: Any = threads[i:stop]
         vks: list[Any] = []
         if has_faults:
             if self.count_only and any(info[c][2] is None for c in classes):
@@ -528,25 +624,26 @@ class Blocks:
             state = scan.labels.get(label)
             if state is not None and state[1].sketch is not None:
                 return False  # a Space-Saving sketch counts in order: the per-line scan
-            if fresh:  # the hot-gfn counter must stay exact through these faults
-                known: Any = state[1].counts if state is not None else {}
-                new = {self.t_gfn[t] for t in fresh if self.t_fault[t]}.difference(known)
+            known: Any = state[1].counts if state is not None else {}
+            if fresh and len(known) + len(fresh) > scan.memory // EXACT_ENTRY_BYTES:
+                # the hot-gfn counter must stay exact through these faults: count their new gfns
+                sig_info, t_sig = self.sig_info, self.t_sig
+                new = {sig_info[t_sig[t]][0][1] for t in fresh if self.t_fault[t]}.difference(known)
                 if len(known) + len(new) > scan.memory // EXACT_ENTRY_BYTES:
                     return False
             if self.vfields:  # the event names its vCPU (x86 "vcpu"), else the thread does
                 vks = list(map(self.t_vf.__getitem__, ftids))
                 if None in vks:
                     by_thread = self.threads
-                    vks = [f if f is not None else by_thread[t[0]] for f, t in zip(vks, threads_of, strict=True)]
+                    vks = [f if f is not None else by_thread[t] for f, t in zip(vks, threads_of, strict=True)]
                 order = list(dict.fromkeys(vks))
             else:
-                threads = list(map(_THREAD, threads_of))
                 vcpu_of = self.threads
-                names = {vcpu_of[t] for t in set(threads)}
+                names = {vcpu_of[t] for t in set(threads_of)}
                 if len(names) == 1:  # one vCPU (its lines may differ in the CPU they ran on)
                     order = list(names)
                 else:
-                    vks = list(map(vcpu_of.__getitem__, threads))
+                    vks = list(map(vcpu_of.__getitem__, threads_of))
                     order = list(dict.fromkeys(vks))
             runs = state[0] if state is not None else {}
             if len(order) > scan.max_names or len(runs) + sum(1 for v in order if v not in runs) > scan.max_names:
@@ -563,8 +660,11 @@ class Blocks:
             return True
         if len(state[1].counts) * 2 > state[1].limit:
             self.flush()  # near the exact counter's budget: keep nothing pending
-        fsigs = list(map(self.t_sig.__getitem__, ftids))
-        self.runs(state[0], vks, order, fsigs, fpos, base + i + 1)
+        if self.shared_sigs:  # equal signatures, not only equal texts, make a run
+            self.runs(state[0], vks, order, list(map(self.t_sig.__getitem__, ftids)), fpos, base + i + 1,
+                      self.sig_info.__getitem__)
+        else:  # a signature per text: the text ids are as good, and not mapped line by line
+            self.runs(state[0], vks, order, ftids, fpos, base + i + 1, self.text_sig)
         return True
 
     def reserve(self, fresh: list[int]) -> None:
@@ -573,30 +673,35 @@ class Blocks:
         self.unreserved.difference_update(fresh)
         scan = self.scan
         summary = scan.summary
-        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        t_class, t_fault, t_sig, sig_info = self.t_class, self.t_fault, self.t_sig, self.sig_info
         classes = self.reserved_classes
         max_pcs = scan.max_pcs
+        with_slots = scan.with_slots
+        last = None
         for tid in fresh:
             cid = t_class[tid]
-            label, kind, key, entry = self.class_info[cid]
-            if cid not in classes:  # a kind of line first counted here
-                classes.add(cid)
-                kinds = summary.by_arch_kind.get(label)
-                if kinds is None:
-                    kinds = summary.by_arch_kind[label] = {}
-                kinds.setdefault(kind, 0)
-                if key is not None:
-                    summary.faults.setdefault(key, 0)
+            if cid != last:
+                last = cid
+                label, kind, key, entry = self.class_info[cid]
+                if cid not in classes:  # a kind of line first counted here
+                    classes.add(cid)
+                    kinds = summary.by_arch_kind.get(label)
+                    if kinds is None:
+                        kinds = summary.by_arch_kind[label] = {}
+                    kinds.setdefault(kind, 0)
+                    if key is not None:
+                        summary.faults.setdefault(key, 0)
+                state = scan.labels.get(label)
+                if state is not None:
+                    counts, pcs = state[1].counts, state[2]
             if not t_fault[tid]:
                 continue
-            state = scan.labels[label]
-            state[1].counts.setdefault(t_gfn[tid], 0)
-            pc = t_pc[tid]
-            pcs = state[2]
+            hit, pc = sig_info[t_sig[tid]]
+            counts.setdefault(hit[1], 0)
             if pc is not None and pc not in pcs and len(pcs) < max_pcs:
                 pcs[pc] = 0
-            if scan.with_slots:
-                scan.count_slot(label, entry, t_gfn[tid], 0)
+            if with_slots:
+                scan.count_slot(label, entry, hit[1], 0)
 
     def flush(self) -> None:
         """Fold the pending counts of text ids into the summary's tables."""
@@ -606,22 +711,32 @@ class Blocks:
         scan = self.scan
         summary = scan.summary
         info = self.class_info
-        t_class, t_gfn, t_pc, t_fault = self.t_class, self.t_gfn, self.t_pc, self.t_fault
+        tids = list(pending)
+        ns = list(pending.values())
+        cids = list(map(self.t_class.__getitem__, tids))
         per_class: dict[int, int] = {}
-        for tid, n in pending.items():
-            cid = t_class[tid]
-            per_class[cid] = per_class.get(cid, 0) + n
-            if not t_fault[tid]:
-                continue
-            label, _, _, entry = info[cid]
-            state = scan.labels[label]
-            state[1].counts[t_gfn[tid]] += n
-            pc = t_pc[tid]
-            pcs = state[2]
+        if len(set(cids)) == 1:  # one kind of line (the usual case)
+            per_class[cids[0]] = sum(ns)
+        else:
+            for cid, n in zip(cids, ns, strict=True):
+                per_class[cid] = per_class.get(cid, 0) + n
+        if self.count_only:  # only the guest faults count into the per-arch tables
+            mask = list(map(self.t_fault.__getitem__, tids))
+            tids, ns, cids = list(compress(tids, mask)), list(compress(ns, mask)), list(compress(cids, mask))
+        sig_info, t_sig = self.sig_info, self.t_sig
+        last = None
+        for tid, n, cid in zip(tids, ns, cids, strict=True):
+            if cid != last:
+                label, _, _, entry = info[cid]
+                state = scan.labels[label]
+                counts, pcs = state[1].counts, state[2]
+                last = cid
+            hit, pc = sig_info[t_sig[tid]]
+            counts[hit[1]] += n
             if pc in pcs:
                 pcs[pc] += n
             if scan.with_slots:
-                scan.count_slot(label, entry, t_gfn[tid], n)
+                scan.count_slot(label, entry, hit[1], n)
         for cid, n in per_class.items():
             label, kind, key, _ = info[cid]
             summary.by_arch_kind[label][kind] += n
@@ -629,12 +744,16 @@ class Blocks:
                 summary.faults[key] += n
         pending.clear()
 
-    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: list[int],
-             fpos: list[int] | None, first_line: int) -> None:
+    def text_sig(self, tid: int) -> tuple[Any, Any]:
+        """``(hit, pc)`` of the fault signature of a guest fault's text id."""
+        return self.sig_info[self.t_sig[tid]]
+
+    def runs(self, runs: dict[Any, list[Any]], vks: list[Any], order: list[Any], fsigs: Any,
+             fpos: list[int] | None, first_line: int, sig_of: Any) -> None:
         """The per-vCPU runs of identical faults (fault loops) over these faults, as the
         per-line scan's run tracking would leave them; loops that end here are closed in line
-        order (``close_run``'s keep-the-longest choice depends on it)."""
-        sig_info = self.sig_info
+        order (``close_run``'s keep-the-longest choice depends on it). ``fsigs``: a fault
+        signature per fault (equal for the same registers and pc), ``sig_of`` its ``(hit, pc)``."""
         closes: list[tuple[int, Any, list[Any]]] = []
         nf = len(fsigs)
         for v in order:
@@ -661,7 +780,7 @@ class Blocks:
                 lengths = _Ones(m)
             run = runs.get(v)
             total = run[5] if run is not None else 0
-            hit, pc = sig_info[seq[0]]
+            hit, pc = sig_of(seq[0])
             raw = _raw(hit)
             first = 0
             if run is not None and (run[0] is hit or run[0] == hit) and run[4] == pc:
@@ -680,10 +799,10 @@ class Blocks:
             last = len(starts) - 1
             for s in () if isinstance(lengths, _Ones) else compress(
                     range(first, last), map(ge, lengths[first:last], repeat(self.scan.loop_min))):
-                hit, pc = sig_info[seq[starts[s]]]
+                hit, pc = sig_of(seq[starts[s]])
                 raw = _raw(hit)
                 closes.append((line_of(starts[s + 1]), v, [hit, lengths[s], line_of(starts[s]), raw, pc, 0]))
-            hit, pc = sig_info[seq[starts[last]]]
+            hit, pc = sig_of(seq[starts[last]])
             raw = _raw(hit)
             runs[v] = [hit, lengths[last], line_of(starts[last]), raw, pc, total + m]
         closes.sort(key=itemgetter(0))

@@ -39,8 +39,10 @@ HEADER_PREFIXES = ("#", "cpus=", "version =", "version=", "CPU ", "CPU:")
 MIN_WRAPPED = 60
 #: A rejoined line longer than this is not a wrapped event line (memory stays bounded).
 MAX_JOINED = 4096
-#: A line without a ``timestamp: event:`` longer than this is neither a pasted event nor a
-#: kernel-log line (those are under 1 KiB): it is skipped before the tolerant searches.
+#: A line longer than this is neither a trace event (the kernel prints an event into a
+#: ``trace_seq`` of 8 KiB, include/linux/trace_seq.h TRACE_SEQ_SIZE: "the max size the output of
+#: a trace event may be") nor a kernel-log line (under 1 KiB): it is skipped before any search
+#: or copy of its text.
 MAX_LINE = 1 << 16
 #: At most this many lines are joined into one event line.
 MAX_PARTS = 5
@@ -114,9 +116,10 @@ def thread_of(line: str, m: re.Match[str] | Match) -> str | None:
 def echo(text: str, limit: int = ECHO_LIMIT) -> str:
     """``text`` safe to print: control characters escaped (``\\x1b`` not an escape sequence),
     cut to ``limit`` characters with ``...``."""
-    text = text.rstrip("\r\n")
-    if len(text) > limit * 4:
-        text = text[: limit * 4]
+    end = len(text)
+    while end and text[end - 1] in "\r\n":  # rstrip("\r\n") without a copy of a long text
+        end -= 1
+    text = text[: min(end, limit * 4)]
     text = _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", text.replace("\t", " "))
     if len(text) > limit:
         text = text[: limit - 3] + "..."

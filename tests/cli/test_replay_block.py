@@ -274,11 +274,28 @@ def test_per_line_forced_by_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert count_per_line(path) < lines / 2
 
 
+def select(texts: B.TextPattern, block: str) -> list[tuple[str, str]]:
+    """``(thread, "event: text")`` per line of ``block`` as the fast path selects them (both
+    line patterns), ``("", "")`` for a line it leaves to the per-line scan."""
+    n = block.count("\n")
+    out = []
+    for rx in (B.LINE_RE, B.SAFE_LINE_RE):
+        found = rx.findall(block)
+        if len(found) != n:
+            continue
+        picked = []
+        for thread, rest in found:
+            key = texts.key(rest) if rest else None
+            picked.append((thread, key) if key is not None else ("", ""))
+        out.append(picked)
+    assert out and all(p == out[-1] for p in out)  # the safe pattern agrees wherever both apply
+    return out[0]
+
+
 def test_block_pattern_agrees_with_the_event_regex() -> None:
     """Hand-made lines: where the block pattern takes a line, EVENT_RE finds the same event and
     text (the per-line scan's view); lines it must leave alone are not taken."""
-    rx = B.block_pattern({"kvm_guest_fault": ["ipa 0x[0-9a-f]+"]})
-    assert rx is not None
+    texts = B.TextPattern({"kvm_guest_fault": ["ipa 0x[0-9a-f]+"]})
     taken = [" CPU 0/KVM-1 [000] ..... 1.5: kvm_guest_fault: ipa 0x10  ",
              "x 2: kvm:kvm_guest_fault: ipa 0x10",
              "  12: kvm_guest_fault: ipa 0x10"]
@@ -291,12 +308,12 @@ def test_block_pattern_agrees_with_the_event_regex() -> None:
             " 1.0: kvm_guest_fault:\tipa 0x10",  # stricter than EVENT_RE: the per-line scan takes it
             " 1.0: KVM:kvm_guest_fault: ipa 0x10x"]
     for line in taken:
-        (thread, key), = rx.findall(line + "\n")
+        (thread, key), = select(texts, line + "\n")
         m = R._EVENT_RE.search(line)
         assert m is not None and m[3] == "kvm_guest_fault" and thread == line[:m.start()]
         assert key.partition(":")[2].strip() == line[m.end():].rstrip()
     for line in left:
-        assert rx.findall(line + "\n") == [("", "")]
+        assert select(texts, line + "\n") == [("", "")]
 
 
 def test_arch_info_trace_patterns_checked() -> None:
@@ -319,18 +336,17 @@ def test_plugin_patterns_select_what_the_parser_parses(name: str) -> None:
     arch = kvmcore.load_arch(name)
     patterns = arch.info.trace_patterns
     assert patterns
-    rx = B.block_pattern({e: [p] for e, p in patterns.items()})
-    assert rx is not None
+    texts = B.TextPattern({e: [p] for e, p in patterns.items()})
     taken = 0
     for path in REAL:
         for line in path.read_text(errors="replace").splitlines():
-            for _thread, key in rx.findall(line + "\n"):
+            for _thread, key in select(texts, line + "\n"):
                 if key:
                     event, _, text = key.partition(":")
                     assert arch.parse_trace_event(event, text.strip()) is not None, line
                     taken += 1
     generated = {"arm64": arm64_trace(1, 200), "x86": x86_trace(1, 200), "riscv": riscv_trace(1, 200)}[name]
-    for _thread, key in rx.findall(generated):
+    for _thread, key in select(texts, generated):
         if key:
             event, _, text = key.partition(":")
             assert arch.parse_trace_event(event, text.strip()) is not None
@@ -465,3 +481,48 @@ def test_new_texts_are_judged_until_the_memo_is_half_full(tmp_path: Path) -> Non
     assert 20_000 < B.TEXT_MEMO_SIZE // 2
     handed = count_per_line(path, arch="arm64")
     assert handed <= 3 * (path.stat().st_size // B.BLOCK_SIZE + 2)  # each read's first, last, cut lines
+
+
+@needs()
+def test_lines_without_a_colon_and_texts_not_canonical(tmp_path: Path) -> None:
+    """A line with no colon (blank, a ``#`` header without one) lets the cheap line pattern run
+    into the next line: that block is split again by the pattern confined to one line, and its
+    canonical lines are still counted by the fast path. A pattern event whose text is not in the
+    kernel's canonical form (upper-case hex, a field missing) goes to the per-line scan, and is
+    remembered as such: the summary is the per-line scan's."""
+    lines = []
+    for k in range(3000):
+        lines.append(arm64_line("CPU 0/KVM-812", k & 1, 100.0 + k * 1e-6, 0x4000_0000 + ((k % 50) << 12),
+                                ARM64_READ, 0xFFFF_8000_1000_0000))
+        if k % 500 == 7:
+            lines.append("\n")  # no colon: LINE_RE's match runs into the next line
+            lines.append("#   |  |\n")
+        if k % 300 == 11:  # kvm_guest_fault, not canonical: the per-line scan parses it
+            lines.append(arm64_line("CPU 0/KVM-812", 0, 100.5, 0x4000_1000, ARM64_READ, 0xFFFF_8000_1000_0000, upper=True))
+            lines.append(" CPU 0/KVM-812 [000] ..... 100.6: kvm_guest_fault: ipa 0x40001000, hsr 0x93800007\n")
+    path = tmp_path / "gaps.trace"
+    path.write_text("".join(lines))
+    s = assert_same(path)
+    assert s.events == 3000 + 10  # and the ten upper-case texts, which the parser accepts
+    assert count_per_line(path) < len(lines) // 10  # the canonical lines are still counted in bulk
+    text = "".join(lines[:40])
+    texts = B.TextPattern({"kvm_guest_fault": [kvmcore.load_arch("arm64").info.trace_patterns["kvm_guest_fault"]]})
+    assert len(B.LINE_RE.findall(text)) < text.count("\n")  # the cheap pattern ran over a blank line
+    picked = select(texts, text)  # the confined pattern, one answer per line
+    # the first 40 lines: 36 canonical, a blank, a "#" line, the upper-case and the short text
+    assert [key for _, key in picked].count("") == 4
+
+
+@needs()
+def test_an_event_line_longer_than_any_event_is_skipped_whole(tmp_path: Path) -> None:
+    """The kernel prints an event into a trace_seq of 8 KiB (include/linux/trace_seq.h), so a
+    100,000-character ``kvm_guest_fault`` line is not one: it is skipped by its length before
+    its text is copied or parsed (a pasted megabyte costs no copies of itself)."""
+    good = arm64_line("CPU 0/KVM-812", 0, 100.0, 0x4000_0000, ARM64_READ, 0xFFFF_8000_1000_0000)
+    long = good.rstrip("\n") + "x" * (100_000 - len(good)) + "\n"
+    path = tmp_path / "long.trace"
+    path.write_text(good + long + good)
+    s = assert_same(path, blocks=(64, None))
+    assert s.events == 2 and s.skipped == 1
+    lineno, reason, _ = s.skipped_examples[0]
+    assert lineno == 2 and reason.startswith("a line of 100,000 characters")

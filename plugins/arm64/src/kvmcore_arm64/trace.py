@@ -37,6 +37,18 @@ _MMIO_EMULATE = re.compile(
 )
 
 
+#: A malformed text longer than this is cut in the error message (a pasted megabyte stays out of
+#: the message, which the replay keeps and echoes cut anyway).
+SHOWN_TEXT = 200
+
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut to :data:`SHOWN_TEXT` characters with the full length said."""
+    if len(text) <= SHOWN_TEXT:
+        return repr(text)
+    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"
+
+
 def _h(s: str) -> int:
     return int(s, 16)
 
@@ -85,6 +97,17 @@ _PARSERS: dict[str, tuple[re.Pattern[str], Callable[[re.Match[str]], dict[str, A
 EVENTS: tuple[str, ...] = tuple(_PARSERS)
 
 
+def guest_fault_fields(text: str) -> dict[str, Any]:
+    """``kvm_guest_fault``'s fields (:func:`parse_event`'s, plus ``pc``, the name ``kvmcore
+    replay`` reads for per-pc counts): the hottest text of a replay, parsed without the table."""
+    m = _GUEST_FAULT.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"malformed kvm_guest_fault text: {_shown(text)}")
+    ipa, hsr, hxfar, pc = m.groups()
+    vcpu_pc = int(pc, 16)
+    return {"ipa": int(ipa, 16), "hsr": int(hsr, 16), "hxfar": int(hxfar, 16), "vcpu_pc": vcpu_pc, "pc": vcpu_pc}
+
+
 def parse_event(event_name: str, text: str) -> dict[str, Any] | None:
     """Parse one arm64 tracepoint's text into a dict; None for an event arm64 does not define.
 
@@ -100,8 +123,8 @@ def parse_event(event_name: str, text: str) -> dict[str, Any] | None:
     pattern, build = entry
     m = pattern.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"malformed {event_name} text: {text!r}")
+        raise ValueError(f"malformed {event_name} text: {_shown(text)}")
     return build(m)
 
 
-__all__ = ["EVENTS", "parse_event"]
+__all__ = ["EVENTS", "guest_fault_fields", "parse_event"]

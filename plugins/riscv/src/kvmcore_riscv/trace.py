@@ -24,8 +24,20 @@ _KVM_ENTRY_FIXED = re.compile(r"PC: 0x([0-9a-fA-F]{16})")
 KVM_EXIT_FIELDS = ("sepc", "scause", "stval", "htval", "htinst")
 
 
+#: A malformed text longer than this is cut in the error message (a pasted megabyte stays out of
+#: the message, which the replay keeps and echoes cut anyway).
+SHOWN_TEXT = 200
+
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut to :data:`SHOWN_TEXT` characters with the full length said."""
+    if len(text) <= SHOWN_TEXT:
+        return repr(text)
+    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"
+
+
 def _malformed(event: str, text: str, expected: str) -> ValueError:
-    return ValueError(f"{event}: malformed text {text!r}; expected {expected!r}")
+    return ValueError(f"{event}: malformed text {_shown(text)}; expected {expected!r}")
 
 
 def parse_kvm_exit(text: str) -> dict[str, int]:

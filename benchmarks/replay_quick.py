@@ -1,0 +1,75 @@
+"""The replay verdict alone, in seconds: ``replay per event, in-process`` against ``replay_floor``.
+
+``python benchmarks/replay_quick.py [--events N] [--rounds R] [--distinct] [--per-line] [--trace FILE]``
+
+The same measurement as ``benchmarks/run.py`` makes for its replay row (``bench_process.py``:
+whole rounds over one generated arm64 trace, floor then kvmcore, CPU time, a warm-up round,
+the ratio per round, median with min and max), without the rest of the suite, so that a change
+to the replay can be judged in one process in a few seconds. ``--distinct`` replays faults
+whose texts never repeat (the information row), ``--per-line`` adds the per-line scan forced
+(the fast path's oracle) to the rounds. The trace is written once to ``--trace`` (default: a
+file in the temporary directory named after its parameters) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_process  # noqa: E402
+import floors  # noqa: E402
+
+import kvmcore  # noqa: E402
+from kvmcore.cli import replay  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--distinct", action="store_true", help="faults whose texts never repeat")
+    ap.add_argument("--per-line", action="store_true", help="also time the per-line scan forced")
+    ap.add_argument("--trace", type=Path, default=None)
+    args = ap.parse_args(argv)
+    path = args.trace or Path(tempfile.gettempdir()) / f"kvmcore-replay-{args.events}{'-distinct' if args.distinct else ''}.trace"
+    if not path.exists():
+        bench_process.write_trace(path, kvmcore.load_arch("arm64"), args.events, distinct=args.distinct)
+    runs: dict[str, Any] = {
+        "floor": lambda: floors.replay_floor(str(path), "kvm_guest_fault"),
+        "kvmcore": lambda: replay.replay(str(path), arch="arm64", progress=False).events,
+    }
+    if args.per_line:
+        runs["per-line"] = lambda: replay.replay(str(path), arch="arm64", progress=False, per_line=True).events
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for r in range(args.rounds + 1):
+        for label, fn in runs.items():
+            gc.collect()
+            t0 = time.process_time()
+            seen = fn()
+            elapsed = time.process_time() - t0
+            if seen != args.events:
+                raise SystemExit(f"{label}: {seen} events of {args.events} in {path}")
+            if r:
+                times[label].append(elapsed)
+    for label, ts in times.items():
+        line = f"{label:9s} {statistics.median(ts) / args.events * 1e6:6.3f} us/event"
+        if label != "floor":
+            ratios = [a / b for a, b in zip(ts, times["floor"], strict=True)]
+            line += f"  {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] the floor"
+        print(line)
+    if args.per_line:
+        ratios = [a / b for a, b in zip(times["kvmcore"], times["per-line"], strict=True)]
+        print(f"kvmcore over the per-line scan: {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

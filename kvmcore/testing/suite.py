@@ -379,6 +379,37 @@ class TestEncodeDecode(ConformanceTests):
             if missing:
                 kit.fail(check, f"Syndrome.meanings names fields {missing} that Syndrome.fields lacks", "give meanings only for fields you report")
 
+    def test_trace_parse_errors_are_short(self, kvmcore_kit: Kit) -> None:
+        """A long text that is not the event's format (a paste gone wrong): ``parse_trace_event``
+        returns None or raises ValueError, whose message shows the text's start, not all of it.
+        ``kvmcore replay`` keeps such messages while it rejoins wrapped lines, so echoing the
+        text makes its memory grow with the input."""
+        kit = kvmcore_kit
+        check = "trace-errors"
+        hooks, _ = kit.arch.hooks_of(kit.arch.plugin)
+        events = list(kit.arch.info.trace_patterns)
+        if "parse_trace_event" not in hooks or not events:
+            kit.skip(check, "parses no trace events (no parse_trace_event hook or no ArchInfo.trace_patterns)")
+        for event in events:
+            text = f": {event}: " * (100_000 // (len(event) + 4))
+            try:
+                kit.arch.parse_trace_event(event, text)
+            except ValueError as exc:
+                if len(str(exc)) > TRACE_ERROR_MAX:
+                    kit.fail(
+                        check,
+                        f"parse_trace_event({event!r}, <{len(text):,} characters not in its format>) raised a "
+                        f"ValueError of {len(str(exc)):,} characters",
+                        f"show the start of a long text and its length (at most {TRACE_ERROR_MAX} characters in all)",
+                    )
+            except Exception as exc:
+                kit.fail(check, f"parse_trace_event({event!r}, <{len(text):,} characters>) raised {type(exc).__name__}: "
+                         f"{str(exc)[:200]}", "return None or raise ValueError for a text not in the event's format")
+
+
+#: The longest message a conformance check accepts from ``parse_trace_event`` for a malformed text.
+TRACE_ERROR_MAX = 1000
+
 
 # --- the fault path --------------------------------------------------------------------------
 class TestNoSlot(ConformanceTests):

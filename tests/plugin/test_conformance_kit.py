@@ -113,8 +113,26 @@ def skips_userfault(vcpu, fault):
     return (yield)
 
 
+@hookimpl
+def traced_arch_info():
+    import dataclasses
+    return dataclasses.replace(toyarch.arch_info(), trace_patterns={"toy_fault": "gpa 0x[0-9a-f]+"})
+
+
+@hookimpl
+def parse_cut(event, text):
+    raise ValueError(f"{event}: not its format: {text[:40]!r}... ({len(text):,} characters)")
+
+
+@hookimpl
+def parse_echo(event, text):
+    raise ValueError(f"{event}: not its format: {text!r}")
+
+
 PLUGINS = {
     "toy": variant(),
+    "trace_cut": variant(arch_info=traced_arch_info, parse_trace_event=parse_cut),
+    "trace_echo": variant(arch_info=traced_arch_info, parse_trace_event=parse_echo),
     "gpa": variant(prepare_memory_fault_exit=gpa_wrapper),
     "consistent_gpa": variant(prepare_memory_fault_exit=consistent_gpa_wrapper),
     "write": variant(decode_fault=decode_loses_write),
@@ -173,14 +191,14 @@ def test_conformance_option_runs_the_suite_against_an_installed_arch(pytester: p
     # describe_syndrome is optional; the toy has none. TestExitDesigns: upstream and the three designs
     # the toy declares (v3-helper, rwx-flags, annotate-efault) x read/write = 8, plus the no-bare-EFAULT
     # check = 9 more passed; arch-hook and arm64-esr x 2 = 4 more skipped.
-    result.assert_outcomes(passed=36, skipped=5)
+    result.assert_outcomes(passed=36, skipped=6)
     result.stdout.fnmatch_lines(["*arch under test toy*", "*[[]describe-syndrome[]] arch 'toy': implements no describe_syndrome hook*"])
     assert "test_not_collected" not in result.stdout.str()
 
 
 def test_plugin_object_through_the_fixture(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "toy")
-    result.assert_outcomes(passed=36, skipped=5)
+    result.assert_outcomes(passed=36, skipped=6)
 
 
 def test_dotted_module_path_selects_an_unpublished_plugin(pytester: pytest.Pytester, site: Path) -> None:
@@ -188,7 +206,7 @@ def test_dotted_module_path_selects_an_unpublished_plugin(pytester: pytest.Pytes
     (pytester.path / "toypkg" / "plugin.py").write_text(TOY_SOURCE)
     pytester.syspathinsert()
     result = pytester.runpytest("-p", "no:cacheprovider", "--kvmcore-conformance", "toypkg.plugin", "--kvmcore-examples", "20")
-    result.assert_outcomes(passed=36, skipped=5)
+    result.assert_outcomes(passed=36, skipped=6)
 
 
 def test_fixtures_give_a_vm_with_the_default_layout(pytester: pytest.Pytester, site: Path) -> None:
@@ -302,7 +320,7 @@ def test_broken_fault_type_fails_the_contract_check(pytester: pytest.Pytester, s
     activate(site, monkeypatch)
     result = pytester.runpytest("-p", "no:cacheprovider", "--kvmcore-conformance", "toy")
     outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == 1 and outcomes["errors"] == 40  # 27 + TestExitDesigns' 13
+    assert outcomes["failed"] == 1 and outcomes["errors"] == 41  # 28 + TestExitDesigns' 13
     result.stdout.fnmatch_lines(
         [
             "kvmcore conformance [[]fault-contract[]] arch 'toy': arch plugin 'toy' breaks the fault contract: field 'write' must be bool, found int",
@@ -313,20 +331,30 @@ def test_broken_fault_type_fails_the_contract_check(pytester: pytest.Pytester, s
     result.stdout.fnmatch_lines(["*kvmcore: arch 'toy' cannot be loaded: arch plugin 'toy' breaks the fault contract*"])
 
 
+def test_a_parse_error_that_shows_a_long_texts_start_passes(pytester: pytest.Pytester, site: Path) -> None:
+    run_variant(pytester, "trace_cut", "-k", "trace_parse_errors").assert_outcomes(passed=1)
+
+
+def test_a_parse_error_that_echoes_a_long_text_fails_trace_errors(pytester: pytest.Pytester, site: Path) -> None:
+    result = run_variant(pytester, "trace_echo", "-k", "trace_parse_errors")
+    result.assert_outcomes(failed=1)
+    assert "kvmcore conformance [trace-errors] arch 'toy': parse_trace_event('toy_fault', <99,996 characters not in its format>) raised a ValueError of" in failure_lines(result)
+
+
 # --- documented arch differences are accepted ------------------------------------------------
 def test_hwpoison_as_sigbus_is_accepted(pytester: pytest.Pytester, site: Path) -> None:
-    run_variant(pytester, "sigbus").assert_outcomes(passed=36, skipped=5)
+    run_variant(pytester, "sigbus").assert_outcomes(passed=36, skipped=6)
 
 
 def test_no_slot_emulated_in_the_kernel_is_accepted(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "emulated", "-rs")
-    result.assert_outcomes(passed=35, skipped=6)  # +9 passed, +4 skipped: TestExitDesigns
+    result.assert_outcomes(passed=35, skipped=7)  # +9 passed, +4 skipped: TestExitDesigns
     result.stdout.fnmatch_lines(["*[[]kvm-run-bytes[]]*ended in 'emulated_in_kernel', not KVM_EXIT_MMIO*"])
 
 
 def test_is_private_from_attributes_skips_the_mismatch_checks(pytester: pytest.Pytester, site: Path) -> None:
     result = run_variant(pytester, "attributes", "-rs")
-    result.assert_outcomes(passed=34, skipped=7)  # +9 passed, +4 skipped: TestExitDesigns
+    result.assert_outcomes(passed=34, skipped=8)  # +9 passed, +4 skipped: TestExitDesigns
     result.stdout.fnmatch_lines(
         ["*[[]private-mismatch[]] arch 'toy': decode_fault derives is_private from the memory attributes*so no private/shared mismatch can arise"]
     )

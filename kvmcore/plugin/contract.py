@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+from collections.abc import Callable
 from typing import Any, Optional
 
 from kvmcore._types import Memslot
@@ -45,10 +46,7 @@ def check_fault_type(fault_type: Any, plugin: str) -> None:
     """
     if not (isinstance(fault_type, type) and dataclasses.is_dataclass(fault_type)):
         raise FaultContractError(plugin, "fault_type", "a dataclass", _type_name(type(fault_type)) if not isinstance(fault_type, type) else f"class {fault_type.__name__} (not a dataclass)")
-    try:
-        hints = common_type_hints(fault_type)
-    except Exception as exc:  # unresolvable string annotations
-        raise FaultContractError(plugin, "annotations", "resolvable type hints", f"{type(exc).__name__}: {exc}") from exc
+    hints = _type_hints(common_type_hints, fault_type, plugin)
     params = getattr(fault_type, "__dataclass_params__", None)
     if params is not None and params.frozen:
         raise FaultContractError(plugin, "fault_type", "a mutable dataclass (the core fills fault.slot)", f"frozen class {fault_type.__name__}")
@@ -58,14 +56,16 @@ def check_fault_type(fault_type: Any, plugin: str) -> None:
             raise FaultContractError(plugin, name, expected_name, f"no such field in {fault_type.__name__}")
         found = hints.get(name)
         if found != expected:  # the verdict (and what it names) as typing.get_type_hints has it
-            found = _full_type_hints(fault_type, plugin).get(name)
+            found = _type_hints(typing.get_type_hints, fault_type, plugin).get(name)
             if found != expected:
                 raise FaultContractError(plugin, name, expected_name, _type_name(found))
 
 
-def _full_type_hints(fault_type: type, plugin: str) -> dict[str, Any]:
+def _type_hints(resolve: Callable[[type], dict[str, Any]], fault_type: type, plugin: str) -> dict[str, Any]:
+    """``resolve(fault_type)`` (the five common annotations, or all of them); unresolvable
+    string annotations are a contract error."""
     try:
-        return typing.get_type_hints(fault_type)
+        return resolve(fault_type)
     except Exception as exc:  # unresolvable string annotations
         raise FaultContractError(plugin, "annotations", "resolvable type hints", f"{type(exc).__name__}: {exc}") from exc
 

@@ -772,7 +772,6 @@ class _Scan:
     loop_min = LOOP_MIN
     max_names = MAX_NAMES
     max_pcs = MAX_PCS
-    memo_size = MEMO_SIZE
     make_hit = staticmethod(_hit)
 
     def __init__(self, summary: Summary, resolver: _Resolver, memory: int, with_slots: bool, has_settings: bool,

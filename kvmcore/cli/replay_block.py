@@ -558,10 +558,7 @@ class Blocks:
                     except Exception:  # noqa: BLE001 - undecodable: the per-line scan counts it
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
-                if len(memo) < scan.memo_size:
-                    memo[memo_key] = hit
-                else:
-                    scan.remember(memo_key, hit)
+                scan.remember(memo_key, hit)
             sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
             self.sig_info[sig] = (hit, pc)
             return (self.class_id(label, kind, hit[0], entry), sig, vf)

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import os
 import re
 from array import array
 from bisect import bisect_left
@@ -71,6 +70,7 @@ from typing import Any
 
 from kvmcore.cli.hotgfns import EXACT_ENTRY_BYTES
 from kvmcore.plugin.isolation import trace_pattern_error
+from kvmcore.plugin.loader import env_flag
 
 
 def _count_elements_py(mapping: dict[Any, int], iterable: Any) -> None:
@@ -106,7 +106,7 @@ _KEY = itemgetter(1)
 
 
 def per_line_forced() -> bool:
-    return os.environ.get(PER_LINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env_flag(PER_LINE_ENV)
 
 
 #: The longest thread and text the fast path takes (a longer line goes to the per-line scan):

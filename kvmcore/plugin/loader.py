@@ -73,7 +73,8 @@ class EntryPointInfo(NamedTuple):
     version: str | None
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Environment variable ``name`` is set to something other than empty, 0, false or no."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -120,7 +121,7 @@ def entry_points(group: str) -> dict[str, list[EntryPointInfo]]:
 
     Empty when ``KVMCORE_DISABLE_PLUGIN_AUTOLOAD=1``; filtered by ``KVMCORE_PLUGINS``.
     """
-    if _env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
+    if env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
         return {}
     allowed = _allowed()
     found: dict[str, list[EntryPointInfo]] = {}
@@ -295,7 +296,7 @@ class Arch:
         self.dist = dist
         self.version = version
         self.load_errors: list[str] = []
-        self.debug = _env_flag("KVMCORE_DEBUG")
+        self.debug = env_flag("KVMCORE_DEBUG")
         self._tracing_undo: Callable[[], None] | None = None
         self._bind()
         pm.on_change = self._bind
@@ -688,7 +689,7 @@ def load_arch(name: str | Any) -> Arch:
     if name not in available:
         installed = ", ".join(sorted(available)) or "none"
         why = ""
-        if _env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
+        if env_flag("KVMCORE_DISABLE_PLUGIN_AUTOLOAD"):
             why = " (KVMCORE_DISABLE_PLUGIN_AUTOLOAD is set)"
         elif _allowed() is not None:
             why = f" (KVMCORE_PLUGINS={os.environ['KVMCORE_PLUGINS']})"

@@ -14,16 +14,15 @@ file in the temporary directory named after its parameters) and reused.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_core  # noqa: E402
 import bench_process  # noqa: E402
 import floors  # noqa: E402
 
@@ -48,26 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.per_line:
         runs["per-line"] = lambda: replay.replay(str(path), arch="arm64", progress=False, per_line=True).events
-    times: dict[str, list[float]] = {label: [] for label in runs}
-    for r in range(args.rounds + 1):
-        for label, fn in runs.items():
-            gc.collect()
-            t0 = time.process_time()
-            seen = fn()
-            elapsed = time.process_time() - t0
-            if seen != args.events:
-                raise SystemExit(f"{label}: {seen} events of {args.events} in {path}")
-            if r:
-                times[label].append(elapsed)
-    for label, ts in times.items():
-        line = f"{label:9s} {statistics.median(ts) / args.events * 1e6:6.3f} us/event"
+    rates = bench_process.replay_rounds(runs, args.rounds, args.events, str(path))
+
+    def ratio(slow: str, fast: str) -> str:
+        r = bench_core.ratio_stats(rates[slow], rates[fast])
+        return f"{r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+
+    for label, per_s in rates.items():
+        line = f"{label:9s} {1e6 / statistics.median(per_s):6.3f} us/event"
         if label != "floor":
-            ratios = [a / b for a, b in zip(ts, times["floor"], strict=True)]
-            line += f"  {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}] the floor"
+            line += f"  {ratio(label, 'floor')} the floor"
         print(line)
     if args.per_line:
-        ratios = [a / b for a, b in zip(times["kvmcore"], times["per-line"], strict=True)]
-        print(f"kvmcore over the per-line scan: {statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+        print(f"kvmcore over the per-line scan: {ratio('kvmcore', 'per-line')}")
     return 0
 
 

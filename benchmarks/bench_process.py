@@ -198,24 +198,31 @@ def replay_rounds(runs: dict[str, Any], rounds: int, events: int, what: str) -> 
     return rates
 
 
-def replay_distinct(arch: kvmcore.Arch, events: int, rounds: int, tmp: Path, ratio_stats: Any) -> dict[str, Any]:
-    """Information: replay of a trace where no event text repeats (faults on new pages at new
-    pcs, as a guest touching memory gives), in-process, against the floor and against the
-    per-line scan forced (``per_line=True``): interleaved rounds of CPU time."""
+def arm64_replay_runs(trace: Path, per_line: bool) -> dict[str, Any]:
+    """The rounds' contenders over an arm64 ``trace``: the floor, kvmcore's replay, and with
+    ``per_line`` the per-line scan forced (the fast path's oracle); each returns the events seen."""
     import floors
 
     from kvmcore.cli import replay
 
+    runs = {"floor": lambda: floors.replay_floor(str(trace), "kvm_guest_fault"),
+            "kvmcore": lambda: replay.replay(str(trace), arch="arm64", progress=False).events}
+    if per_line:
+        runs["per-line"] = lambda: replay.replay(str(trace), arch="arm64", progress=False, per_line=True).events
+    return runs
+
+
+def replay_distinct(arch: kvmcore.Arch, events: int, rounds: int, tmp: Path, ratio_stats: Any) -> dict[str, Any]:
+    """Information: replay of a trace where no event text repeats (faults on new pages at new
+    pcs, as a guest touching memory gives), in-process, against the floor and against the
+    per-line scan forced (``per_line=True``): interleaved rounds of CPU time."""
     trace = tmp / "distinct.trace"
     write_trace(trace, arch, events, distinct=True)
-    runs = {"floor": lambda: floors.replay_floor(str(trace), "kvm_guest_fault"),
-            "kvmcore": lambda: replay.replay(str(trace), arch="arm64", progress=False).events,
-            "per_line": lambda: replay.replay(str(trace), arch="arm64", progress=False, per_line=True).events}
-    rates = replay_rounds(runs, rounds, events, "replay of faults whose texts never repeat")
+    rates = replay_rounds(arm64_replay_runs(trace, per_line=True), rounds, events, "replay of faults whose texts never repeat")
     trace.unlink()
     return {"events": events, "per_s": statistics.median(rates["kvmcore"]),
             "ratio": ratio_stats(rates["kvmcore"], rates["floor"]),
-            "vs_per_line": ratio_stats(rates["kvmcore"], rates["per_line"])}
+            "vs_per_line": ratio_stats(rates["kvmcore"], rates["per-line"])}
 
 
 def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp: Path, notes: list[str],

@@ -18,16 +18,13 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_core  # noqa: E402
 import bench_process  # noqa: E402
-import floors  # noqa: E402
 
 import kvmcore  # noqa: E402
-from kvmcore.cli import replay  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,12 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.trace or Path(tempfile.gettempdir()) / f"kvmcore-replay-{args.events}{'-distinct' if args.distinct else ''}.trace"
     if not path.exists():
         bench_process.write_trace(path, kvmcore.load_arch("arm64"), args.events, distinct=args.distinct)
-    runs: dict[str, Any] = {
-        "floor": lambda: floors.replay_floor(str(path), "kvm_guest_fault"),
-        "kvmcore": lambda: replay.replay(str(path), arch="arm64", progress=False).events,
-    }
-    if args.per_line:
-        runs["per-line"] = lambda: replay.replay(str(path), arch="arm64", progress=False, per_line=True).events
+    runs = bench_process.arm64_replay_runs(path, per_line=args.per_line)
     rates = bench_process.replay_rounds(runs, args.rounds, args.events, str(path))
 
     def ratio(slow: str, fast: str) -> str:

@@ -10,8 +10,9 @@ facade, no helper calls but the host-memory and stage-2 lookups, and only the br
 fault takes (every other one raises). It returns the same ``FaultResult`` as
 ``vcpu.handle_fault`` (checked on every input before timing).
 
-It prints both against ``floors.FaultFloor`` in the same interleaved passes (CPU time, median
-and range of the per-pass ratios). The inlined function is the bound for the issue's 4x target
+It prints both against ``floors.FaultFloor`` as ``run.py`` measures its verdicts
+(``bench_core.interleaved``: sample pairs run back to back, CPU time, median and range of the
+ratios). The inlined function is the bound for the issue's 4x target
 on this path: what remains is the work of the checks and of the objects the API returns, not
 the structure of the code.
 """
@@ -22,7 +23,6 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -134,25 +134,16 @@ def main() -> int:
         twin.stage2.unmap_range(base, base + pages)
         floor.stage2.clear()
 
-    def cpu_ns_per_fault(function: Any) -> float:
-        reset()
-        start = time.thread_time_ns()
-        for raw in raws:
-            function(raw)
-        return (time.thread_time_ns() - start) / pages
-
-    times: dict[str, list[float]] = {"floor": [], "model": [], "inlined": []}
-    for _ in range(args.passes + 1):  # the first pass warms up
-        for name, function in (("floor", floor.fault), ("model", vcpu.handle_fault), ("inlined", fast)):
-            times[name].append(cpu_ns_per_fault(function))
-    for name in times:
-        del times[name][0]
-    print(f"arm64 mapped fault, {pages} shuffled gfns, {args.passes} interleaved passes (CPU time)")
-    print(f"  floor    {statistics.median(times['floor']) / 1000:5.2f} us")
+    loops = {name: (bench_core.compile_loop("fault(raw)", fault=function), raws)
+             for name, function in (("floor", floor.fault), ("model", vcpu.handle_fault), ("inlined", fast))}
+    samples: dict[str, list[float]] = {name: [] for name in loops}
+    bench_core.interleaved(loops, args.passes, bench_core.Params().chunk, reset, samples)
+    print(f"arm64 mapped fault, {pages} shuffled gfns, {args.passes} passes of sample pairs run back to back (CPU time)")
+    print(f"  floor    {1e6 / statistics.median(samples['floor']):5.2f} us")
     for name in ("model", "inlined"):
-        ratios = [a / b for a, b in zip(times[name], times["floor"], strict=True)]
-        print(f"  {name:8} {statistics.median(times[name]) / 1000:5.2f} us  {statistics.median(ratios):.2f}x the floor "
-              f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+        r = bench_core.ratio_stats(samples[name], samples["floor"])
+        print(f"  {name:8} {1e6 / statistics.median(samples[name]):5.2f} us  {r['median']:.2f}x the floor "
+              f"[{r['min']:.2f}-{r['max']:.2f}]")
     return 0
 
 

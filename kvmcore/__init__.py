@@ -84,7 +84,7 @@ from kvmcore.plugin.loader import (
     load_arch,
     reset_plugins,
 )
-from kvmcore.plugin.raw import check_raw_keys, raw_private
+from kvmcore.plugin.raw import check_raw_keys, raw_private, shown_text
 from kvmcore.plugin.tracing import disable_hook_tracing, enable_hook_tracing
 
 if TYPE_CHECKING:  # imported on first use, see __getattr__
@@ -217,6 +217,7 @@ __all__ = [
     "list_plugins",
     "load_arch",
     "raw_private",
+    "shown_text",
     "reset_plugins",
     "send_sig_mceerr",
     "set_userfault_bits",

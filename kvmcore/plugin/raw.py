@@ -46,3 +46,16 @@ def raw_private(raw: Mapping[str, Any]) -> bool:
     if type(value) not in (int, bool) or value not in (0, 1):
         raise DecodeError(f"private={value!r}: expected 0 (shared) or 1 (private)")
     return bool(value)
+
+
+#: How much of a malformed text :func:`shown_text` shows.
+SHOWN_TEXT = 200
+
+
+def shown_text(text: str) -> str:
+    """``repr(text)`` for an error message, cut to :data:`SHOWN_TEXT` characters with the full
+    length said: a pasted megabyte stays out of the message (``kvmcore replay`` keeps parse
+    errors; the conformance check ``[trace-errors]`` holds every arch to this)."""
+    if len(text) <= SHOWN_TEXT:
+        return repr(text)
+    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"

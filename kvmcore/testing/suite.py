@@ -400,7 +400,8 @@ class TestEncodeDecode(ConformanceTests):
                         check,
                         f"parse_trace_event({event!r}, <{len(text):,} characters not in its format>) raised a "
                         f"ValueError of {len(str(exc)):,} characters",
-                        f"show the start of a long text and its length (at most {TRACE_ERROR_MAX} characters in all)",
+                        f"show the start of a long text and its length, e.g. with kvmcore.shown_text(text) (at most "
+                        f"{TRACE_ERROR_MAX} characters in all)",
                     )
             except Exception as exc:
                 kit.fail(check, f"parse_trace_event({event!r}, <{len(text):,} characters>) raised {type(exc).__name__}: "

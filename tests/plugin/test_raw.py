@@ -30,3 +30,9 @@ def test_raw_private_refuses_anything_else(value) -> None:
     with pytest.raises(DecodeError) as info:
         kvmcore.raw_private({"private": value})
     assert str(info.value) == f"private={value!r}: expected 0 (shared) or 1 (private)"
+
+
+def test_shown_text_is_the_repr_up_to_200_characters_then_cut_with_the_length() -> None:
+    assert kvmcore.shown_text("ipa 0x1000") == "'ipa 0x1000'"
+    assert kvmcore.shown_text("x" * 200) == "'" + "x" * 200 + "'"
+    assert kvmcore.shown_text("y" * 12_345) == "'" + "y" * 200 + "'... (12,345 characters)"

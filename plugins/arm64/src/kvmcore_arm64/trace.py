@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from kvmcore import shown_text
+
 # "%#x": the kernel's vsprintf prints "0x" even for 0; accept a bare "0" as glibc would print.
 _HEX_PFX = r"(0x[0-9a-fA-F]+|0)"
 _HEX = r"([0-9a-fA-F]+)"
@@ -35,18 +37,6 @@ _ENTRY = re.compile(r"PC: 0x([0-9a-fA-F]+)")
 _MMIO_EMULATE = re.compile(
     r"Emulate MMIO at: 0x([0-9a-fA-F]+) \(instr: ([0-9a-fA-F]+), cpsr: ([0-9a-fA-F]+)\)"
 )
-
-
-#: A malformed text longer than this is cut in the error message (a pasted megabyte stays out of
-#: the message, which the replay keeps and echoes cut anyway).
-SHOWN_TEXT = 200
-
-
-def _shown(text: str) -> str:
-    """``repr(text)``, cut to :data:`SHOWN_TEXT` characters with the full length said."""
-    if len(text) <= SHOWN_TEXT:
-        return repr(text)
-    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"
 
 
 def _h(s: str) -> int:
@@ -102,7 +92,7 @@ def guest_fault_fields(text: str) -> dict[str, Any]:
     replay`` reads for per-pc counts): the hottest text of a replay, parsed without the table."""
     m = _GUEST_FAULT.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"malformed kvm_guest_fault text: {_shown(text)}")
+        raise ValueError(f"malformed kvm_guest_fault text: {shown_text(text)}")
     ipa, hsr, hxfar, pc = m.groups()
     vcpu_pc = int(pc, 16)
     return {"ipa": int(ipa, 16), "hsr": int(hsr, 16), "hxfar": int(hxfar, 16), "vcpu_pc": vcpu_pc, "pc": vcpu_pc}
@@ -123,7 +113,7 @@ def parse_event(event_name: str, text: str) -> dict[str, Any] | None:
     pattern, build = entry
     m = pattern.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"malformed {event_name} text: {_shown(text)}")
+        raise ValueError(f"malformed {event_name} text: {shown_text(text)}")
     return build(m)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from kvmcore import shown_text
+
 _HEX = r"0x([0-9a-fA-F]{1,16})"
 _KVM_EXIT = re.compile(rf"SEPC:{_HEX}, SCAUSE:{_HEX}, STVAL:{_HEX}, HTVAL:{_HEX}, HTINST:{_HEX}")
 #: "0x016" then %lx (no leading zeros unless the value is 0). A kernel with the typo fixed would
@@ -24,20 +26,8 @@ _KVM_ENTRY_FIXED = re.compile(r"PC: 0x([0-9a-fA-F]{16})")
 KVM_EXIT_FIELDS = ("sepc", "scause", "stval", "htval", "htinst")
 
 
-#: A malformed text longer than this is cut in the error message (a pasted megabyte stays out of
-#: the message, which the replay keeps and echoes cut anyway).
-SHOWN_TEXT = 200
-
-
-def _shown(text: str) -> str:
-    """``repr(text)``, cut to :data:`SHOWN_TEXT` characters with the full length said."""
-    if len(text) <= SHOWN_TEXT:
-        return repr(text)
-    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"
-
-
 def _malformed(event: str, text: str, expected: str) -> ValueError:
-    return ValueError(f"{event}: malformed text {_shown(text)}; expected {expected!r}")
+    return ValueError(f"{event}: malformed text {shown_text(text)}; expected {expected!r}")
 
 
 def parse_kvm_exit(text: str) -> dict[str, int]:

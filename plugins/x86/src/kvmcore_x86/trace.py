@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from kvmcore import shown_text
 from kvmcore_x86.pferr import (
     PFERR_GUEST_ENC_MASK,
     PFERR_GUEST_FINAL_MASK,
@@ -201,18 +202,6 @@ _PARSERS = {
 EVENTS = tuple(_PARSERS)
 
 
-#: A malformed text longer than this is cut in the error message (a pasted megabyte stays out of
-#: the message, which the replay keeps and echoes cut anyway).
-SHOWN_TEXT = 200
-
-
-def _shown(text: str) -> str:
-    """``repr(text)``, cut to :data:`SHOWN_TEXT` characters with the full length said."""
-    if len(text) <= SHOWN_TEXT:
-        return repr(text)
-    return f"{text[:SHOWN_TEXT]!r}... ({len(text):,} characters)"
-
-
 def parse_event(event_name: str, text: str) -> dict | None:
     """Parse one tracepoint's text into a dict, or ``None`` if x86 does not know ``event_name``.
 
@@ -232,8 +221,8 @@ def parse_event(event_name: str, text: str) -> dict | None:
             try:
                 return build(m)
             except ValueError as err:  # e.g. an unknown PFERR trace flag
-                raise ValueError(f"{event_name}: malformed text {_shown(text)}: {err}") from None
-    raise ValueError(f"{event_name}: malformed text {_shown(text)}")
+                raise ValueError(f"{event_name}: malformed text {shown_text(text)}: {err}") from None
+    raise ValueError(f"{event_name}: malformed text {shown_text(text)}")
 
 
 # Bits that only an #NPF error code (as KVM traces it) can carry: an EPT-violation exit

@@ -276,3 +276,18 @@ def test_hook_prepare_memory_region_limits_the_gpa_space() -> None:
         assert exc.errno == errno.EFAULT
     else:
         raise AssertionError("a slot beyond the GPA space was accepted")
+
+
+def test_plugin_scause_numbers_are_the_trap_causes() -> None:
+    """plugin.py writes the three guest-page-fault causes out (so that loading the plugin does
+    not import the trap decoder): 20 fetch, 21 load, 23 store/AMO (privileged spec, scause
+    exception codes; arch/riscv/include/asm/csr.h EXC_*_GUEST_PAGE_FAULT)."""
+    from kvmcore_riscv import trap
+
+    assert plugin._SCAUSE_ACCESS_FLAG == {
+        20: kvmcore.abi.KVM_MEMORY_EXIT_FLAG_EXEC,
+        21: kvmcore.abi.KVM_MEMORY_EXIT_FLAG_READ,
+        23: kvmcore.abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+    }
+    assert (trap.EXC_INST_GUEST_PAGE_FAULT, trap.EXC_LOAD_GUEST_PAGE_FAULT, trap.EXC_STORE_GUEST_PAGE_FAULT) == (20, 21, 23)
+    assert set(trap.GUEST_PAGE_FAULT_ACCESS) == set(plugin._SCAUSE_ACCESS_FLAG)

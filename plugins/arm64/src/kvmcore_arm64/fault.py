@@ -6,8 +6,9 @@ and ``user_mem_abort()`` read the syndrome through ``kvm_vcpu_get_esr()``,
 KVM Userfault v3 (patch 02) adds a small struct with the five asserted fields (``exec``,
 ``write``, ``is_private`` "never set on arm64", ``gfn``, ``slot``); Sean's Aug 2025 RFC grows it
 with ``esr``, ``is_perm``, ``fault_ipa``, ``ipa``, ``hva``, ``pfn``. :class:`Arm64Fault` is
-that struct with the decoded syndrome next to it. The bit-level work is
-:mod:`kvmcore_arm64.esr`; this module only checks the raw mapping and wraps the result.
+that struct with the decoded syndrome next to it (defined in :mod:`kvmcore_arm64.fault_type`,
+which loading the plugin imports without the decoder, and re-exported here). The bit-level
+work is :mod:`kvmcore_arm64.esr`; this module only checks the raw mapping and wraps the result.
 
 Raw keys (``vcpu.handle_fault(raw)``):
 
@@ -23,7 +24,6 @@ Raw keys (``vcpu.handle_fault(raw)``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -32,78 +32,17 @@ from kvmcore import DecodeError
 
 from . import esr as E
 from .esr import EsrInfo
+from .fault_type import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, REQUIRED, Arm64Fault
 
-#: The registers ``decode_fault`` accepts (``ArchInfo.registers``).
-REGISTERS = ("esr", "far", "hpfar")
-REQUIRED = ("esr", "hpfar")
-#: kvmcore's modelling inputs that are not registers.
-MODEL_KEYS = ("private", "data")
 _KEYS = frozenset(REGISTERS + MODEL_KEYS)
 _REQUIRED_KEYS = frozenset(REQUIRED)
 #: The keys whose values must be 64-bit register values.
 _U64_KEYS = ("esr", "far", "hpfar", "data")
 _U64_MAX = (1 << 64) - 1
 
-#: Stage-2 granule setting -> PAGE_SHIFT.
-GRANULE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
 #: Stage-2 block sizes user_mem_abort() may install, by PAGE_SHIFT (PUD/PMD level blocks that
 #: ``get_vma_page_shift()`` and ``fault_supports_stage2_huge_mapping()`` allow), largest first.
 BLOCK_SIZES = {12: (1 << 30, 1 << 21), 14: (1 << 25,), 16: (1 << 29,)}
-
-
-@dataclass(slots=True)
-class Arm64Fault:
-    """One arm64 stage-2 abort (EC IABT_LOW or DABT_LOW) as kvmcore handles it.
-
-    Common fields (asserted by the core): ``gfn`` (``ipa >> PAGE_SHIFT``; the granule decides
-    PAGE_SHIFT), ``exec`` (``kvm_vcpu_trap_is_exec_fault()``), ``write``
-    (``kvm_is_write_fault()``), ``is_private`` (the raw key ``private``; always False
-    upstream), ``slot`` (filled by the core).
-
-    Syndrome: ``esr`` (full ESR_EL2, ISS2 included), ``ec``, ``fsc``, ``fault_kind``
-    (the decoder's names: ``translation``, ``access_flag``, ``permission``,
-    ``sync_external_abort``...), ``fault_level`` (lookup level, None if level-less),
-    ``s1ptw``, ``is_iabt`` (EC IABT_LOW, ``kvm_vcpu_trap_is_iabt()``), ``isv``, ``wnr``,
-    ``cm``, ``access_size`` (``1 << SAS``), ``srt`` (None without ISV, and for IABTs, like
-    ``isv``/``wnr``/``cm``), ``info`` (the whole :class:`~kvmcore_arm64.esr.EsrInfo`).
-
-    Addresses: ``hpfar``, ``far`` (None if not given), ``ipa`` (page-aligned to 4K, from HPFAR:
-    ``kvm_vcpu_get_fault_ipa()``), ``gpa`` (``ipa | FAR[11:0]``, the address
-    ``io_mem_abort()`` gets), ``hpfar_trusted`` (``__hpfar_valid()``: whether the CPU wrote
-    HPFAR for this abort or KVM had to re-walk stage 1; informative, the given HPFAR is used
-    either way). ``data``: the raw key ``data`` (0 if not given).
-    """
-
-    gfn: int
-    exec: bool
-    write: bool
-    is_private: bool
-    esr: int
-    ec: int
-    fsc: int
-    fault_kind: str
-    fault_level: int | None
-    s1ptw: bool
-    is_iabt: bool
-    isv: bool | None
-    wnr: bool | None
-    cm: bool | None
-    access_size: int | None
-    srt: int | None
-    ipa: int
-    gpa: int
-    far: int | None
-    hpfar: int
-    hpfar_trusted: bool
-    data: int
-    info: EsrInfo
-    slot: kvmcore.Memslot | None = None
-
-    @property
-    def page_walk(self) -> bool:
-        """ESR_EL2.ISS[7] S1PTW: the stage-2 fault happened on the guest's stage-1 table walk
-        (Arm ARM, ISS encoding for a Data/Instruction Abort), not on the final access."""
-        return self.s1ptw
 
 
 def check_raw(raw: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """The arm64 arch plugin's hook implementations (entry point ``arm64`` in ``kvmcore.arch``).
 
-Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode),
-``abort`` (``kvm_handle_guest_abort()`` and what it calls; imported by the first fault),
+Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode; imported
+by the first decode, with ``syndrome``: listing plugins needs only ``fault_type``), ``abort`` (``kvm_handle_guest_abort()`` and what it calls; imported by the first fault),
 ``syndrome`` (memory-fault syndrome words, ``describe_syndrome``), ``convert``
 (``encode_fault``, trace events; imported on first use: listing plugins and decoding registers
 do not need the trace parsers).
@@ -10,14 +10,15 @@ do not need the trace parsers).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kvmcore
 from kvmcore import ArchInfo, hookimpl
 
-from . import fault as _fault
-from . import syndrome
-from .fault import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
+from .fault_type import GRANULE_SHIFTS, MODEL_KEYS, REGISTERS, Arm64Fault
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: The texts of the events a guest-fault trace is made of, exactly as the kernel prints them
 #: (arch/arm64/kvm/trace_arm.h; lower-case hex, ``%#x`` prints a bare ``0`` for zero, the exit's
@@ -70,7 +71,29 @@ def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
 @hookimpl
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, int]) -> Arm64Fault:
     """ESR_EL2/HPFAR_EL2/FAR_EL2 -> :class:`~kvmcore_arm64.fault.Arm64Fault`."""
-    return _fault.decode_fault(vcpu, raw)
+    return (_decode_fault or _load_fault())(vcpu, raw)
+
+
+#: :func:`kvmcore_arm64.fault.decode_fault` and :mod:`kvmcore_arm64.syndrome` (with the ESR
+#: decoder they import), bound by the first decode: listing plugins does not import them.
+_decode_fault: Any = None
+_syndrome: ModuleType | None = None
+
+
+def _load_fault() -> Any:
+    global _decode_fault
+    from .fault import decode_fault
+
+    _decode_fault = decode_fault
+    return decode_fault
+
+
+def _load_syndrome() -> ModuleType:
+    global _syndrome
+    from . import syndrome
+
+    _syndrome = syndrome
+    return syndrome
 
 
 @hookimpl
@@ -100,16 +123,16 @@ def prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Any:
     common = yield
     design = vcpu.vm.exit_design
     if design.syndrome:
-        syndrome.fill_memory_fault_syndrome(vcpu, fault)
+        (_syndrome or _load_syndrome()).fill_memory_fault_syndrome(vcpu, fault)
     elif design.arm64_esr:
-        syndrome.fill_memory_fault_esr(vcpu, fault)
+        (_syndrome or _load_syndrome()).fill_memory_fault_esr(vcpu, fault)
     return common
 
 
 @hookimpl
 def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> None:
     """arm64's flags under the design ``arch-hook`` (see :func:`kvmcore_arm64.syndrome.memory_fault_flags`)."""
-    vcpu.kvm_run.memory_fault.flags |= syndrome.memory_fault_flags(vcpu, fault)
+    vcpu.kvm_run.memory_fault.flags |= (_syndrome or _load_syndrome()).memory_fault_flags(vcpu, fault)
 
 
 @hookimpl
@@ -123,7 +146,7 @@ def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, int]:
 @hookimpl
 def describe_syndrome(vm: kvmcore.VM, raw: Mapping[str, int]) -> kvmcore.Syndrome:
     """Every ESR_EL2 field with its meaning, plus IPA/gfn when HPFAR is given."""
-    return syndrome.describe(vm, raw)
+    return (_syndrome or _load_syndrome()).describe(vm, raw)
 
 
 @hookimpl

@@ -1,4 +1,6 @@
 """``RiscvFault``: kvmcore's RISC-V fault type, and the raw-register checks around the decoder.
+(``RiscvFault`` and the register names are defined in :mod:`kvmcore_riscv.fault_type`, which
+loading the plugin imports without the decoders, and re-exported here.)
 
 Upstream RISC-V KVM has no ``struct kvm_page_fault``: ``gstage_page_fault()``
 (``arch/riscv/kvm/vcpu_exit.c``) works on ``struct kvm_cpu_trap`` and local variables.
@@ -23,12 +25,12 @@ Raw keys (``vcpu.handle_fault(raw)``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import kvmcore
 from kvmcore import DecodeError
 
+from .fault_type import MODEL_KEYS, REGISTERS, REQUIRED, RiscvFault
 from .trap import (
     EXC_INST_GUEST_PAGE_FAULT,
     EXC_STORE_GUEST_PAGE_FAULT,
@@ -41,11 +43,6 @@ from .trap import (
     trap_syndrome,
 )
 
-#: The trap CSRs ``decode_fault`` accepts (``ArchInfo.registers``).
-REGISTERS = ("scause", "htval", "stval", "htinst", "sepc")
-REQUIRED = ("scause", "htval", "stval")
-#: kvmcore's modelling inputs that are not registers.
-MODEL_KEYS = ("private", "data", "insn")
 _KEYS = frozenset(REGISTERS + MODEL_KEYS)
 _REQUIRED_KEYS = frozenset(REQUIRED)
 #: ``fault_kind`` by the trap's access.
@@ -53,57 +50,6 @@ FAULT_KINDS = {access: "guest_page_fault_" + access for access in ("fetch", "loa
 _U64_MAX = (1 << 64) - 1
 
 
-@dataclass(slots=True)
-class RiscvFault:
-    """One RISC-V guest-page fault as kvmcore handles it.
-
-    ``fault_kind`` is ``"guest_page_fault_fetch"`` (scause 20), ``"guest_page_fault_load"``
-    (21) or ``"guest_page_fault_store"`` (23, store/AMO). ``write`` is
-    ``scause == EXC_STORE_GUEST_PAGE_FAULT`` (the ``is_write`` ``gstage_page_fault()`` passes
-    on); ``exec`` is ``scause == EXC_INST_GUEST_PAGE_FAULT``. ``gpa``/``kernel_gpa`` are as in
-    :class:`kvmcore_riscv.trap.GuestPageFault`: they differ only in bits 1:0 for an implicit
-    VS-stage page-table access, and KVM's MMIO emulation uses ``kernel_gpa``.
-    """
-
-    gfn: int
-    exec: bool
-    write: bool
-    is_private: bool
-    scause: int
-    scause_name: str
-    access: str
-    fault_kind: str
-    gpa: int
-    kernel_gpa: int
-    gva: int
-    htval: int
-    stval: int
-    htinst: int
-    htinst_kind: str
-    insn_length: int | None
-    access_size: int | None
-    rd: int | None
-    rs2: int | None
-    sign_extend: bool | None
-    addr_offset: int | None
-    sepc: int | None
-    insn: int | None
-    data: int | None
-
-    @property
-    def page_walk(self) -> bool | None:
-        """Whether the fault was an implicit access of the guest's VS-stage page-table walk.
-
-        htinst holds a pseudoinstruction for an implicit access (privileged spec, "Transformed
-        Instruction or Pseudoinstruction for mtinst or htinst"), a transformed instruction for an
-        explicit one; zero (or a custom/invalid value) says nothing: None.
-        """
-        if self.htinst_kind == "pseudo":
-            return True
-        if self.htinst_kind == "transformed":
-            return False
-        return None
-    slot: kvmcore.Memslot | None = None
 
 
 def check_raw(raw: Mapping[str, Any], required: tuple[str, ...] = REQUIRED) -> None:

@@ -9,18 +9,15 @@ See ``docs/arch/riscv.md``.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kvmcore
 from kvmcore import abi, hookimpl
 
-from .fault import MODEL_KEYS, REGISTERS, RiscvFault, decode_riscv_fault, describe
-from .trap import (
-    EXC_INST_GUEST_PAGE_FAULT,
-    EXC_LOAD_GUEST_PAGE_FAULT,
-    EXC_STORE_GUEST_PAGE_FAULT,
-    GUEST_PAGE_FAULT_ACCESS,
-)
+from .fault_type import MODEL_KEYS, REGISTERS, RiscvFault
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: ``ArchInfo.causes``: RISC-V's scause says which access faulted (fetch/load/store), never why.
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
@@ -66,12 +63,25 @@ def arch_info() -> kvmcore.ArchInfo:
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
     """Mirrors the trap reading of ``gstage_page_fault()``. The raw key ``private`` needs the
     proposal "riscv-private" (upstream RISC-V has no private memory)."""
-    fault = decode_riscv_fault(raw)
+    fault = (_fault or _load_fault()).decode_riscv_fault(raw)
     if fault.is_private and "riscv-private" not in vcpu.vm.proposals:
         raise kvmcore.DecodeError(
             "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
             "'riscv-private', which is off for this VM"
         )
+    return fault
+
+
+#: :mod:`kvmcore_riscv.fault` (and the trap and htinst decoders it imports), bound by the first
+#: decode: listing plugins does not import the decoders.
+_fault: ModuleType | None = None
+
+
+def _load_fault() -> ModuleType:
+    global _fault
+    from . import fault
+
+    _fault = fault
     return fault
 
 
@@ -123,10 +133,14 @@ def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: RiscvFault) ->
     vcpu.kvm_run.memory_fault.flags |= flags
 
 
+#: scause of each guest-page fault -> its access's flag: 20 ``EXC_INST_GUEST_PAGE_FAULT``, 21
+#: ``EXC_LOAD_GUEST_PAGE_FAULT``, 23 ``EXC_STORE_GUEST_PAGE_FAULT`` (the numbers written out, so
+#: that loading the plugin does not import :mod:`kvmcore_riscv.trap`; a test holds them to its
+#: constants). Its keys are also the causes a ``kvm_exit`` line is a guest fault for.
 _SCAUSE_ACCESS_FLAG = {
-    EXC_INST_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_EXEC,
-    EXC_LOAD_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_READ,
-    EXC_STORE_GUEST_PAGE_FAULT: abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+    20: abi.KVM_MEMORY_EXIT_FLAG_EXEC,
+    21: abi.KVM_MEMORY_EXIT_FLAG_READ,
+    23: abi.KVM_MEMORY_EXIT_FLAG_WRITE,
 }
 
 
@@ -153,7 +167,7 @@ def encode_fault(access: kvmcore.Access) -> dict[str, int]:
 @hookimpl
 def describe_syndrome(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
     """Every field of a trap (``kvmcore decode riscv``)."""
-    return describe(raw)
+    return (_fault or _load_fault()).describe(raw)
 
 
 @hookimpl
@@ -165,7 +179,7 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
         return None
     if event == "kvm_entry":
         return kvmcore.TraceEvent("entry", fields)
-    if fields["scause"] in GUEST_PAGE_FAULT_ACCESS:
+    if fields["scause"] in _SCAUSE_ACCESS_FLAG:
         return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
     return kvmcore.TraceEvent("exit", fields)
 

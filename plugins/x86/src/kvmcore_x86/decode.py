@@ -25,7 +25,7 @@ from typing import Any
 import kvmcore
 from kvmcore import DecodeError
 from kvmcore_x86.encode import encode_ept_violation, encode_npf
-from kvmcore_x86.fault import X86Fault, fault_kind
+from kvmcore_x86.fault import MODEL_KEYS, REGISTERS, X86Fault, fault_kind
 from kvmcore_x86.pferr import (
     PFERR_FETCH_MASK,
     PFERR_PRESENT_MASK,
@@ -49,10 +49,8 @@ from kvmcore_x86.vmx import (
 )
 
 VENDORS = ("vmx", "svm")
-#: Keys ``decode_fault`` accepts (the registers, then kvmcore's modelling inputs).
-#: The registers ``decode_fault`` accepts (``ArchInfo.registers``) and kvmcore's modelling inputs.
-REGISTERS = ("vendor", "exit_qualification", "gpa", "gla", "error_code")
-MODEL_KEYS = ("exit_reason", "private", "len", "data", "traced")
+#: Keys ``decode_fault`` accepts: ``REGISTERS`` then ``MODEL_KEYS`` (defined in
+#: :mod:`kvmcore_x86.fault`, which loading the plugin imports, and re-exported here).
 RAW_KEYS = frozenset(REGISTERS + MODEL_KEYS)
 #: x86 MAXPHYADDR is at most 52.
 GPA_BITS = 52

@@ -29,6 +29,11 @@ KVM_MAX_HUGEPAGE_LEVEL = PG_LEVEL_1G
 LEVEL_SIZE = {PG_LEVEL_4K: 1 << 12, PG_LEVEL_2M: 1 << 21, PG_LEVEL_1G: 1 << 30}
 SIZE_LEVEL = {size: level for level, size in LEVEL_SIZE.items()}
 
+#: The registers ``decode_fault`` accepts (``ArchInfo.registers``) and kvmcore's modelling inputs.
+#: Here, not in :mod:`kvmcore_x86.decode`, so that loading the plugin does not import the decoder.
+REGISTERS = ("vendor", "exit_qualification", "gpa", "gla", "error_code")
+MODEL_KEYS = ("exit_reason", "private", "len", "data", "traced")
+
 #: ``fault_kind`` values, in the order ``fault_kind()`` tests them.
 FAULT_KINDS = ("rsvd", "rmp", "not_present", "write_protect", "exec_protect", "read_protect")
 

@@ -8,11 +8,26 @@ trace lines). See ``docs/arch/x86.md``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kvmcore
-from kvmcore_x86 import decode
-from kvmcore_x86.fault import X86Fault
+from kvmcore_x86.fault import MODEL_KEYS, REGISTERS, X86Fault
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+#: :mod:`kvmcore_x86.decode` (and the VMX/SVM decoders it imports), bound by the first VM's
+#: ``configure_vm``: listing plugins does not import the decoder.
+_decoder: ModuleType | None = None
+
+
+def _load_decoder() -> ModuleType:
+    global _decoder
+    from kvmcore_x86 import decode
+
+    _decoder = decode
+    return decode
+
 
 SETTINGS: dict[str, tuple[Any, ...]] = {
     # Intel VMX/EPT or AMD SVM/NPT; vm_type "snp" implies svm and "tdx" vmx.
@@ -45,8 +60,8 @@ def arch_info() -> kvmcore.ArchInfo:
         fault_type=X86Fault,
         page_shift=12,
         phys_bits=52,
-        registers=decode.REGISTERS,
-        extra_keys=decode.MODEL_KEYS,
+        registers=REGISTERS,
+        extra_keys=MODEL_KEYS,
         description="x86: VMX EPT violations and SVM nested page faults, the TDP MMU fault path, SNP/TDX private memory",
         settings=SETTINGS,
         causes=("not_present", "read_only", "no_exec", "no_slot"),
@@ -59,12 +74,12 @@ def arch_info() -> kvmcore.ArchInfo:
 def configure_vm(vm: kvmcore.VM, settings: Mapping[str, Any]) -> Any:
     """The core validates each setting; this adds the cross-checks (``decode.check_settings``)."""
     validated = yield
-    return decode.check_settings(vm, settings, validated)
+    return (_decoder or _load_decoder()).check_settings(vm, settings, validated)
 
 
 @kvmcore.hookimpl
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
-    return decode.decode_fault(vcpu, raw)
+    return (_decoder or _load_decoder()).decode_fault(vcpu, raw)
 
 
 @kvmcore.hookimpl
@@ -103,7 +118,7 @@ def _load_mmu() -> Any:
 
 @kvmcore.hookimpl
 def encode_fault(vcpu: kvmcore.VCPU, access: kvmcore.Access) -> dict[str, Any]:
-    return decode.encode_fault(vcpu.vm, access)
+    return (_decoder or _load_decoder()).encode_fault(vcpu.vm, access)
 
 
 @kvmcore.hookimpl
@@ -148,7 +163,7 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
             kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} is beyond kvm_mmu_max_gfn() (52-bit MAXPHYADDR)"
         )
     # 7.3 (kvm_is_gfn_alias(), arch/x86/kvm/mmu.h): a TDX slot must not reach the shared-bit alias
-    if change in ("create", "move") and (new.end_gfn - 1) & decode.kvm_gfn_direct_bits(vm):
+    if change in ("create", "move") and (new.end_gfn - 1) & (_decoder or _load_decoder()).kvm_gfn_direct_bits(vm):
         raise kvmcore.KvmError(
             kvmcore.abi.EINVAL, f"slot {new.id}: last gfn {new.end_gfn - 1:#x} has the TDX shared bit (kvm_is_gfn_alias())"
         )

@@ -7,12 +7,9 @@ that ``kvmcore plugins`` does not load :mod:`kvmcore_arm64.esr`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import kvmcore
-
-if TYPE_CHECKING:
-    from .esr import EsrInfo
+import kvmcore_arm64  # its EsrInfo imports the ESR decoder on first use (typing.get_type_hints)
 
 #: The registers ``decode_fault`` accepts (``ArchInfo.registers``).
 REGISTERS = ("esr", "far", "hpfar")
@@ -68,7 +65,7 @@ class Arm64Fault:
     hpfar: int
     hpfar_trusted: bool
     data: int
-    info: EsrInfo
+    info: kvmcore_arm64.EsrInfo
     slot: kvmcore.Memslot | None = None
 
     @property

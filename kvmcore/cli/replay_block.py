@@ -221,7 +221,7 @@ class Blocks:
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
         self.sig_ids: dict[tuple[Any, Any], int] = {}  # (registers, pc) -> id: equal ids, the same fault
-        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc)
+        self.sig_info: list[Any] = [None]  # id (from 1) -> (hit, pc)
 
     # -- reading -------------------------------------------------------------------------------
     def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
@@ -570,8 +570,8 @@ class Blocks:
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
-            sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
-            self.sig_info[sig] = (hit, pc)
+            sig = self.sig_ids[sig_key] = len(self.sig_info)
+            self.sig_info.append((hit, pc))
             return (self.class_id(label, kind, hit[0], entry), sig, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW

@@ -38,7 +38,8 @@ Where the time goes (1,000,000-line arm64 benchmark trace, 65,536 distinct fault
 seen about 15 times): judging each distinct text once ~30% (the pattern check, the arch's parse
 and ``decode_fault`` ~20%, the bookkeeping ~10%), the text-id lookup ~20% (a dict of 65,536
 texts: hashing a fresh 90-character string and comparing it with the stored one, mostly cache
-misses), the line pattern ~20% (a third of it the thread group), the counting ~15%, reading
+misses), the line pattern ~15% (without the thread group when a block is one thread's,
+:func:`one_thread`), the counting ~15%, reading
 and decoding the file, cutting blocks and the lines handed to the per-line scan ~15%.
 Memory: a block's columns (at most :data:`MAX_BLOCK_LINES` lines at once) and the text memo
 (about 0.5 KiB a text; texts that are not canonical are remembered only up to
@@ -121,6 +122,10 @@ MAX_FIELD = 512
 LINE_RE = re.compile(rf"([^:]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: (.{{0,{MAX_FIELD}}})\n|.*\n")
 #: :data:`LINE_RE` confined to one line (slower).
 SAFE_LINE_RE = re.compile(rf"([^:\n]{{0,{MAX_FIELD}}}) [0-9]+(?:\.[0-9]+)?: ([^\n]{{0,{MAX_FIELD}}})\n|[^\n]*\n")
+#: :data:`LINE_RE` without the thread group, for a block whose lines all name the same vCPU
+#: (:func:`one_thread`): ``findall`` then gives the texts themselves, no tuple per line, and
+#: capturing the thread was about half of the pattern's time.
+TEXT_RE = re.compile(rf"[^:]{{0,{MAX_FIELD}}} [0-9]+(?:\.[0-9]+)?: (.{{0,{MAX_FIELD}}})\n|.*\n")
 
 
 class TextPattern:
@@ -216,7 +221,7 @@ class Blocks:
         self.class_ids: dict[tuple[Any, ...], int] = {}
         self.class_info: dict[int, tuple[Any, ...]] = {}  # id -> (label, kind, fault key or None, entry)
         self.sig_ids: dict[tuple[Any, Any], int] = {}  # (registers, pc) -> id: equal ids, the same fault
-        self.sig_info: dict[int, tuple[Any, ...]] = {}  # id -> (hit, pc)
+        self.sig_info: list[Any] = [None]  # id (from 1) -> (hit, pc)
 
     # -- reading -------------------------------------------------------------------------------
     def records(self, stream: Any, head: list[str]) -> Iterator[tuple[int, str]]:
@@ -351,6 +356,12 @@ class Blocks:
         enabled = gc.isenabled()
         gc.disable()
         try:
+            threads = one_thread(text, start, end, n)
+            if threads is not None:
+                keys = TEXT_RE.findall(text, start, end)
+                if len(keys) == n:
+                    return threads, keys
+                del keys
             found = LINE_RE.findall(text, start, end)
             if len(found) != n:  # a line without a colon: a match ran into the next line
                 del found  # (one block's copies at a time)
@@ -559,8 +570,8 @@ class Blocks:
                         return _SLOW
                     hit = scan.make_hit(label, decoded, memo_key)
                 scan.remember(memo_key, hit)
-            sig = self.sig_ids[sig_key] = len(self.sig_ids) + 1
-            self.sig_info[sig] = (hit, pc)
+            sig = self.sig_ids[sig_key] = len(self.sig_info)
+            self.sig_info.append((hit, pc))
             return (self.class_id(label, kind, hit[0], entry), sig, vf)
         if kind in ("guest_fault_exit", "guest_fault_ambiguous") and raw is not None and entry[2] is not None:
             return _SLOW
@@ -841,6 +852,32 @@ class _Lines:
                 return text[max(start, text.rfind("\n", start, end - 1) + 1):end]
             self.split = _lines(text[start:end])
         return self.split[k]
+
+
+def one_thread(text: str, start: int, end: int, n: int) -> list[str] | None:
+    """The threads column of the ``n`` lines of ``text[start:end]`` when every line begins with
+    the first line's text up to and including its first ``[`` (one tracing thread: ``comm-pid
+    [cpu]``, whatever the CPU), else None.
+
+    That prefix then stands for each line's thread: everything the fast path reads of a thread
+    is the part before its first ``[`` (the vCPU it names, :class:`_ThreadVcpus`; the thread an
+    x86 exit waits on, :meth:`Blocks.waiting`), and a line starting with the prefix has its
+    first ``[`` at the prefix's end. The prefix holds no ``:``, so a line's timestamp (a space,
+    digits, a colon) lies after it, in what :data:`LINE_RE` would put after the thread. One
+    ``count`` of the prefix over the block (in C) replaces a thread group per line."""
+    first_end = text.find("\n", start, end)
+    cut = text.find("[", start, first_end)
+    if cut < 0:
+        return None
+    prefix = text[start:cut + 1]
+    if ":" in prefix:
+        return None
+    last = text.rfind("\n", start, end - 1) + 1  # the last line's start (start if n == 1)
+    if not text.startswith(prefix, max(start, last)):  # the cheap test first: another thread
+        return None
+    if n > 1 and text.count("\n" + prefix, start, end) != n - 1:
+        return None
+    return [prefix] * n
 
 
 def _raw(hit: tuple[Any, ...]) -> dict[str, Any]:

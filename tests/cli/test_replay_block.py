@@ -58,15 +58,14 @@ def arm64_line(thread: str, cpu: int, ts: float, ipa: int, hsr: int, pc: int, *,
     return f" {thread:>16}    [{cpu:03d}] .....  {ts:.6f}: kvm_guest_fault: {text}\n"
 
 
-def arm64_trace(seed: int, n: int) -> str:
+def arm64_trace(seed: int, n: int, threads: tuple[str, ...] = ("CPU 0/KVM-812", "CPU 1/KVM-813", "CPU 2/KVM-814")) -> str:
     rnd = random.Random(seed)
-    threads = ["CPU 0/KVM-812", "CPU 1/KVM-813", "CPU 2/KVM-814"]
     out = ["# tracer: nop\n", "#\n"]
     ts = 100.0
     loop: list[Any] = []
     for _ in range(n):
         ts += 1e-6
-        t = rnd.randrange(len(threads))
+        t = rnd.randrange(3)  # the CPU (and the thread, if there are three)
         r = rnd.random()
         if loop and rnd.random() < 0.8:  # a fault loop: the same fault again on the same vCPU
             out.append(arm64_line(*loop[:2], ts, *loop[2:]))
@@ -79,27 +78,27 @@ def arm64_trace(seed: int, n: int) -> str:
         hsr = ARM64_WRITE if a < 0.25 else ARM64_IABT if a < 0.3 else ARM64_NOT_ABORT if a < 0.33 else ARM64_READ
         pc = 0xFFFF_8000_1000_0000 + (rnd.randrange(8) << 2)
         if r < 0.06:
-            out.append(f" {threads[t]:>16}    [{t:03d}] .....  {ts:.6f}: kvm_exit: TRAP: HSR_EC: 0x0024 (DABT_LOW), PC: {pc:#018x}\n")
+            out.append(f" {threads[t % len(threads)]:>16}    [{t:03d}] .....  {ts:.6f}: kvm_exit: TRAP: HSR_EC: 0x0024 (DABT_LOW), PC: {pc:#018x}\n")
         elif r < 0.08:
             out.append("some text a person wrote between the lines\n")
         elif r < 0.09:
             out.append("\n")
         elif r < 0.11:  # wrapped by a mail client at a blank: the tail on the next line
-            line = arm64_line(threads[t], t, ts, ipa, hsr, pc).rstrip("\n")
+            line = arm64_line(threads[t % len(threads)], t, ts, ipa, hsr, pc).rstrip("\n")
             cut = line.rindex(" ", 0, 76)
             out.append(line[:cut] + "\n" + line[cut + 1:] + "\n")
         elif r < 0.12:
-            out.append("> " + arm64_line(threads[t], t, ts, ipa, hsr, pc).partition(": ")[2])  # quoted, no prefix
+            out.append("> " + arm64_line(threads[t % len(threads)], t, ts, ipa, hsr, pc).partition(": ")[2])  # quoted, no prefix
         elif r < 0.13:
-            out.append(arm64_line(threads[t], t, ts, ipa, hsr, pc, upper=True))
+            out.append(arm64_line(threads[t % len(threads)], t, ts, ipa, hsr, pc, upper=True))
         elif r < 0.14:  # malformed: a field missing
-            out.append(arm64_line(threads[t], t, ts, ipa, hsr, pc).replace(", hxfar", ""))
+            out.append(arm64_line(threads[t % len(threads)], t, ts, ipa, hsr, pc).replace(", hxfar", ""))
         elif r < 0.15:
-            out.append(f" {threads[t]:>16}    [{t:03d}] .....  {ts:.6f}: kvm_mmio: mmio write len 4 gpa 0x9000000 val 0x41\n")
+            out.append(f" {threads[t % len(threads)]:>16}    [{t:03d}] .....  {ts:.6f}: kvm_mmio: mmio write len 4 gpa 0x9000000 val 0x41\n")
         else:
             if r > 0.9:
-                loop = [threads[t], t, ipa, hsr, pc]
-            out.append(arm64_line(threads[t], t, ts, ipa, hsr, pc))
+                loop = [threads[t % len(threads)], t, ipa, hsr, pc]
+            out.append(arm64_line(threads[t % len(threads)], t, ts, ipa, hsr, pc))
     return "".join(out)
 
 
@@ -179,6 +178,58 @@ def test_generated_riscv_same_summary(tmp_path: Path) -> None:
     path.write_text(riscv_trace(1, 2000))
     s = assert_same(path)
     assert sum(s.by_arch_kind["riscv"].values()) == 2000
+
+
+def test_one_thread_is_the_prefix_every_line_shares() -> None:
+    """Hand-worked blocks: the threads column is the first line's text through its first ``[``
+    when every line starts with it (any CPU), else None (the thread group is matched)."""
+    a0 = " CPU 0/KVM-812    [000] .....  1.000001: kvm_guest_fault: ipa 0x1000\n"
+    a1 = " CPU 0/KVM-812    [001] .....  1.000002: kvm_guest_fault: ipa 0x2000\n"
+    b = " CPU 1/KVM-813    [001] .....  1.000003: kvm_guest_fault: ipa 0x3000\n"
+    prefix = " CPU 0/KVM-812    ["
+    text = a0 + a1 + a0
+    assert B.one_thread(text, 0, len(text), 3) == [prefix] * 3
+    text = "x\n" + a1 + a0  # a block that starts after the first line of the read
+    assert B.one_thread(text, 2, len(text), 2) == [prefix] * 2
+    assert B.one_thread(a0, 0, len(a0), 1) == [prefix]
+    text = a0 + b + a0  # another thread in the middle (first and last lines agree)
+    assert B.one_thread(text, 0, len(text), 3) is None
+    text = a0 + a1 + b  # another thread last
+    assert B.one_thread(text, 0, len(text), 3) is None
+    text = a0 + "some text a person wrote\n" + a1
+    assert B.one_thread(text, 0, len(text), 3) is None
+    colon = "host: CPU 0/KVM-812 [000] 1.5: kvm_guest_fault: ipa 0x1000\n"  # ':' before the '['
+    assert B.one_thread(colon * 2, 0, 2 * len(colon), 2) is None
+    no_cpu = "CPU 0/KVM-812 1.5: kvm_guest_fault: ipa 0x1000\n"  # no '[' in the first line
+    assert B.one_thread(no_cpu * 2, 0, 2 * len(no_cpu), 2) is None
+
+
+@needs()
+@pytest.mark.parametrize("threads", [("CPU 0/KVM-812",), ("qemu-kvm[1]-77",), ("[x]",)])
+def test_one_thread_traces_same_summary(tmp_path: Path, threads: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traces of one thread on three CPUs (what :func:`replay_block.one_thread` takes; a comm
+    with a ``[`` of its own; a thread that is only ``[cpu]``-like), with loops, other events,
+    prose, wrapped and quoted lines: the same summary as the per-line scan."""
+    taken = []
+    original = B.one_thread
+
+    def spy(*args: Any) -> Any:
+        found = original(*args)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(B, "one_thread", spy)
+    path = tmp_path / "one.trace"
+    path.write_text(arm64_trace(7, 3000, threads))
+    s = assert_same(path, arch="arm64")  # (arch "auto" reads a short trace whole, in one block)
+    assert any(taken) and s.loops and s.accounted() == s.lines
+    lines = [arm64_line(threads[0], i % 4, 1 + i * 1e-6, 0x4000_0000 + (i % 50 << 12), ARM64_READ, 0xFFFF_8000_1000_0000)
+             for i in range(4000)]
+    path.write_text("".join(lines))  # nothing but one thread's faults: every block takes it
+    taken.clear()
+    s = assert_same(path, blocks=(4096, None), arch="arm64")
+    assert taken and all(taken)
+    assert s.by_arch_kind["arm64"] == {"guest_fault": 4000}
 
 
 @needs()

@@ -188,7 +188,7 @@ class TraceEvent:
     raw: Mapping[str, int] | None = None
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)  # __repr__ below
 class Memslot:
     """One guest physical range backed by host memory (``struct kvm_memory_slot``).
 

@@ -26,7 +26,9 @@ import kvmcore
 from kvmcore.cli.format import fmt_value, jsonable
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=\S+")
-_DMESG = re.compile(r"\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?")
+#: A kernel log line's prefix (``<6>[  12.345678] ``): compiled by its first use (``re``'s cache),
+#: for a log line; registers given as NAME=VALUE do not need it.
+_DMESG = r"\s*(?:<\d+>)?\[\s*\d+\.\d+\]\s?"
 
 COMMON_MEANINGS = {
     "gfn": "guest frame number (gpa >> PAGE_SHIFT)",
@@ -164,7 +166,7 @@ def register_sets(arch: Any, text: str, parse_assignments: Any) -> list[tuple[di
     pairs = is_assignments(items)
     if pairs and (not known or all(item.partition("=")[0] in accepted for item in items)):
         return [(parse_assignments(items, "register"), text)]
-    line = _DMESG.sub("", text, count=1)
+    line = re.sub(_DMESG, "", text, count=1)
     found = arch.parse_log_text(line)
     if found:
         return [(dict(raw), text) for raw in found]

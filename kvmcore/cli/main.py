@@ -365,7 +365,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action=_VersionAction)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would format the usage to find it (the same "kvmcore")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog=PROG)
     sub.required = True
 
     if wanted("plugins"):

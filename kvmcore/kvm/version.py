@@ -16,7 +16,7 @@ KERNEL_VERSIONS: tuple[str, ...] = ("6.12", "6.18", "7.3")
 DEFAULT_KERNEL = KERNEL_VERSIONS[-1]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # __repr__, __eq__, __hash__ below
 class KernelVersion:
     """A kernel release ``major.minor``, comparable with another one, a ``(major, minor)``
     tuple or a ``"major.minor"`` string; ``str()`` gives ``"6.18"``.

@@ -168,3 +168,11 @@ def test_usage_errors_and_help_are_those_of_the_whole_parser(argv: list[str], mo
 ])
 def test_the_command_is_the_first_word_when_it_is_a_subcommand(argv: list[str], command: str | None) -> None:
     assert cli_main._command_in(argv) == command
+
+
+@pytest.mark.parametrize("command", cli_main.SUBCOMMANDS)
+def test_a_subcommand_is_named_kvmcore_command_in_its_usage(command: str) -> None:
+    """build_parser passes add_subparsers its prog ("kvmcore") instead of letting argparse
+    format the top-level usage to find it: each subcommand's usage still starts "kvmcore CMD"."""
+    for parser in (cli_main.build_parser(None), cli_main.build_parser(command)):
+        assert _choices(parser)[command].format_usage().startswith(f"usage: kvmcore {command} "), command

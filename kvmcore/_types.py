@@ -61,7 +61,12 @@ class ArchInfo:
 # Mapped, Retry, Exit, MemoryFault and Signal are made on every fault: slotted but not frozen
 # (a frozen dataclass's __init__ costs three times as much). Treat them as values all the same:
 # nothing in kvmcore changes one after it is made.
-@dataclass(slots=True)
+#
+# These six are dataclasses whose __init__, __repr__ and __eq__ are written out: exactly the
+# methods @dataclass generates (tests/test_types.py holds them to what it generates for the
+# same fields), which CPython 3.11 compiles from source text at every import, about 0.5% of
+# `kvmcore decode`'s start-up per class. fields(), replace() and asdict() work as before.
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Mapped:
     """faultin resolved the gfn: the core installs a stage-2 mapping and the guest resumes.
 
@@ -76,8 +81,34 @@ class Mapped:
     exec: bool = True
     outcome: str = "mapped"
 
+    def __init__(
+        self, pfn: int, writable: bool, size: int, exec: bool = True, outcome: str = "mapped"
+    ) -> None:
+        self.pfn = pfn
+        self.writable = writable
+        self.size = size
+        self.exec = exec
+        self.outcome = outcome
 
-@dataclass(slots=True)
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__qualname__}(pfn={self.pfn!r}, writable={self.writable!r}, size={self.size!r}, "
+            f"exec={self.exec!r}, outcome={self.outcome!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.pfn, self.writable, self.size, self.exec, self.outcome) == (
+                other.pfn,
+                other.writable,
+                other.size,
+                other.exec,
+                other.outcome,
+            )
+        return NotImplemented
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Retry:
     """No mapping is installed, the guest resumes (and may fault again).
 
@@ -88,8 +119,20 @@ class Retry:
     outcome: str = "retry"
     detail: str = ""
 
+    def __init__(self, outcome: str = "retry", detail: str = "") -> None:
+        self.outcome = outcome
+        self.detail = detail
 
-@dataclass(slots=True)
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(outcome={self.outcome!r}, detail={self.detail!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.outcome, self.detail) == (other.outcome, other.detail)
+        return NotImplemented
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Exit:
     """KVM_RUN returns to userspace with ``ret`` (0 or ``-errno``).
 
@@ -101,11 +144,24 @@ class Exit:
     outcome: str
     detail: str = ""
 
+    def __init__(self, ret: int, outcome: str, detail: str = "") -> None:
+        self.ret = ret
+        self.outcome = outcome
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(ret={self.ret!r}, outcome={self.outcome!r}, detail={self.detail!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.ret, self.outcome, self.detail) == (other.ret, other.outcome, other.detail)
+        return NotImplemented
+
 
 FaultinResult = Mapped | Retry | Exit
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class MemoryFault:
     """What the common ``kvm_prepare_memory_fault_exit`` wrote (its hook's return value)."""
 
@@ -113,8 +169,23 @@ class MemoryFault:
     gpa: int
     size: int
 
+    def __init__(self, flags: int, gpa: int, size: int) -> None:
+        self.flags = flags
+        self.gpa = gpa
+        self.size = size
 
-@dataclass(slots=True)
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__qualname__}(flags={self.flags!r}, gpa={self.gpa!r}, size={self.size!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.flags, self.gpa, self.size) == (other.flags, other.gpa, other.size)
+        return NotImplemented
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class Signal:
     """A signal KVM sends to the vCPU thread (``send_sig_mceerr``: SIGBUS, BUS_MCEERR_AR)."""
 
@@ -123,8 +194,27 @@ class Signal:
     addr: int
     lsb: int
 
+    def __init__(self, signo: str, code: str, addr: int, lsb: int) -> None:
+        self.signo = signo
+        self.code = code
+        self.addr = addr
+        self.lsb = lsb
 
-@dataclass(slots=True)
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(signo={self.signo!r}, code={self.code!r}, addr={self.addr!r}, lsb={self.lsb!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.signo, self.code, self.addr, self.lsb) == (
+                other.signo,
+                other.code,
+                other.addr,
+                other.lsb,
+            )
+        return NotImplemented
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class FaultResult:
     """The end of one guest fault, as ``vcpu.handle_fault(raw)`` reports it.
 
@@ -140,6 +230,51 @@ class FaultResult:
     mapped: Mapped | None = None
     signal: Signal | None = None
     detail: str = ""
+
+    def __init__(
+        self,
+        fault: Any,
+        ret: int,
+        exit_reason: int | None,
+        outcome: str,
+        mapped: Mapped | None = None,
+        signal: Signal | None = None,
+        detail: str = "",
+    ) -> None:
+        self.fault = fault
+        self.ret = ret
+        self.exit_reason = exit_reason
+        self.outcome = outcome
+        self.mapped = mapped
+        self.signal = signal
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__qualname__}(fault={self.fault!r}, ret={self.ret!r}, exit_reason={self.exit_reason!r}, "
+            f"outcome={self.outcome!r}, mapped={self.mapped!r}, signal={self.signal!r}, detail={self.detail!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (
+                self.fault,
+                self.ret,
+                self.exit_reason,
+                self.outcome,
+                self.mapped,
+                self.signal,
+                self.detail,
+            ) == (
+                other.fault,
+                other.ret,
+                other.exit_reason,
+                other.outcome,
+                other.mapped,
+                other.signal,
+                other.detail,
+            )
+        return NotImplemented
 
     @property
     def resumed(self) -> bool:

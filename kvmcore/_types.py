@@ -3,6 +3,13 @@ what faultin decides, what a fault ends in. ``Access`` and ``Syndrome``, which o
 hooks use, are in :mod:`kvmcore._access` and :mod:`kvmcore._syndrome`.
 
 They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
+
+Their ``__init__``, ``__repr__`` and ``__eq__`` (and a frozen one's ``__hash__``) are written
+out: exactly the methods ``@dataclass`` generates, which CPython 3.11 compiles from source text
+at every import (about 2 M instructions a class, 0.5% of ``kvmcore decode``'s start-up).
+``tests/test_types.py`` holds each to what ``dataclasses.make_dataclass`` generates for the same
+fields; ``fields()``, ``replace()`` and ``asdict()`` work as before. The same goes for
+``Syndrome``, ``Proposal``, ``KernelVersion``, ``Stage2Entry``, ``Vma`` and ``PluginStatus``.
 """
 
 from __future__ import annotations
@@ -22,7 +29,20 @@ ACCESS_KINDS = ("read", "write", "exec")
 STAGE2_CAUSES = ("not_present", "read_only", "no_exec", "access_flag", "no_slot")
 
 
-@dataclass(frozen=True, slots=True)
+class _Factory:
+    """The default of a ``default_factory`` field in a written-out ``__init__`` (dataclasses'
+    own marker is private): the parameter's default shows as ``<factory>``, as there."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY: Any = _Factory()
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)
 class ArchInfo:
     """An arch's static description, returned by the ``arch_info`` hook.
 
@@ -56,16 +76,88 @@ class ArchInfo:
     #: by ``parse_trace_event`` (the oracle), so a looser pattern costs speed, never accuracy.
     trace_patterns: Mapping[str, str] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        name: str,
+        fault_type: type,
+        page_shift: int = 12,
+        phys_bits: int = 52,
+        registers: tuple[str, ...] = (),
+        description: str = "",
+        settings: Mapping[str, tuple[Any, ...]] = _FACTORY,
+        extra_keys: tuple[str, ...] = (),
+        causes: tuple[str, ...] = STAGE2_CAUSES,
+        designs: tuple[str, ...] = ("v3-helper", "rwx-flags", "annotate-efault"),
+        trace_patterns: Mapping[str, str] = _FACTORY,
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "fault_type", fault_type)
+        object.__setattr__(self, "page_shift", page_shift)
+        object.__setattr__(self, "phys_bits", phys_bits)
+        object.__setattr__(self, "registers", registers)
+        object.__setattr__(self, "description", description)
+        object.__setattr__(self, "settings", {} if settings is _FACTORY else settings)
+        object.__setattr__(self, "extra_keys", extra_keys)
+        object.__setattr__(self, "causes", causes)
+        object.__setattr__(self, "designs", designs)
+        object.__setattr__(
+            self, "trace_patterns", {} if trace_patterns is _FACTORY else trace_patterns
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(name={self.name!r}, fault_type={self.fault_type!r}, page_shift={self.page_shift!r}, phys_bits={self.phys_bits!r}, registers={self.registers!r}, description={self.description!r}, settings={self.settings!r}, extra_keys={self.extra_keys!r}, causes={self.causes!r}, designs={self.designs!r}, trace_patterns={self.trace_patterns!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (
+                self.name,
+                self.fault_type,
+                self.page_shift,
+                self.phys_bits,
+                self.registers,
+                self.description,
+                self.settings,
+                self.extra_keys,
+                self.causes,
+                self.designs,
+                self.trace_patterns,
+            ) == (
+                other.name,
+                other.fault_type,
+                other.page_shift,
+                other.phys_bits,
+                other.registers,
+                other.description,
+                other.settings,
+                other.extra_keys,
+                other.causes,
+                other.designs,
+                other.trace_patterns,
+            )
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.name,
+                self.fault_type,
+                self.page_shift,
+                self.phys_bits,
+                self.registers,
+                self.description,
+                self.settings,
+                self.extra_keys,
+                self.causes,
+                self.designs,
+                self.trace_patterns,
+            )
+        )
+
 
 # --- faultin_pfn results ---------------------------------------------------------------------
 # Mapped, Retry, Exit, MemoryFault and Signal are made on every fault: slotted but not frozen
 # (a frozen dataclass's __init__ costs three times as much). Treat them as values all the same:
 # nothing in kvmcore changes one after it is made.
-#
-# These six are dataclasses whose __init__, __repr__ and __eq__ are written out: exactly the
-# methods @dataclass generates (tests/test_types.py holds them to what it generates for the
-# same fields), which CPython 3.11 compiles from source text at every import, about 0.5% of
-# `kvmcore decode`'s start-up per class. fields(), replace() and asdict() work as before.
 @dataclass(slots=True, init=False, repr=False, eq=False)
 class Mapped:
     """faultin resolved the gfn: the core installs a stage-2 mapping and the guest resumes.
@@ -307,7 +399,7 @@ def is_error_noslot_pfn(pfn: int) -> bool:
     return bool(pfn & KVM_PFN_ERR_NOSLOT_MASK)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)
 class TraceEvent:
     """One tracepoint line as an arch understood it (the ``parse_trace_event`` hook's result).
 
@@ -322,8 +414,23 @@ class TraceEvent:
     fields: Mapping[str, Any]
     raw: Mapping[str, int] | None = None
 
+    def __init__(
+        self, kind: str, fields: Mapping[str, Any], raw: Mapping[str, int] | None = None
+    ) -> None:
+        self.kind = kind
+        self.fields = fields
+        self.raw = raw
 
-@dataclass(slots=True, eq=False, repr=False)  # __repr__ below
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(kind={self.kind!r}, fields={self.fields!r}, raw={self.raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.kind, self.fields, self.raw) == (other.kind, other.fields, other.raw)
+        return NotImplemented
+
+
+@dataclass(slots=True, init=False, repr=False, eq=False)  # compared by identity; __repr__ below
 class Memslot:
     """One guest physical range backed by host memory (``struct kvm_memory_slot``).
 
@@ -343,6 +450,30 @@ class Memslot:
     gmem_pgoff: int = 0
     userfault_bitmap: memoryview | None = None
     dirty_bitmap: bytearray | None = None
+
+    def __init__(
+        self,
+        id: int,
+        base_gfn: int,
+        npages: int,
+        userspace_addr: int,
+        flags: int,
+        page_shift: int,
+        gmem: GuestMemfd | None = None,
+        gmem_pgoff: int = 0,
+        userfault_bitmap: memoryview | None = None,
+        dirty_bitmap: bytearray | None = None,
+    ) -> None:
+        self.id = id
+        self.base_gfn = base_gfn
+        self.npages = npages
+        self.userspace_addr = userspace_addr
+        self.flags = flags
+        self.page_shift = page_shift
+        self.gmem = gmem
+        self.gmem_pgoff = gmem_pgoff
+        self.userfault_bitmap = userfault_bitmap
+        self.dirty_bitmap = dirty_bitmap
 
     @property
     def end_gfn(self) -> int:

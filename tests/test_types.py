@@ -1,7 +1,7 @@
-"""The fault-path result types whose dataclass methods are written out (kvmcore/_types.py):
-each must behave exactly as the ``__init__``, ``__repr__`` and ``__eq__`` that ``@dataclass``
+"""The dataclasses whose generated methods are written out (see kvmcore/_types.py): each must
+behave exactly as the ``__init__``, ``__repr__``, ``__eq__`` and ``__hash__`` that ``@dataclass``
 generates for the same fields. The oracle is the standard library: ``dataclasses.make_dataclass``
-builds, from each class's own field list, the class ``@dataclass(slots=True)`` would have made.
+builds, from each class's own field list and parameters, the class ``@dataclass`` would have made.
 """
 
 from __future__ import annotations
@@ -10,42 +10,111 @@ import copy
 import dataclasses
 import inspect
 import pickle
+from typing import Any
 
 import pytest
 
 import kvmcore
-from kvmcore import _types
+from kvmcore import _syndrome, _types
+from kvmcore.kvm import host_mm, proposals, stage2, version
+from kvmcore.plugin import status
 
-WRITTEN_OUT = (_types.Mapped, _types.Retry, _types.Exit, _types.MemoryFault, _types.Signal, _types.FaultResult)
+
+class Fault:
+    """Some fault type, for ArchInfo.fault_type."""
+
+
+#: class -> two full argument tuples; every one-field change of the first is also tried.
+SAMPLES: dict[type, tuple[tuple[Any, ...], ...]] = {
+    _types.Mapped: ((0x1234, True, 4096, False, "mapped"),),
+    _types.Retry: (("retry", "access flag"),),
+    _types.Exit: ((-14, "userfault", "bitmap bit set"),),
+    _types.MemoryFault: ((1 << 3, 0x40001000, 4096),),
+    _types.Signal: (("SIGBUS", "BUS_MCEERR_AR", 0x7F0000001000, 12),),
+    _types.FaultResult: (({"gfn": 1}, -14, 39, "userfault", None, None, ""),),
+    _types.TraceEvent: (("guest_fault", {"ipa": 0x1000}, {"esr": 0x93C08007}),),
+    _types.ArchInfo: (
+        (
+            "toy",
+            Fault,
+            12,
+            48,
+            ("r1",),
+            "a toy",
+            {"granule": ("4K",)},
+            ("private",),
+            ("not_present",),
+            ("v3-helper",),
+            {"toy_fault": "gpa 0x[0-9a-f]+"},
+        ),
+        (
+            "toy",
+            Fault,
+            12,
+            48,
+            ("r1",),
+            "a toy",
+            (),
+            ("private",),
+            ("not_present",),
+            ("v3-helper",),
+            (),
+        ),
+    ),
+    proposals.Proposal: (("p", "P", "mail", "summary", ("arm64",), False, ("q",), ("r",), "why"),),
+    stage2.Stage2Entry: ((0x40000, 0x1234, 4096, True, False, True),),
+    host_mm.Vma: ((0x7F0000000000, 0x7F0000200000, 3, 4096, 0x100, True),),
+    _syndrome.Syndrome: (("arm64", {"ec": 0x24}, {"ec": "exception class"}, True, None),),
+    status.PluginStatus: (
+        ("arm64", "arch", "kvmcore-arm64", "0.1.0", "kvmcore_arm64.plugin", ["a"], ["b"], None),
+    ),
+}
+WRITTEN_OUT = tuple(SAMPLES)
+#: Only __init__ written out (their own __repr__/__eq__/__hash__ are not the generated ones).
+INIT_ONLY = {
+    _types.Memslot: (1, 0x40000, 512, 0x7F0000000000, 0, 12, None, 0, None, None),
+    version.KernelVersion: (6, 18),
+}
 
 
 def generated(cls: type) -> type:
-    """What ``@dataclass(slots=True)`` makes of ``cls``'s fields, under the same name."""
-    spec = []
+    """What ``@dataclass`` makes of ``cls``'s fields, with ``cls``'s frozen/eq/slots, same name."""
+    spec: list[Any] = []
     for f in dataclasses.fields(cls):
-        if f.default is dataclasses.MISSING:
-            spec.append((f.name, f.type))
-        else:
+        if f.default is not dataclasses.MISSING:
             spec.append((f.name, f.type, dataclasses.field(default=f.default)))
-    return dataclasses.make_dataclass(cls.__name__, spec, slots=True)
+        elif f.default_factory is not dataclasses.MISSING:
+            spec.append((f.name, f.type, dataclasses.field(default_factory=f.default_factory)))
+        else:
+            spec.append((f.name, f.type))
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    # Memslot and KernelVersion have eq=False (their own __eq__, or identity)
+    return dataclasses.make_dataclass(
+        cls.__name__, spec, frozen=params.frozen, eq=cls not in INIT_ONLY, slots=True
+    )
 
 
-def samples(cls: type) -> list[tuple]:
-    """Two argument tuples per class (all fields given), differing in one field each time."""
-    base = {
-        "Mapped": (0x1234, True, 4096, False, "mapped"),
-        "Retry": ("retry", "access flag"),
-        "Exit": (-14, "userfault", "bitmap bit set"),
-        "MemoryFault": (1 << 3, 0x40001000, 4096),
-        "Signal": ("SIGBUS", "BUS_MCEERR_AR", 0x7F0000001000, 12),
-        "FaultResult": ({"gfn": 1}, -14, 39, "userfault", None, None, ""),
-    }[cls.__name__]
-    out = [base]
-    for i in range(len(base)):
-        changed = list(base)
-        changed[i] = {int: lambda v: v + 1, bool: lambda v: not v, str: lambda v: v + "x"}.get(type(base[i]), lambda v: "other")(base[i])
-        out.append(tuple(changed))
+def variants(cls: type, bases: tuple[tuple[Any, ...], ...] | None = None) -> list[tuple[Any, ...]]:
+    """Each sample, then each one-field change of it."""
+    out: list[tuple[Any, ...]] = []
+    for base in SAMPLES[cls] if bases is None else bases:
+        out.append(base)
+        for i, value in enumerate(base):
+            changed = list(base)
+            if type(value) is bool:
+                changed[i] = not value
+            elif type(value) is int:
+                changed[i] = value + 1
+            elif type(value) is str:
+                changed[i] = value + "x"
+            else:
+                changed[i] = None if value is not None else "other"
+            out.append(tuple(changed))
     return out
+
+
+def parameters(f: Any) -> list[tuple[str, Any, str]]:
+    return [(p.name, p.kind, repr(p.default)) for p in inspect.signature(f).parameters.values()]
 
 
 @pytest.mark.parametrize("cls", WRITTEN_OUT, ids=lambda c: c.__name__)
@@ -53,23 +122,41 @@ def test_written_out_methods_are_the_generated_ones(cls: type) -> None:
     ref = generated(cls)
     assert dataclasses.is_dataclass(cls)
     assert "__slots__" in vars(cls) and tuple(cls.__slots__) == tuple(ref.__slots__)
-    assert cls.__match_args__ == ref.__match_args__
-    assert cls.__hash__ is None and ref.__hash__ is None
-    mine, theirs = inspect.signature(cls), inspect.signature(ref)
-    assert [(p.name, p.kind, p.default) for p in mine.parameters.values()] == [
-        (p.name, p.kind, p.default) for p in theirs.parameters.values()
-    ]
-    args = samples(cls)
+    assert cls.__match_args__ == ref.__match_args__  # type: ignore[attr-defined]
+    frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert (cls.__hash__ is None) is (ref.__hash__ is None) is (not frozen)
+    assert parameters(cls) == parameters(ref)
+    names = list(inspect.signature(cls).parameters)
+    args = variants(cls)
     for a in args:
-        assert repr(cls(*a)) == repr(ref(*a))
-        # keywords and defaults bind as in the generated __init__
-        assert repr(cls(**dict(zip(mine.parameters, a, strict=True)))) == repr(ref(*a))
+        mine, theirs = cls(*a), ref(*a)
+        assert repr(mine) == repr(theirs)
+        assert repr(cls(**dict(zip(names, a, strict=True)))) == repr(theirs)  # by keyword
         for b in args:
-            assert (cls(*a) == cls(*b)) is (ref(*a) == ref(*b))
-            assert (cls(*a) != cls(*b)) is (ref(*a) != ref(*b))
-        assert cls(*a).__eq__(ref(*a)) is NotImplemented  # another class, even with the same fields
-        assert cls(*a) != a
-    required = [p for p in mine.parameters.values() if p.default is inspect.Parameter.empty]
+            assert (mine == cls(*b)) is (theirs == ref(*b))
+            assert (mine != cls(*b)) is (theirs != ref(*b))
+        assert mine.__eq__(theirs) is NotImplemented  # another class, even with the same fields
+        assert mine != a
+        if frozen:
+            for obj in (mine, theirs):
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    setattr(obj, names[0], a[0])
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    delattr(obj, names[0])
+            try:
+                expected: Any = hash(theirs)
+            except TypeError as exc:
+                expected = type(exc)
+            try:
+                got: Any = hash(mine)
+            except TypeError as exc:
+                got = type(exc)
+            assert got == expected
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is inspect.Parameter.empty
+    ]
     for wrong in ((*args[0], 0), args[0][: len(required) - 1] if required else None):
         if wrong is not None:
             with pytest.raises(TypeError):
@@ -79,12 +166,44 @@ def test_written_out_methods_are_the_generated_ones(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", WRITTEN_OUT, ids=lambda c: c.__name__)
+def test_defaults_are_the_generated_ones(cls: type) -> None:
+    """Omitted arguments: the same values, and a fresh object from each default_factory."""
+    ref = generated(cls)
+    sig = inspect.signature(cls)
+    required = [name for name, p in sig.parameters.items() if p.default is inspect.Parameter.empty]
+    a = SAMPLES[cls][0][: len(required)]
+    assert repr(cls(*a)) == repr(ref(*a))
+    factories = [
+        f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+    ]
+    for name in factories:
+        assert getattr(cls(*a), name) is not getattr(cls(*a), name)
+
+
+@pytest.mark.parametrize("cls", WRITTEN_OUT, ids=lambda c: c.__name__)
 def test_written_out_classes_still_work_with_the_dataclass_functions(cls: type) -> None:
-    a = samples(cls)[0]
+    a = SAMPLES[cls][0]
     value = cls(*a)
     names = [f.name for f in dataclasses.fields(cls)]
     assert dataclasses.astuple(value) == copy.deepcopy(a)
     assert list(dataclasses.asdict(value)) == names
-    assert dataclasses.replace(value, **{names[1]: samples(cls)[2][1]}) == cls(*samples(cls)[2])
+    other = variants(cls, (a,))[-1]
+    assert dataclasses.replace(value, **{names[-1]: other[-1]}) == cls(*other)
     assert pickle.loads(pickle.dumps(value)) == value
-    assert getattr(kvmcore, cls.__name__) is cls
+
+
+@pytest.mark.parametrize("cls", list(INIT_ONLY), ids=lambda c: c.__name__)
+def test_written_out_init_is_the_generated_one(cls: type) -> None:
+    ref = generated(cls)
+    assert parameters(cls) == parameters(ref)
+    a = INIT_ONLY[cls]
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert [getattr(cls(*a), n) for n in names] == [getattr(ref(*a), n) for n in names]
+    if cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cls(*a), names[0], 0)
+
+
+def test_public_names_are_these_classes() -> None:
+    for cls in (*WRITTEN_OUT, *INIT_ONLY):
+        assert getattr(kvmcore, cls.__name__) is cls

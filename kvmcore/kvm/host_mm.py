@@ -36,7 +36,7 @@ MMAP_BASE = 0x1000_0000_0000
 TASK_SIZE = 1 << 47
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
 class Vma:
     """One mapping: ``[start, end)`` with ``prot``, backed by pfns from ``pfn_base``."""
 
@@ -48,6 +48,31 @@ class Vma:
     #: backed by transparent huge pages (anonymous memory the host maps with PMD leaves)
     #: rather than hugetlbfs: ``is_vm_hugetlb_page(vma)`` is False for it
     thp: bool = False
+
+    def __init__(
+        self, start: int, end: int, prot: int, page_size: int, pfn_base: int, thp: bool = False
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.prot = prot
+        self.page_size = page_size
+        self.pfn_base = pfn_base
+        self.thp = thp
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(start={self.start!r}, end={self.end!r}, prot={self.prot!r}, page_size={self.page_size!r}, pfn_base={self.pfn_base!r}, thp={self.thp!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.start, self.end, self.prot, self.page_size, self.pfn_base, self.thp) == (
+                other.start,
+                other.end,
+                other.prot,
+                other.page_size,
+                other.pfn_base,
+                other.thp,
+            )
+        return NotImplemented
 
     def pfn(self, hva: int, page_shift: int) -> int:
         return self.pfn_base + ((hva - self.start) >> page_shift)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
 class Proposal:
     """One design beyond upstream that the model can turn on or off."""
 
@@ -33,6 +33,71 @@ class Proposal:
     requires: tuple[str, ...] = ()
     #: Why it applies only to ``arches`` (said when a VM of another arch asks for it).
     arch_reason: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        source: str,
+        summary: str,
+        arches: tuple[str, ...] | None = None,
+        default: bool = True,
+        conflicts: tuple[str, ...] = (),
+        requires: tuple[str, ...] = (),
+        arch_reason: str = "",
+    ) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "title", title)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "summary", summary)
+        object.__setattr__(self, "arches", arches)
+        object.__setattr__(self, "default", default)
+        object.__setattr__(self, "conflicts", conflicts)
+        object.__setattr__(self, "requires", requires)
+        object.__setattr__(self, "arch_reason", arch_reason)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(name={self.name!r}, title={self.title!r}, source={self.source!r}, summary={self.summary!r}, arches={self.arches!r}, default={self.default!r}, conflicts={self.conflicts!r}, requires={self.requires!r}, arch_reason={self.arch_reason!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (
+                self.name,
+                self.title,
+                self.source,
+                self.summary,
+                self.arches,
+                self.default,
+                self.conflicts,
+                self.requires,
+                self.arch_reason,
+            ) == (
+                other.name,
+                other.title,
+                other.source,
+                other.summary,
+                other.arches,
+                other.default,
+                other.conflicts,
+                other.requires,
+                other.arch_reason,
+            )
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.name,
+                self.title,
+                self.source,
+                self.summary,
+                self.arches,
+                self.default,
+                self.conflicts,
+                self.requires,
+                self.arch_reason,
+            )
+        )
 
     def applies_to(self, arch: str) -> bool:
         return self.arches is None or arch in self.arches

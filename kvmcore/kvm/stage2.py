@@ -20,7 +20,7 @@ _FLAG_BITS = 4
 _INTERN_MAX = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
 class Stage2Entry:
     """One leaf mapping as :meth:`Stage2.lookup` reports it."""
 
@@ -30,6 +30,34 @@ class Stage2Entry:
     writable: bool
     exec: bool
     young: bool
+
+    def __init__(
+        self, gfn: int, pfn: int, size: int, writable: bool, exec: bool, young: bool
+    ) -> None:
+        object.__setattr__(self, "gfn", gfn)
+        object.__setattr__(self, "pfn", pfn)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "writable", writable)
+        object.__setattr__(self, "exec", exec)
+        object.__setattr__(self, "young", young)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(gfn={self.gfn!r}, pfn={self.pfn!r}, size={self.size!r}, writable={self.writable!r}, exec={self.exec!r}, young={self.young!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (self.gfn, self.pfn, self.size, self.writable, self.exec, self.young) == (
+                other.gfn,
+                other.pfn,
+                other.size,
+                other.writable,
+                other.exec,
+                other.young,
+            )
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.gfn, self.pfn, self.size, self.writable, self.exec, self.young))
 
     def pfn_of(self, gfn: int) -> int:
         """The pfn backing ``gfn`` inside this mapping."""

@@ -16,7 +16,7 @@ KERNEL_VERSIONS: tuple[str, ...] = ("6.12", "6.18", "7.3")
 DEFAULT_KERNEL = KERNEL_VERSIONS[-1]
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)  # __repr__, __eq__, __hash__ below
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # see kvmcore._types
 class KernelVersion:
     """A kernel release ``major.minor``, comparable with another one, a ``(major, minor)``
     tuple or a ``"major.minor"`` string; ``str()`` gives ``"6.18"``.
@@ -27,6 +27,10 @@ class KernelVersion:
 
     major: int
     minor: int
+
+    def __init__(self, major: int, minor: int) -> None:
+        object.__setattr__(self, "major", major)
+        object.__setattr__(self, "minor", minor)
 
     @classmethod
     def parse(cls, value: Any, param: str = "kernel") -> KernelVersion:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmcore._types import _FACTORY
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
 class PluginStatus:
     """A row of ``kvmcore plugins``: an installed plugin and whether it loaded."""
 
@@ -20,6 +22,52 @@ class PluginStatus:
     hooks: list[str] = field(default_factory=list)
     wrappers: list[str] = field(default_factory=list)
     error: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        dist: str | None,
+        version: str | None,
+        module: str,
+        hooks: list[str] = _FACTORY,
+        wrappers: list[str] = _FACTORY,
+        error: str | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.dist = dist
+        self.version = version
+        self.module = module
+        self.hooks = [] if hooks is _FACTORY else hooks
+        self.wrappers = [] if wrappers is _FACTORY else wrappers
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(name={self.name!r}, kind={self.kind!r}, dist={self.dist!r}, version={self.version!r}, module={self.module!r}, hooks={self.hooks!r}, wrappers={self.wrappers!r}, error={self.error!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (
+                self.name,
+                self.kind,
+                self.dist,
+                self.version,
+                self.module,
+                self.hooks,
+                self.wrappers,
+                self.error,
+            ) == (
+                other.name,
+                other.kind,
+                other.dist,
+                other.version,
+                other.module,
+                other.hooks,
+                other.wrappers,
+                other.error,
+            )
+        return NotImplemented
 
     def as_dict(self) -> dict[str, Any]:
         return {

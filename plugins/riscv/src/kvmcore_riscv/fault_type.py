@@ -2,6 +2,11 @@
 what loading the plugin needs (its ``ArchInfo``). Decoding is :mod:`kvmcore_riscv.fault`,
 which re-exports these names; this module imports no decoder, so that ``kvmcore plugins``
 does not load the trap and htinst decoders.
+
+:class:`RiscvFault` is a dataclass whose ``__init__``, ``__repr__`` and ``__eq__`` are written out, exactly as
+``@dataclass`` generates them (CPython 3.11 compiles generated methods from source at every
+import, and ``kvmcore plugins`` loads every arch); ``tests/test_types.py`` holds them to
+``make_dataclass``'s.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ REQUIRED = ("scause", "htval", "stval")
 MODEL_KEYS = ("private", "data", "insn")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
 class RiscvFault:
     """One RISC-V guest-page fault as kvmcore handles it.
 
@@ -53,6 +58,120 @@ class RiscvFault:
     sepc: int | None
     insn: int | None
     data: int | None
+
+    def __init__(
+        self,
+        gfn: int,
+        exec: bool,
+        write: bool,
+        is_private: bool,
+        scause: int,
+        scause_name: str,
+        access: str,
+        fault_kind: str,
+        gpa: int,
+        kernel_gpa: int,
+        gva: int,
+        htval: int,
+        stval: int,
+        htinst: int,
+        htinst_kind: str,
+        insn_length: int | None,
+        access_size: int | None,
+        rd: int | None,
+        rs2: int | None,
+        sign_extend: bool | None,
+        addr_offset: int | None,
+        sepc: int | None,
+        insn: int | None,
+        data: int | None,
+        slot: kvmcore.Memslot | None = None,
+    ) -> None:
+        self.gfn = gfn
+        self.exec = exec
+        self.write = write
+        self.is_private = is_private
+        self.scause = scause
+        self.scause_name = scause_name
+        self.access = access
+        self.fault_kind = fault_kind
+        self.gpa = gpa
+        self.kernel_gpa = kernel_gpa
+        self.gva = gva
+        self.htval = htval
+        self.stval = stval
+        self.htinst = htinst
+        self.htinst_kind = htinst_kind
+        self.insn_length = insn_length
+        self.access_size = access_size
+        self.rd = rd
+        self.rs2 = rs2
+        self.sign_extend = sign_extend
+        self.addr_offset = addr_offset
+        self.sepc = sepc
+        self.insn = insn
+        self.data = data
+        self.slot = slot
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(gfn={self.gfn!r}, exec={self.exec!r}, write={self.write!r}, is_private={self.is_private!r}, scause={self.scause!r}, scause_name={self.scause_name!r}, access={self.access!r}, fault_kind={self.fault_kind!r}, gpa={self.gpa!r}, kernel_gpa={self.kernel_gpa!r}, gva={self.gva!r}, htval={self.htval!r}, stval={self.stval!r}, htinst={self.htinst!r}, htinst_kind={self.htinst_kind!r}, insn_length={self.insn_length!r}, access_size={self.access_size!r}, rd={self.rd!r}, rs2={self.rs2!r}, sign_extend={self.sign_extend!r}, addr_offset={self.addr_offset!r}, sepc={self.sepc!r}, insn={self.insn!r}, data={self.data!r}, slot={self.slot!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return (
+                self.gfn,
+                self.exec,
+                self.write,
+                self.is_private,
+                self.scause,
+                self.scause_name,
+                self.access,
+                self.fault_kind,
+                self.gpa,
+                self.kernel_gpa,
+                self.gva,
+                self.htval,
+                self.stval,
+                self.htinst,
+                self.htinst_kind,
+                self.insn_length,
+                self.access_size,
+                self.rd,
+                self.rs2,
+                self.sign_extend,
+                self.addr_offset,
+                self.sepc,
+                self.insn,
+                self.data,
+                self.slot,
+            ) == (
+                other.gfn,
+                other.exec,
+                other.write,
+                other.is_private,
+                other.scause,
+                other.scause_name,
+                other.access,
+                other.fault_kind,
+                other.gpa,
+                other.kernel_gpa,
+                other.gva,
+                other.htval,
+                other.stval,
+                other.htinst,
+                other.htinst_kind,
+                other.insn_length,
+                other.access_size,
+                other.rd,
+                other.rs2,
+                other.sign_extend,
+                other.addr_offset,
+                other.sepc,
+                other.insn,
+                other.data,
+                other.slot,
+            )
+        return NotImplemented
 
     @property
     def page_walk(self) -> bool | None:

@@ -282,3 +282,20 @@ def test_mmio_access_needs_insn_without_transformed_htinst():
     assert not isinstance(exc.value, MmioEmulationError)
     with pytest.raises(DecodeError, match="insn="):
         mmio_access(0, 1 << 32)
+
+
+def test_mmio_access_messages_name_what_was_decoded():
+    """The -EOPNOTSUPP message names the encoding KVM decoded: ``htinst`` when bit 0 says it
+    carries the transformed instruction, else the ``insn`` read at sepc (16-bit forms cut to
+    their low half, as the kernel reads them); with the kernel function that refuses it."""
+    # sb a0,0(a1) = 0x00a58023 transformed (bit 1 set: 32-bit), reported as a load
+    with pytest.raises(MmioEmulationError) as exc:
+        mmio_access(0x00A58023, is_write=False)
+    assert str(exc.value).startswith("htinst=0xa58023: not an MMIO load KVM decodes; kvm_riscv_vcpu_mmio_load")
+    # c.addi a0,1 = 0x0505 read at sepc (htinst 0), the upper half of the word ignored
+    with pytest.raises(MmioEmulationError) as exc:
+        mmio_access(0, 0xFFFF0505, is_write=True)
+    assert str(exc.value).startswith("insn=0x505: not an MMIO store KVM decodes; kvm_riscv_vcpu_mmio_store")
+    with pytest.raises(MmioEmulationError) as exc:  # lw at a GPA not 4-byte aligned
+        mmio_access(0x00002503, is_write=False, fault_addr=0x9000002)
+    assert str(exc.value).endswith("not aligned to the 4-byte lw; kvm_riscv_vcpu_mmio_load returns -EIO")

@@ -395,15 +395,13 @@ def mmio_access(
     """
     if type(htinst) is not int or not 0 <= htinst <= _U64_MAX:
         raise DecodeError(f"htinst={htinst!r}: not a 64-bit register value (0 <= htinst < 2**64)")
-    func = _mmio_direction(is_write)
     if htinst & 1:
         insn = htinst | INSN_16BIT_MASK
         insn_len = 4 if htinst & HTINST_BIT_32BIT else 2
-        what = f"htinst=0x{htinst:x}"
     else:
         if insn is None:
             raise DecodeError(
-                f"htinst=0x{htinst:x}: carries no transformed instruction; {func} reads the "
+                f"htinst=0x{htinst:x}: carries no transformed instruction; {_mmio_direction(is_write)} reads the "
                 "instruction from guest memory at sepc: pass it as insn"
             )
         if type(insn) is not int or not 0 <= insn <= 0xFFFFFFFF:
@@ -413,7 +411,6 @@ def mmio_access(
             insn_len = 2
         else:
             insn_len = 4
-        what = f"insn=0x{insn:x}"
 
     found: MmioAccess | None = None
     if insn & INSN_16BIT_MASK == INSN_16BIT_MASK:
@@ -437,6 +434,9 @@ def mmio_access(
             found = MmioAccess(write, length, reg, bool(shift), insn_len, shift, mnemonic)
 
     if found is None or (is_write is not None and found.is_write != is_write):
+        # what the kernel decoded (the messages only: not built on the way to an exit)
+        what = f"htinst=0x{htinst:x}" if htinst & 1 else f"insn=0x{insn:x}"
+        func = _mmio_direction(is_write)
         raise MmioEmulationError(
             errno.EOPNOTSUPP,
             f"{what}: not an MMIO {'store' if is_write else 'load' if is_write is not None else 'load or store'} "
@@ -446,7 +446,7 @@ def mmio_access(
         raise MmioEmulationError(
             errno.EIO,
             f"fault_addr=0x{fault_addr:x}: not aligned to the {found.len}-byte {found.mnemonic}; "
-            f"{func} returns -EIO",
+            f"{_mmio_direction(is_write)} returns -EIO",
         )
     return found
 

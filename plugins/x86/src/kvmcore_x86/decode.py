@@ -162,7 +162,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
     exit_ = _EXITS.get(key) if key is not None else None
     if exit_ is None:
         return _decode_fault(vm, raw, key)
-    return _fault(vm, raw, check_gpa(raw["gpa"]), *exit_)
+    return _fault(vm, raw, check_gpa(raw["gpa"]), *exit_, plain=True)
 
 
 def traced_registers(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,6 +193,8 @@ def traced_registers(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> dic
 #: ``_decode_fault()`` accepted; emptied when it reaches ``_EXITS_MAX`` entries.
 _EXITS: dict[tuple[Any, ...], tuple[str | None, int | None, int | None, int]] = {}
 _EXITS_MAX = 4096
+#: Set in an int that is negative or 2**64 or more.
+_NOT_U64 = ~U64_MAX
 
 
 def _exit_key(vm: kvmcore.VM, raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -208,7 +210,7 @@ def _exit_key(vm: kvmcore.VM, raw: Mapping[str, Any]) -> tuple[Any, ...] | None:
     if not raw.keys() <= RAW_KEYS or settings["vm_type"] == "tdx":
         return None
     for name, value in raw.items():
-        if value.__class__ is not int or not 0 <= value <= U64_MAX:
+        if value.__class__ is not int or value & _NOT_U64:
             if name != "vendor" or value.__class__ is not str:
                 return None
     kernel = vm.kernel  # by its numbers: a KernelVersion hashes in Python
@@ -259,25 +261,28 @@ def _fault(
     eq: int | None,
     npf: int | None,
     error_code: int,
+    plain: bool = False,
 ) -> X86Fault:
     """The rest of :func:`decode_fault` once the exit registers are decoded: the GLA,
-    ``kvm_mmu_page_fault()``'s error-code adjustment, the MMIO inputs, and the fault."""
+    ``kvm_mmu_page_fault()``'s error-code adjustment, the MMIO inputs, and the fault.
+    ``plain``: :func:`_exit_key` found every value a 64-bit int, so ``gla``, ``len`` and
+    ``data`` are not checked again."""
     settings = vm.settings
     vm_type = settings["vm_type"]
     gla = None
     if eq is not None and eq & EPT_VIOLATION_GVA_IS_VALID and "gla" in raw:
-        gla = reg(raw, "gla", required=False)
+        gla = raw["gla"] if plain else reg(raw, "gla", required=False)
     # kvm_mmu_page_fault(): a SW-protected VM's memory attributes are the source of truth.
     if vm_type == "sw_protected" and not error_code & PFERR_RSVD_MASK and vm.mem_is_private(gpa >> vm.page_shift):
         error_code |= PFERR_PRIVATE_ACCESS
     # reg() only for a register that is given (it passes an absent optional one as None)
     mmio_len = raw.get("len")
-    if mmio_len is not None:
+    if mmio_len is not None and not plain:
         mmio_len = reg(raw, "len", required=False)
     if mmio_len is not None and mmio_len not in MMIO_LENGTHS:
         raise DecodeError(f"len={mmio_len}: an MMIO access is 1, 2, 4 or 8 bytes")
     data = raw.get("data")
-    if data is not None:
+    if data is not None and not plain:
         data = reg(raw, "data", required=False)
     # kvm_mmu_do_page_fault(): the fault's fields from the PFERR word. Positional, in field
     # order (keyword arguments cost more), the defaults from the dataclass.

@@ -1,8 +1,9 @@
 """The arm64 arch plugin's hook implementations (entry point ``arm64`` in ``kvmcore.arch``).
 
-Thin: each hook calls the module that does the work. ``fault`` (Arm64Fault, decode; imported
-by the first decode, with ``syndrome``: listing plugins needs only ``fault_type``), ``abort`` (``kvm_handle_guest_abort()`` and what it calls; imported by the first fault),
-``syndrome`` (memory-fault syndrome words, ``describe_syndrome``), ``convert``
+Thin: each hook calls the module that does the work. ``fault`` (decode; imported by the first
+decode: listing plugins needs only ``fault_type``, Arm64Fault), ``abort``
+(``kvm_handle_guest_abort()`` and what it calls; imported by the first fault), ``syndrome``
+(memory-fault syndrome words, ``describe_syndrome``; imported on first use), ``convert``
 (``encode_fault``, trace events; imported on first use: listing plugins and decoding registers
 do not need the trace parsers).
 """

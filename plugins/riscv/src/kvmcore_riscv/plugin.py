@@ -9,15 +9,12 @@ See ``docs/arch/riscv.md``.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kvmcore
 from kvmcore import abi, hookimpl
 
 from .fault_type import MODEL_KEYS, REGISTERS, RiscvFault
-
-if TYPE_CHECKING:
-    from types import ModuleType
 
 #: ``ArchInfo.causes``: RISC-V's scause says which access faulted (fetch/load/store), never why.
 #: A missing G-stage PTE, a missing R/W/X/U bit and a clear A/D bit (Svade) all report the
@@ -63,7 +60,7 @@ def arch_info() -> kvmcore.ArchInfo:
 def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
     """Mirrors the trap reading of ``gstage_page_fault()``. The raw key ``private`` needs the
     proposal "riscv-private" (upstream RISC-V has no private memory)."""
-    fault = (_fault or _load_fault()).decode_riscv_fault(raw)
+    fault = (_decode_riscv_fault or _load_fault())(raw)
     if fault.is_private and "riscv-private" not in vcpu.vm.proposals:
         raise kvmcore.DecodeError(
             "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
@@ -72,17 +69,17 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
     return fault
 
 
-#: :mod:`kvmcore_riscv.fault` (and the trap and htinst decoders it imports), bound by the first
-#: decode: listing plugins does not import the decoders.
-_fault: ModuleType | None = None
+#: :func:`kvmcore_riscv.fault.decode_riscv_fault`, bound by the first decode: listing plugins
+#: does not import :mod:`kvmcore_riscv.fault` and the trap and htinst decoders it imports.
+_decode_riscv_fault: Any = None
 
 
-def _load_fault() -> ModuleType:
-    global _fault
-    from . import fault
+def _load_fault() -> Any:
+    global _decode_riscv_fault
+    from .fault import decode_riscv_fault
 
-    _fault = fault
-    return fault
+    _decode_riscv_fault = decode_riscv_fault
+    return decode_riscv_fault
 
 
 @hookimpl
@@ -167,7 +164,9 @@ def encode_fault(access: kvmcore.Access) -> dict[str, int]:
 @hookimpl
 def describe_syndrome(raw: Mapping[str, Any]) -> kvmcore.Syndrome:
     """Every field of a trap (``kvmcore decode riscv``)."""
-    return (_fault or _load_fault()).describe(raw)
+    from .fault import describe  # with the decoders, on first use
+
+    return describe(raw)
 
 
 @hookimpl

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from kvmcore import abi, hookspecs
+from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
 from kvmcore._types import (
     ACCESS_KINDS,
     KVM_PFN_ERR_FAULT,
@@ -202,6 +203,9 @@ __all__ = [
     "decode_by_syndrome",
     "disable_hook_tracing",
     "enable_hook_tracing",
+    "fields_eq",
+    "fields_hash",
+    "fields_repr",
     "hookimpl",
     "hookspecs",
     "installed_arches",

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
+
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore._dataclass_methods
 class Syndrome:
     """A person-readable decode of raw registers (the ``describe_syndrome`` hook's result).
 
@@ -41,19 +43,6 @@ class Syndrome:
         object.__setattr__(self, "guest_fault", guest_fault)
         object.__setattr__(self, "error", error)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(arch={self.arch!r}, fields={self.fields!r}, meanings={self.meanings!r}, guest_fault={self.guest_fault!r}, error={self.error!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.arch, self.fields, self.meanings, self.guest_fault, self.error) == (
-                other.arch,
-                other.fields,
-                other.meanings,
-                other.guest_fault,
-                other.error,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.arch, self.fields, self.meanings, self.guest_fault, self.error))
+    __repr__ = fields_repr
+    __eq__ = fields_eq
+    __hash__ = fields_hash

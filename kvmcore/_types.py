@@ -4,12 +4,14 @@ hooks use, are in :mod:`kvmcore._access` and :mod:`kvmcore._syndrome`.
 
 They are dataclasses (not dicts) so that pluggy's hook tracing prints each on one line.
 
-Their ``__init__``, ``__repr__`` and ``__eq__`` (and a frozen one's ``__hash__``) are written
-out: exactly the methods ``@dataclass`` generates, which CPython 3.11 compiles from source text
-at every import (about 2 M instructions a class, 0.5% of ``kvmcore decode``'s start-up).
-``tests/test_types.py`` holds each to what ``dataclasses.make_dataclass`` generates for the same
-fields; ``fields()``, ``replace()`` and ``asdict()`` work as before. The same goes for
-``Syndrome``, ``Proposal``, ``KernelVersion``, ``Stage2Entry``, ``Vma`` and ``PluginStatus``.
+Their ``__init__`` is written out and their ``__repr__`` and ``__eq__`` (and a frozen one's
+``__hash__``) are the shared ones of :mod:`kvmcore._dataclass_methods`: ``@dataclass`` would
+generate them, and CPython 3.11 compiles what it generates from source text at every import
+(about 2 M instructions a class, 0.5% of ``kvmcore decode``'s start-up). ``tests/test_types.py``
+holds each to what ``dataclasses.make_dataclass`` generates for the same fields; ``fields()``,
+``replace()`` and ``asdict()`` work as before. The same goes for ``Syndrome``, ``Proposal``,
+``Stage2Entry``, ``Vma`` and ``PluginStatus`` (``Memslot`` and ``KernelVersion``: ``__init__``
+only, their other methods are their own).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
+from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
 
 if TYPE_CHECKING:
     from kvmcore.kvm.guest_memfd import GuestMemfd
@@ -104,54 +107,9 @@ class ArchInfo:
             self, "trace_patterns", {} if trace_patterns is _FACTORY else trace_patterns
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(name={self.name!r}, fault_type={self.fault_type!r}, page_shift={self.page_shift!r}, phys_bits={self.phys_bits!r}, registers={self.registers!r}, description={self.description!r}, settings={self.settings!r}, extra_keys={self.extra_keys!r}, causes={self.causes!r}, designs={self.designs!r}, trace_patterns={self.trace_patterns!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.name,
-                self.fault_type,
-                self.page_shift,
-                self.phys_bits,
-                self.registers,
-                self.description,
-                self.settings,
-                self.extra_keys,
-                self.causes,
-                self.designs,
-                self.trace_patterns,
-            ) == (
-                other.name,
-                other.fault_type,
-                other.page_shift,
-                other.phys_bits,
-                other.registers,
-                other.description,
-                other.settings,
-                other.extra_keys,
-                other.causes,
-                other.designs,
-                other.trace_patterns,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(
-            (
-                self.name,
-                self.fault_type,
-                self.page_shift,
-                self.phys_bits,
-                self.registers,
-                self.description,
-                self.settings,
-                self.extra_keys,
-                self.causes,
-                self.designs,
-                self.trace_patterns,
-            )
-        )
+    __repr__ = fields_repr
+    __eq__ = fields_eq
+    __hash__ = fields_hash
 
 
 # --- faultin_pfn results ---------------------------------------------------------------------
@@ -182,22 +140,8 @@ class Mapped:
         self.exec = exec
         self.outcome = outcome
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__qualname__}(pfn={self.pfn!r}, writable={self.writable!r}, size={self.size!r}, "
-            f"exec={self.exec!r}, outcome={self.outcome!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.pfn, self.writable, self.size, self.exec, self.outcome) == (
-                other.pfn,
-                other.writable,
-                other.size,
-                other.exec,
-                other.outcome,
-            )
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
@@ -215,13 +159,8 @@ class Retry:
         self.outcome = outcome
         self.detail = detail
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(outcome={self.outcome!r}, detail={self.detail!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.outcome, self.detail) == (other.outcome, other.detail)
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
@@ -241,13 +180,8 @@ class Exit:
         self.outcome = outcome
         self.detail = detail
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(ret={self.ret!r}, outcome={self.outcome!r}, detail={self.detail!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.ret, self.outcome, self.detail) == (other.ret, other.outcome, other.detail)
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 FaultinResult = Mapped | Retry | Exit
@@ -266,15 +200,8 @@ class MemoryFault:
         self.gpa = gpa
         self.size = size
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__qualname__}(flags={self.flags!r}, gpa={self.gpa!r}, size={self.size!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.flags, self.gpa, self.size) == (other.flags, other.gpa, other.size)
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
@@ -292,18 +219,8 @@ class Signal:
         self.addr = addr
         self.lsb = lsb
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(signo={self.signo!r}, code={self.code!r}, addr={self.addr!r}, lsb={self.lsb!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.signo, self.code, self.addr, self.lsb) == (
-                other.signo,
-                other.code,
-                other.addr,
-                other.lsb,
-            )
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)
@@ -341,32 +258,8 @@ class FaultResult:
         self.signal = signal
         self.detail = detail
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__qualname__}(fault={self.fault!r}, ret={self.ret!r}, exit_reason={self.exit_reason!r}, "
-            f"outcome={self.outcome!r}, mapped={self.mapped!r}, signal={self.signal!r}, detail={self.detail!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.fault,
-                self.ret,
-                self.exit_reason,
-                self.outcome,
-                self.mapped,
-                self.signal,
-                self.detail,
-            ) == (
-                other.fault,
-                other.ret,
-                other.exit_reason,
-                other.outcome,
-                other.mapped,
-                other.signal,
-                other.detail,
-            )
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
     @property
     def resumed(self) -> bool:
@@ -421,13 +314,8 @@ class TraceEvent:
         self.fields = fields
         self.raw = raw
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(kind={self.kind!r}, fields={self.fields!r}, raw={self.raw!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.kind, self.fields, self.raw) == (other.kind, other.fields, other.raw)
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
 
 @dataclass(slots=True, init=False, repr=False, eq=False)  # compared by identity; __repr__ below

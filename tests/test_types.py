@@ -1,6 +1,6 @@
-"""The dataclasses whose generated methods are written out (see kvmcore/_types.py): each must
-behave exactly as the ``__init__``, ``__repr__``, ``__eq__`` and ``__hash__`` that ``@dataclass``
-generates for the same fields. The oracle is the standard library: ``dataclasses.make_dataclass``
+"""The dataclasses whose ``__init__`` is written out and whose ``__repr__``, ``__eq__`` and
+``__hash__`` are kvmcore's shared ones (kvmcore/_dataclass_methods.py): each must behave exactly
+as the methods ``@dataclass`` generates for the same fields. The oracle is the standard library: ``dataclasses.make_dataclass``
 builds, from each class's own field list and parameters, the class ``@dataclass`` would have made.
 """
 
@@ -245,3 +245,71 @@ def test_public_names_are_these_classes() -> None:
     for cls in (*WRITTEN_OUT, *INIT_ONLY):
         if cls.__module__.startswith("kvmcore."):
             assert getattr(kvmcore, cls.__name__) is cls
+
+
+# --- the shared methods themselves, on fields with every option ------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)
+class _Options:
+    a: int
+    hidden: int = dataclasses.field(default=0, repr=False)
+    loose: int = dataclasses.field(default=0, compare=False)
+    unhashed: int = dataclasses.field(default=0, hash=False)
+    hashed_only: int = dataclasses.field(default=0, compare=False, hash=True)
+
+    def __init__(self, a: int, hidden: int = 0, loose: int = 0, unhashed: int = 0, hashed_only: int = 0) -> None:
+        for name, value in (("a", a), ("hidden", hidden), ("loose", loose), ("unhashed", unhashed), ("hashed_only", hashed_only)):
+            object.__setattr__(self, name, value)
+
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
+    __hash__ = kvmcore.fields_hash
+
+
+@dataclasses.dataclass(slots=True, init=False, repr=False, eq=False)
+class _One:
+    x: float
+
+    def __init__(self, x: float) -> None:
+        self.x = x
+
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
+
+
+@dataclasses.dataclass(slots=True, init=False, repr=False, eq=False)
+class _Empty:
+    def __init__(self) -> None:
+        pass
+
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
+
+
+def test_shared_methods_follow_each_field_option() -> None:
+    """repr=False hides a field, compare=False leaves it out of ==, hash=False/True takes it out
+    of or into the hash: what @dataclass generates for the same fields (make_dataclass)."""
+    twin = dataclasses.make_dataclass(
+        "_Options",
+        [("a", int), ("hidden", int, dataclasses.field(default=0, repr=False)),
+         ("loose", int, dataclasses.field(default=0, compare=False)),
+         ("unhashed", int, dataclasses.field(default=0, hash=False)),
+         ("hashed_only", int, dataclasses.field(default=0, compare=False, hash=True))],
+        frozen=True,
+    )
+    values = (1, 2, 3, 4, 5)
+    assert repr(_Options(*values)) == repr(twin(*values)).replace(twin.__qualname__, "_Options") == "_Options(a=1, loose=3, unhashed=4, hashed_only=5)"
+    for i in range(len(values)):
+        changed = tuple(v + 10 if k == i else v for k, v in enumerate(values))
+        assert (_Options(*values) == _Options(*changed)) == (twin(*values) == twin(*changed)), i
+        assert (hash(_Options(*values)) == hash(_Options(*changed))) == (hash(twin(*values)) == hash(twin(*changed))), i
+    assert hash(_Options(*values)) == hash(twin(*values))  # both hash the tuple (a, hidden, hashed_only)
+
+
+def test_shared_methods_with_one_field_and_none() -> None:
+    """One field compares as a 1-tuple (the same NaN object is equal to itself, as @dataclass's
+    ``(self.x,) == (other.x,)``); no fields: every two are equal; another class: NotImplemented."""
+    nan = float("nan")
+    assert _One(nan) == _One(nan) and _One(1.0) != _One(2.0)
+    assert repr(_One(1.5)) == "_One(x=1.5)" and repr(_Empty()) == "_Empty()"
+    assert _Empty() == _Empty() and _One.__hash__ is None
+    assert kvmcore.fields_eq(_One(1.0), _Empty()) is NotImplemented

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvmcore import _args, abi
+from kvmcore._dataclass_methods import fields_eq, fields_repr
 from kvmcore._types import KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON
 from kvmcore.errors import KvmError
 
@@ -36,7 +37,7 @@ MMAP_BASE = 0x1000_0000_0000
 TASK_SIZE = 1 << 47
 
 
-@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
+@dataclass(slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore._dataclass_methods
 class Vma:
     """One mapping: ``[start, end)`` with ``prot``, backed by pfns from ``pfn_base``."""
 
@@ -59,20 +60,8 @@ class Vma:
         self.pfn_base = pfn_base
         self.thp = thp
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(start={self.start!r}, end={self.end!r}, prot={self.prot!r}, page_size={self.page_size!r}, pfn_base={self.pfn_base!r}, thp={self.thp!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.start, self.end, self.prot, self.page_size, self.pfn_base, self.thp) == (
-                other.start,
-                other.end,
-                other.prot,
-                other.page_size,
-                other.pfn_base,
-                other.thp,
-            )
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
     def pfn(self, hva: int, page_shift: int) -> int:
         return self.pfn_base + ((hva - self.start) >> page_shift)

@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
+
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore._dataclass_methods
 class Proposal:
     """One design beyond upstream that the model can turn on or off."""
 
@@ -56,48 +58,9 @@ class Proposal:
         object.__setattr__(self, "requires", requires)
         object.__setattr__(self, "arch_reason", arch_reason)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(name={self.name!r}, title={self.title!r}, source={self.source!r}, summary={self.summary!r}, arches={self.arches!r}, default={self.default!r}, conflicts={self.conflicts!r}, requires={self.requires!r}, arch_reason={self.arch_reason!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.name,
-                self.title,
-                self.source,
-                self.summary,
-                self.arches,
-                self.default,
-                self.conflicts,
-                self.requires,
-                self.arch_reason,
-            ) == (
-                other.name,
-                other.title,
-                other.source,
-                other.summary,
-                other.arches,
-                other.default,
-                other.conflicts,
-                other.requires,
-                other.arch_reason,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(
-            (
-                self.name,
-                self.title,
-                self.source,
-                self.summary,
-                self.arches,
-                self.default,
-                self.conflicts,
-                self.requires,
-                self.arch_reason,
-            )
-        )
+    __repr__ = fields_repr
+    __eq__ = fields_eq
+    __hash__ = fields_hash
 
     def applies_to(self, arch: str) -> bool:
         return self.arches is None or arch in self.arches

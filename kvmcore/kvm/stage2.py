@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
+
 S2_WRITABLE = 1 << 0
 S2_EXEC = 1 << 1
 S2_YOUNG = 1 << 2  # the access flag (arm64 AF); cleared by encode_fault's "access_flag" cause
@@ -20,7 +22,7 @@ _FLAG_BITS = 4
 _INTERN_MAX = 4096
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore._dataclass_methods
 class Stage2Entry:
     """One leaf mapping as :meth:`Stage2.lookup` reports it."""
 
@@ -41,23 +43,9 @@ class Stage2Entry:
         object.__setattr__(self, "exec", exec)
         object.__setattr__(self, "young", young)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(gfn={self.gfn!r}, pfn={self.pfn!r}, size={self.size!r}, writable={self.writable!r}, exec={self.exec!r}, young={self.young!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.gfn, self.pfn, self.size, self.writable, self.exec, self.young) == (
-                other.gfn,
-                other.pfn,
-                other.size,
-                other.writable,
-                other.exec,
-                other.young,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.gfn, self.pfn, self.size, self.writable, self.exec, self.young))
+    __repr__ = fields_repr
+    __eq__ = fields_eq
+    __hash__ = fields_hash
 
     def pfn_of(self, gfn: int) -> int:
         """The pfn backing ``gfn`` inside this mapping."""

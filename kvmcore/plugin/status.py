@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmcore._dataclass_methods import fields_eq, fields_repr
 from kvmcore._types import _FACTORY
 
 
-@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see kvmcore._types
+@dataclass(slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore._dataclass_methods
 class PluginStatus:
     """A row of ``kvmcore plugins``: an installed plugin and whether it loaded."""
 
@@ -43,31 +44,8 @@ class PluginStatus:
         self.wrappers = [] if wrappers is _FACTORY else wrappers
         self.error = error
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(name={self.name!r}, kind={self.kind!r}, dist={self.dist!r}, version={self.version!r}, module={self.module!r}, hooks={self.hooks!r}, wrappers={self.wrappers!r}, error={self.error!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.name,
-                self.kind,
-                self.dist,
-                self.version,
-                self.module,
-                self.hooks,
-                self.wrappers,
-                self.error,
-            ) == (
-                other.name,
-                other.kind,
-                other.dist,
-                other.version,
-                other.module,
-                other.hooks,
-                other.wrappers,
-                other.error,
-            )
-        return NotImplemented
+    __repr__ = fields_repr
+    __eq__ = fields_eq
 
     def as_dict(self) -> dict[str, Any]:
         return {

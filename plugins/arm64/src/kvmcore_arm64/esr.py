@@ -12,10 +12,11 @@ ESR_ELx layout (the same for ESR_EL1 and ESR_EL2, so a value pasted from a host 
 Hot path: :func:`decode_esr` is cached (``functools.lru_cache``, keyed on the exact int), and the
 miss path only indexes precomputed tuples; nothing builds a dict per call.
 
-:class:`FscInfo` and :class:`EsrInfo` are frozen dataclasses whose ``__init__``, ``__repr__``,
-``__eq__`` and ``__hash__`` are written out, exactly as ``@dataclass`` generates them (CPython
-3.11 compiles generated methods from source at every import: EsrInfo's alone were about 2% of
-``kvmcore decode``'s start-up). ``tests/test_types.py`` holds them to ``make_dataclass``'s.
+:class:`FscInfo` and :class:`EsrInfo` are frozen dataclasses whose ``__init__`` is written out and
+whose ``__repr__``, ``__eq__`` and ``__hash__`` are the core's shared ``kvmcore.fields_repr``,
+``fields_eq`` and ``fields_hash`` (CPython 3.11 compiles the methods ``@dataclass`` generates
+from source at every import: EsrInfo's alone were about 2% of ``kvmcore decode``'s start-up).
+``tests/test_types.py`` holds them to what ``make_dataclass`` generates.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
+import kvmcore
 from kvmcore import DecodeError
 
 # --------------------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ FAULT_KINDS = (
 )
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore.fields_repr
 class FscInfo:
     """One fault status code: its name, ``fault_kind`` and lookup level (None if levelless)."""
 
@@ -214,21 +216,9 @@ class FscInfo:
         object.__setattr__(self, "fault_kind", fault_kind)
         object.__setattr__(self, "level", level)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(code={self.code!r}, name={self.name!r}, fault_kind={self.fault_kind!r}, level={self.level!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (self.code, self.name, self.fault_kind, self.level) == (
-                other.code,
-                other.name,
-                other.fault_kind,
-                other.level,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.code, self.name, self.fault_kind, self.level))
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
+    __hash__ = kvmcore.fields_hash
 
 
 def _fsc_defs() -> dict[int, tuple[str, str, int | None]]:
@@ -303,7 +293,7 @@ def fsc_info(fsc: int) -> FscInfo:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore.fields_repr
 class EsrInfo:
     """A decoded ESR_ELx value.
 
@@ -421,123 +411,9 @@ class EsrInfo:
         object.__setattr__(self, "xs", xs)
         object.__setattr__(self, "hdbssf", hdbssf)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(esr={self.esr!r}, ec={self.ec!r}, ec_name={self.ec_name!r}, il={self.il!r}, iss={self.iss!r}, iss2={self.iss2!r}, is_abort={self.is_abort!r}, guest_fault={self.guest_fault!r}, is_data_abort={self.is_data_abort!r}, isv={self.isv!r}, sas={self.sas!r}, sse={self.sse!r}, srt={self.srt!r}, sf={self.sf!r}, ar={self.ar!r}, vncr={self.vncr!r}, set={self.set!r}, fnv={self.fnv!r}, ea={self.ea!r}, cm={self.cm!r}, s1ptw={self.s1ptw!r}, wnr={self.wnr!r}, fsc={self.fsc!r}, fsc_name={self.fsc_name!r}, fault_kind={self.fault_kind!r}, fault_level={self.fault_level!r}, tnd={self.tnd!r}, tag_access={self.tag_access!r}, gcs={self.gcs!r}, assured_only={self.assured_only!r}, overlay={self.overlay!r}, dirty_bit={self.dirty_bit!r}, xs={self.xs!r}, hdbssf={self.hdbssf!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.esr,
-                self.ec,
-                self.ec_name,
-                self.il,
-                self.iss,
-                self.iss2,
-                self.is_abort,
-                self.guest_fault,
-                self.is_data_abort,
-                self.isv,
-                self.sas,
-                self.sse,
-                self.srt,
-                self.sf,
-                self.ar,
-                self.vncr,
-                self.set,
-                self.fnv,
-                self.ea,
-                self.cm,
-                self.s1ptw,
-                self.wnr,
-                self.fsc,
-                self.fsc_name,
-                self.fault_kind,
-                self.fault_level,
-                self.tnd,
-                self.tag_access,
-                self.gcs,
-                self.assured_only,
-                self.overlay,
-                self.dirty_bit,
-                self.xs,
-                self.hdbssf,
-            ) == (
-                other.esr,
-                other.ec,
-                other.ec_name,
-                other.il,
-                other.iss,
-                other.iss2,
-                other.is_abort,
-                other.guest_fault,
-                other.is_data_abort,
-                other.isv,
-                other.sas,
-                other.sse,
-                other.srt,
-                other.sf,
-                other.ar,
-                other.vncr,
-                other.set,
-                other.fnv,
-                other.ea,
-                other.cm,
-                other.s1ptw,
-                other.wnr,
-                other.fsc,
-                other.fsc_name,
-                other.fault_kind,
-                other.fault_level,
-                other.tnd,
-                other.tag_access,
-                other.gcs,
-                other.assured_only,
-                other.overlay,
-                other.dirty_bit,
-                other.xs,
-                other.hdbssf,
-            )
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(
-            (
-                self.esr,
-                self.ec,
-                self.ec_name,
-                self.il,
-                self.iss,
-                self.iss2,
-                self.is_abort,
-                self.guest_fault,
-                self.is_data_abort,
-                self.isv,
-                self.sas,
-                self.sse,
-                self.srt,
-                self.sf,
-                self.ar,
-                self.vncr,
-                self.set,
-                self.fnv,
-                self.ea,
-                self.cm,
-                self.s1ptw,
-                self.wnr,
-                self.fsc,
-                self.fsc_name,
-                self.fault_kind,
-                self.fault_level,
-                self.tnd,
-                self.tag_access,
-                self.gcs,
-                self.assured_only,
-                self.overlay,
-                self.dirty_bit,
-                self.xs,
-                self.hdbssf,
-            )
-        )
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
+    __hash__ = kvmcore.fields_hash
 
     @property
     def ec_meaning(self) -> str:

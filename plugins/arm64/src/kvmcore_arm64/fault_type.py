@@ -3,9 +3,10 @@ declares: what loading the plugin needs (its ``ArchInfo``). Decoding is
 :mod:`kvmcore_arm64.fault`, which re-exports these names; this module imports no decoder, so
 that ``kvmcore plugins`` does not load :mod:`kvmcore_arm64.esr`.
 
-:class:`Arm64Fault` is a dataclass whose ``__init__``, ``__repr__`` and ``__eq__`` are written out,
-exactly as ``@dataclass`` generates them (CPython 3.11 compiles generated methods from source at
-every import); ``tests/test_types.py`` holds them to ``make_dataclass``'s.
+:class:`Arm64Fault` is a dataclass whose ``__init__`` is written out and whose ``__repr__`` and
+``__eq__`` are the core's shared ``kvmcore.fields_repr``/``fields_eq`` (CPython 3.11 compiles the
+methods ``@dataclass`` generates from source at every import); ``tests/test_types.py`` holds
+them to what ``make_dataclass`` generates.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ MODEL_KEYS = ("private", "data")
 GRANULE_SHIFTS = {"4K": 12, "16K": 14, "64K": 16}
 
 
-@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
+@dataclass(slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore.fields_repr
 class Arm64Fault:
     """One arm64 stage-2 abort (EC IABT_LOW or DABT_LOW) as kvmcore handles it.
 
@@ -124,63 +125,8 @@ class Arm64Fault:
         self.info = info
         self.slot = slot
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(gfn={self.gfn!r}, exec={self.exec!r}, write={self.write!r}, is_private={self.is_private!r}, esr={self.esr!r}, ec={self.ec!r}, fsc={self.fsc!r}, fault_kind={self.fault_kind!r}, fault_level={self.fault_level!r}, s1ptw={self.s1ptw!r}, is_iabt={self.is_iabt!r}, isv={self.isv!r}, wnr={self.wnr!r}, cm={self.cm!r}, access_size={self.access_size!r}, srt={self.srt!r}, ipa={self.ipa!r}, gpa={self.gpa!r}, far={self.far!r}, hpfar={self.hpfar!r}, hpfar_trusted={self.hpfar_trusted!r}, data={self.data!r}, info={self.info!r}, slot={self.slot!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.gfn,
-                self.exec,
-                self.write,
-                self.is_private,
-                self.esr,
-                self.ec,
-                self.fsc,
-                self.fault_kind,
-                self.fault_level,
-                self.s1ptw,
-                self.is_iabt,
-                self.isv,
-                self.wnr,
-                self.cm,
-                self.access_size,
-                self.srt,
-                self.ipa,
-                self.gpa,
-                self.far,
-                self.hpfar,
-                self.hpfar_trusted,
-                self.data,
-                self.info,
-                self.slot,
-            ) == (
-                other.gfn,
-                other.exec,
-                other.write,
-                other.is_private,
-                other.esr,
-                other.ec,
-                other.fsc,
-                other.fault_kind,
-                other.fault_level,
-                other.s1ptw,
-                other.is_iabt,
-                other.isv,
-                other.wnr,
-                other.cm,
-                other.access_size,
-                other.srt,
-                other.ipa,
-                other.gpa,
-                other.far,
-                other.hpfar,
-                other.hpfar_trusted,
-                other.data,
-                other.info,
-                other.slot,
-            )
-        return NotImplemented
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
 
     @property
     def page_walk(self) -> bool:

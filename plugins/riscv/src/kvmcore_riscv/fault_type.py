@@ -3,10 +3,10 @@ what loading the plugin needs (its ``ArchInfo``). Decoding is :mod:`kvmcore_risc
 which re-exports these names; this module imports no decoder, so that ``kvmcore plugins``
 does not load the trap and htinst decoders.
 
-:class:`RiscvFault` is a dataclass whose ``__init__``, ``__repr__`` and ``__eq__`` are written out, exactly as
-``@dataclass`` generates them (CPython 3.11 compiles generated methods from source at every
-import, and ``kvmcore plugins`` loads every arch); ``tests/test_types.py`` holds them to
-``make_dataclass``'s.
+:class:`RiscvFault` is a dataclass whose ``__init__`` is written out and whose ``__repr__``
+and ``__eq__`` are the core's shared ``kvmcore.fields_repr``/``fields_eq`` (CPython 3.11 compiles
+the methods ``@dataclass`` generates from source at every import, and ``kvmcore plugins`` loads
+every arch); ``tests/test_types.py`` holds them to what ``make_dataclass`` generates.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ REQUIRED = ("scause", "htval", "stval")
 MODEL_KEYS = ("private", "data", "insn")
 
 
-@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
+@dataclass(slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore.fields_repr
 class RiscvFault:
     """One RISC-V guest-page fault as kvmcore handles it.
 
@@ -113,65 +113,8 @@ class RiscvFault:
         self.data = data
         self.slot = slot
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(gfn={self.gfn!r}, exec={self.exec!r}, write={self.write!r}, is_private={self.is_private!r}, scause={self.scause!r}, scause_name={self.scause_name!r}, access={self.access!r}, fault_kind={self.fault_kind!r}, gpa={self.gpa!r}, kernel_gpa={self.kernel_gpa!r}, gva={self.gva!r}, htval={self.htval!r}, stval={self.stval!r}, htinst={self.htinst!r}, htinst_kind={self.htinst_kind!r}, insn_length={self.insn_length!r}, access_size={self.access_size!r}, rd={self.rd!r}, rs2={self.rs2!r}, sign_extend={self.sign_extend!r}, addr_offset={self.addr_offset!r}, sepc={self.sepc!r}, insn={self.insn!r}, data={self.data!r}, slot={self.slot!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.gfn,
-                self.exec,
-                self.write,
-                self.is_private,
-                self.scause,
-                self.scause_name,
-                self.access,
-                self.fault_kind,
-                self.gpa,
-                self.kernel_gpa,
-                self.gva,
-                self.htval,
-                self.stval,
-                self.htinst,
-                self.htinst_kind,
-                self.insn_length,
-                self.access_size,
-                self.rd,
-                self.rs2,
-                self.sign_extend,
-                self.addr_offset,
-                self.sepc,
-                self.insn,
-                self.data,
-                self.slot,
-            ) == (
-                other.gfn,
-                other.exec,
-                other.write,
-                other.is_private,
-                other.scause,
-                other.scause_name,
-                other.access,
-                other.fault_kind,
-                other.gpa,
-                other.kernel_gpa,
-                other.gva,
-                other.htval,
-                other.stval,
-                other.htinst,
-                other.htinst_kind,
-                other.insn_length,
-                other.access_size,
-                other.rd,
-                other.rs2,
-                other.sign_extend,
-                other.addr_offset,
-                other.sepc,
-                other.insn,
-                other.data,
-                other.slot,
-            )
-        return NotImplemented
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
 
     @property
     def page_walk(self) -> bool | None:

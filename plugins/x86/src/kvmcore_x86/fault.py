@@ -5,10 +5,10 @@ then the x86 fields with the kernel's names; then the raw syndrome KVM built the
 (``vendor``, ``exit_qualification``/``npf_error_code``, ``gpa``, ``gla``) and kvmcore's
 modelling inputs for the instruction emulator (``mmio_len``, ``mmio_data``).
 
-:class:`X86Fault` is a dataclass whose ``__init__``, ``__repr__`` and ``__eq__`` are written out, exactly as
-``@dataclass`` generates them (CPython 3.11 compiles generated methods from source at every
-import, and ``kvmcore plugins`` loads every arch); ``tests/test_types.py`` holds them to
-``make_dataclass``'s.
+:class:`X86Fault` is a dataclass whose ``__init__`` is written out and whose ``__repr__`` and
+``__eq__`` are the core's shared ``kvmcore.fields_repr``/``fields_eq`` (CPython 3.11 compiles the
+methods ``@dataclass`` generates from source at every import, and ``kvmcore plugins`` loads every
+arch); ``tests/test_types.py`` holds them to what ``make_dataclass`` generates.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ MODEL_KEYS = ("exit_reason", "private", "len", "data", "traced")
 FAULT_KINDS = ("rsvd", "rmp", "not_present", "write_protect", "exec_protect", "read_protect")
 
 
-@dataclass(slots=True, init=False, repr=False, eq=False)  # methods written out: see the module docstring
+@dataclass(slots=True, init=False, repr=False, eq=False)  # __init__ written out, the rest shared: see kvmcore.fields_repr
 class X86Fault:
     """One x86 TDP guest fault, as ``kvm_mmu_do_page_fault()`` builds ``struct kvm_page_fault``.
 
@@ -154,69 +154,8 @@ class X86Fault:
         self.mmio_len = mmio_len
         self.mmio_data = mmio_data
 
-    def __repr__(self) -> str:
-        return f"{type(self).__qualname__}(gfn={self.gfn!r}, exec={self.exec!r}, write={self.write!r}, is_private={self.is_private!r}, slot={self.slot!r}, addr={self.addr!r}, error_code={self.error_code!r}, present={self.present!r}, rsvd={self.rsvd!r}, user={self.user!r}, vendor={self.vendor!r}, gpa={self.gpa!r}, fault_kind={self.fault_kind!r}, exit_qualification={self.exit_qualification!r}, npf_error_code={self.npf_error_code!r}, gla={self.gla!r}, prefetch={self.prefetch!r}, is_tdp={self.is_tdp!r}, nx_huge_page_workaround_enabled={self.nx_huge_page_workaround_enabled!r}, huge_page_disallowed={self.huge_page_disallowed!r}, max_level={self.max_level!r}, req_level={self.req_level!r}, goal_level={self.goal_level!r}, pfn={self.pfn!r}, map_writable={self.map_writable!r}, mmio_len={self.mmio_len!r}, mmio_data={self.mmio_data!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return (
-                self.gfn,
-                self.exec,
-                self.write,
-                self.is_private,
-                self.slot,
-                self.addr,
-                self.error_code,
-                self.present,
-                self.rsvd,
-                self.user,
-                self.vendor,
-                self.gpa,
-                self.fault_kind,
-                self.exit_qualification,
-                self.npf_error_code,
-                self.gla,
-                self.prefetch,
-                self.is_tdp,
-                self.nx_huge_page_workaround_enabled,
-                self.huge_page_disallowed,
-                self.max_level,
-                self.req_level,
-                self.goal_level,
-                self.pfn,
-                self.map_writable,
-                self.mmio_len,
-                self.mmio_data,
-            ) == (
-                other.gfn,
-                other.exec,
-                other.write,
-                other.is_private,
-                other.slot,
-                other.addr,
-                other.error_code,
-                other.present,
-                other.rsvd,
-                other.user,
-                other.vendor,
-                other.gpa,
-                other.fault_kind,
-                other.exit_qualification,
-                other.npf_error_code,
-                other.gla,
-                other.prefetch,
-                other.is_tdp,
-                other.nx_huge_page_workaround_enabled,
-                other.huge_page_disallowed,
-                other.max_level,
-                other.req_level,
-                other.goal_level,
-                other.pfn,
-                other.map_writable,
-                other.mmio_len,
-                other.mmio_data,
-            )
-        return NotImplemented
+    __repr__ = kvmcore.fields_repr
+    __eq__ = kvmcore.fields_eq
 
     @property
     def page_walk(self) -> bool | None:

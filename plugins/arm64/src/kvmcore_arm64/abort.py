@@ -18,7 +18,23 @@ marked so below) and KVM Userfault ("userfault", v3's ``kvm_do_userfault()``).
 from __future__ import annotations
 
 import kvmcore
-from kvmcore import Exit, FaultinResult, KvmError, Mapped, Retry, abi
+from kvmcore import (
+    KVM_PFN_ERR_HWPOISON,
+    Exit,
+    FaultinResult,
+    KvmError,
+    Mapped,
+    Retry,
+    abi,
+    is_error_noslot_pfn,
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_handle_signal_exit,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+    send_sig_mceerr,
+)
 
 from . import esr as E
 from . import kernels
@@ -85,10 +101,10 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     # "arm64-private": checked before the no-slot branch, as x86's kvm_mmu_faultin_pfn()
     # does, so that a private access is never emulated as MMIO.
     if private_on and fault.is_private != vm.mem_is_private(fault.gfn):
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_mismatch", "proposal arm64-private: access and memory attribute disagree")
     if private_on and slot is None and fault.is_private:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_slot", "proposal arm64-private: private access with no memslot")
 
     # gfn_to_hva_memslot_prot(): an error hva without a slot, writable unless READONLY
@@ -111,7 +127,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     has_gmem = slot.has_gmem()
     if private_on and fault.is_private and not has_gmem:
         # "arm64-private", after x86's kvm_mmu_faultin_pfn_gmem() check
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_gmem", "proposal arm64-private: private access to a slot without guest_memfd")
     if has_gmem and (kernels.has_gmem_abort(vm) or private_on):
         return gmem_abort(vcpu, fault)
@@ -186,7 +202,7 @@ def io_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Exit:
         run.arm_nisv.esr_iss = fault.esr & ~0x3F
         run.arm_nisv.fault_ipa = fault.gpa
         return Exit(0, "ldst64b", "LD64B/ST64B* outside memslots (ESR[12:11] set): KVM_EXIT_ARM_LDST64B")
-    kvmcore.kvm_prepare_mmio_exit(vcpu, fault.gpa, fault.access_size, bool(fault.wnr), fault.data)  # type: ignore[arg-type]
+    kvm_prepare_mmio_exit(vcpu, fault.gpa, fault.access_size, bool(fault.wnr), fault.data)  # type: ignore[arg-type]
     return Exit(0, "mmio")
 
 
@@ -233,12 +249,12 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
     granule) and never PRIVATE.
     """
     vm = vcpu.vm
-    if vm.settings["userfault_gmem"] == "hooked" and kvmcore.kvm_do_userfault(vcpu, fault):
+    if vm.settings["userfault_gmem"] == "hooked" and kvm_do_userfault(vcpu, fault):
         return Exit(-kvmcore.abi.EFAULT, "userfault")
     try:
-        pfn = kvmcore.kvm_gmem_get_pfn(vm, fault.slot, fault.gfn)  # type: ignore[arg-type]
+        pfn = kvm_gmem_get_pfn(vm, fault.slot, fault.gfn)  # type: ignore[arg-type]
     except KvmError as err:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         if vm.exit_design.helper == "upstream":
             mf = vcpu.kvm_run.memory_fault
             mf.gpa = fault.ipa  # fault_ipa: HPFAR_EL2.FIPA << 12
@@ -407,22 +423,22 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     userfault_slot = bool(slot.flags & abi.KVM_MEM_USERFAULT)
     vma_shift, force_pte = resolve_vma_shift(vm, slot, hva, vma, logging_active or userfault_slot)
 
-    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
         if vcpu.kvm_run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
             return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
         return Exit(-abi.EFAULT, "userfault")
 
-    pfn, writable = kvmcore.kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
-    if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
-        kvmcore.send_sig_mceerr(vcpu, hva, vma_shift)
-        ret = kvmcore.kvm_handle_signal_exit(vcpu)
+    pfn, writable = kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
+    if pfn == KVM_PFN_ERR_HWPOISON:
+        send_sig_mceerr(vcpu, hva, vma_shift)
+        ret = kvm_handle_signal_exit(vcpu)
         return Exit(
             ret,
             "hwpoison_sigbus",
             f"kvm_send_hwpoison_signal(): SIGBUS BUS_MCEERR_AR (lsb {vma_shift}) for hva {hva:#x}; "
             "the pending signal ends KVM_RUN with -EINTR (KVM_EXIT_INTR)",
         )
-    if kvmcore.is_error_noslot_pfn(pfn):
+    if is_error_noslot_pfn(pfn):
         if vm.exit_design.annotate_efault:
             annotate_efault(vcpu, fault, 1 << vma_shift)  # vma_pagesize
             return Exit(-abi.EFAULT, "efault", "no usable host mapping (annotate-efault: memory_fault filled)")
@@ -464,7 +480,7 @@ def annotate_efault(vcpu: kvmcore.VCPU, fault: Arm64Fault, size: int) -> None:
     then writes the call site's gpa (``fault_ipa``: the 4K-aligned HPFAR IPA, not
     ``gfn << PAGE_SHIFT``) and size, as the patch's arguments would.
     """
-    kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+    kvm_prepare_memory_fault_exit(vcpu, fault)
     mf = vcpu.kvm_run.memory_fault
     mf.gpa = fault.ipa
     mf.size = size

@@ -27,7 +27,24 @@ from __future__ import annotations
 import errno
 
 import kvmcore
-from kvmcore import Exit, Mapped, Retry, abi
+from kvmcore import (
+    KVM_PFN_ERR_HWPOISON,
+    KVM_PFN_NOSLOT,
+    DecodeError,
+    Exit,
+    KvmError,
+    Mapped,
+    Retry,
+    abi,
+    is_error_noslot_pfn,
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_handle_signal_exit,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+    send_sig_mceerr,
+)
 
 from . import kernels
 from .fault import RiscvFault
@@ -65,7 +82,7 @@ def private_mismatch(vcpu: kvmcore.VCPU, fault: RiscvFault) -> Exit:
     (``kvm_mmu_prepare_memory_fault_exit()`` + -EFAULT): the access's private/shared view
     differs from the gfn's ``KVM_MEMORY_ATTRIBUTE_PRIVATE``. Upstream RISC-V has no private
     memory, so never takes this path."""
-    kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+    kvm_prepare_memory_fault_exit(vcpu, fault)
     return Exit(
         -abi.EFAULT,
         "private_mismatch",
@@ -83,19 +100,19 @@ def private_faultin(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinRes
     vm = vcpu.vm
     slot = fault.slot
     if slot is None:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(
             -abi.EFAULT, "private_no_slot", f"private access to gfn {fault.gfn:#x} with no memslot"
         )
-    if "riscv-userfault" in vm.proposals and kvmcore.kvm_do_userfault(vcpu, fault):
+    if "riscv-userfault" in vm.proposals and kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
     if not slot.has_gmem():
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
     try:
-        pfn = kvmcore.kvm_gmem_get_pfn(vm, slot, fault.gfn)
-    except kvmcore.KvmError as err:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        pfn = kvm_gmem_get_pfn(vm, slot, fault.gfn)
+    except KvmError as err:
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-err.errno, "gmem_error", str(err))
     return Mapped(pfn, True, vm.page_size, exec=True, outcome="mapped_private")
 
@@ -145,7 +162,7 @@ def noslot_or_readonly(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.Faultin
     except MmioEmulationError as err:
         outcome = "mmio_unsupported_insn" if err.errno == errno.EOPNOTSUPP else "mmio_misaligned"
         return Exit(-err.errno, outcome, str(err))
-    except kvmcore.DecodeError:
+    except DecodeError:
         # mmio_access needs the instruction KVM would read at sepc (htinst bit 0 clear).
         sepc = "sepc" if fault.sepc is None else f"sepc={fault.sepc:#x}"
         return Retry(
@@ -155,7 +172,7 @@ def noslot_or_readonly(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.Faultin
             "raw key insn to model the MMIO access",
         )
     data = (fault.data or 0) if mmio.is_write else 0
-    kvmcore.kvm_prepare_mmio_exit(vcpu, fault.kernel_gpa, mmio.len, mmio.is_write, data)
+    kvm_prepare_mmio_exit(vcpu, fault.kernel_gpa, mmio.len, mmio.is_write, data)
     return Exit(
         0,
         "mmio",
@@ -245,22 +262,22 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     if fault_gfn < slot.base_gfn and not kernels.faultin_uses_the_fault_memslot(vm):
         fault_slot = vm.memslots.find(fault_gfn)
 
-    if "riscv-userfault" in vm.proposals and kvmcore.kvm_do_userfault(vcpu, fault):
+    if "riscv-userfault" in vm.proposals and kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
     if fault_slot is None:
-        pfn, writable = kvmcore.KVM_PFN_NOSLOT, False
+        pfn, writable = KVM_PFN_NOSLOT, False
     else:
-        pfn, writable = kvmcore.kvm_faultin_pfn(vm, fault_slot, fault_gfn, fault.write)
-    if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
-        kvmcore.send_sig_mceerr(vcpu, hva, vma_pageshift)
-        ret = kvmcore.kvm_handle_signal_exit(vcpu)
+        pfn, writable = kvm_faultin_pfn(vm, fault_slot, fault_gfn, fault.write)
+    if pfn == KVM_PFN_ERR_HWPOISON:
+        send_sig_mceerr(vcpu, hva, vma_pageshift)
+        ret = kvm_handle_signal_exit(vcpu)
         return Exit(
             ret,
             "hwpoison_sigbus",
             f"send_sig_mceerr(BUS_MCEERR_AR, {hva:#x}, {vma_pageshift}); the pending signal ends "
             "KVM_RUN with -EINTR (KVM_EXIT_INTR)",
         )
-    if kvmcore.is_error_noslot_pfn(pfn):
+    if is_error_noslot_pfn(pfn):
         return Exit(
             -abi.EFAULT, "efault", f"__kvm_faultin_pfn() failed for gfn {fault_gfn:#x} (bare -EFAULT)"
         )

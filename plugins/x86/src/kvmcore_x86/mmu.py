@@ -20,7 +20,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kvmcore
-from kvmcore import Exit, Mapped, Retry, abi
+from kvmcore import (
+    KVM_PFN_ERR_HWPOISON,
+    KVM_PFN_ERR_RO_FAULT,
+    KVM_PFN_ERR_SIGPENDING,
+    KVM_PFN_NOSLOT,
+    Exit,
+    KvmError,
+    Mapped,
+    Retry,
+    abi,
+    is_error_noslot_pfn,
+    is_error_pfn,
+    kvm_do_userfault,
+    kvm_faultin_pfn,
+    kvm_gmem_get_pfn,
+    kvm_prepare_memory_fault_exit,
+    kvm_prepare_mmio_exit,
+    send_sig_mceerr,
+)
 from kvmcore_x86.fault import (
     LEVEL_SIZE,
     PG_LEVEL_1G,
@@ -101,7 +119,7 @@ def kvm_mmu_do_page_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faulti
     -EFAULT (``"private_emulation"``)."""
     r = kvm_tdp_page_fault(vcpu, fault)
     if isinstance(r, Emulate) and fault.is_private:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_emulation", f"unexpected emulation request on private memory ({r.why})")
     return r
 
@@ -131,7 +149,7 @@ def kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinR
     """
     vm = vcpu.vm
     if fault.is_private != vm.mem_is_private(fault.gfn):
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(
             -abi.EFAULT,
             "private_mismatch",
@@ -143,7 +161,7 @@ def kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinR
     r = __kvm_mmu_faultin_pfn(vcpu, fault)
     if r is not None:
         return r
-    if kvmcore.is_error_pfn(fault.pfn):
+    if is_error_pfn(fault.pfn):
         return kvm_handle_error_pfn(vcpu, fault)
     return None
 
@@ -157,10 +175,10 @@ def kvm_handle_noslot_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None:
     gfn is above host MAXPHYADDR ends the same way here.)
     """
     if fault.is_private:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_slot", "private access to a gfn with no memslot")
     fault.slot = None
-    fault.pfn = kvmcore.KVM_PFN_NOSLOT
+    fault.pfn = KVM_PFN_NOSLOT
     fault.map_writable = False
     return None
 
@@ -182,19 +200,19 @@ def __kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faulti
     1. ``kvm_do_userfault()``: -EFAULT (``"userfault"``), with a memory fault exit flagged
        USERFAULT, or bare when the bitmap cannot be read;
     2. private, or (6.18+) a gmem-only slot: ``kvm_mmu_faultin_pfn_gmem()``;
-    3. shared: ``__kvm_faultin_pfn()`` (``kvmcore.kvm_faultin_pfn``) fills ``pfn`` and
+    3. shared: ``__kvm_faultin_pfn()`` (``kvm_faultin_pfn``) fills ``pfn`` and
        ``map_writable``; async #PF and FOLL_INTERRUPTIBLE retries are not modelled.
     """
     vm = vcpu.vm
     slot = fault.slot
     assert slot is not None
-    if slot.flags & abi.KVM_MEM_USERFAULT and kvmcore.kvm_do_userfault(vcpu, fault):
+    if slot.flags & abi.KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
         if vcpu.kvm_run.exit_reason == abi.KVM_EXIT_MEMORY_FAULT:
             return Exit(-abi.EFAULT, "userfault")
         return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
     if fault.is_private or kvm_memslot_is_gmem_only(vm, slot):
         return kvm_mmu_faultin_pfn_gmem(vcpu, fault)
-    fault.pfn, fault.map_writable = kvmcore.kvm_faultin_pfn(vm, slot, fault.gfn, fault.write)
+    fault.pfn, fault.map_writable = kvm_faultin_pfn(vm, slot, fault.gfn, fault.write)
     return None
 
 
@@ -210,12 +228,12 @@ def kvm_mmu_faultin_pfn_gmem(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None
     slot = fault.slot
     assert slot is not None
     if not slot.has_gmem():
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-abi.EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
     try:
-        fault.pfn = kvmcore.kvm_gmem_get_pfn(vm, slot, fault.gfn)
-    except kvmcore.KvmError as err:
-        kvmcore.kvm_prepare_memory_fault_exit(vcpu, fault)
+        fault.pfn = kvm_gmem_get_pfn(vm, slot, fault.gfn)
+    except KvmError as err:
+        kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(-err.errno, "gmem_error", str(err))
     fault.map_writable = not slot.readonly
     fault.max_level = PG_LEVEL_4K  # kvm_max_level_for_order(0)
@@ -238,16 +256,16 @@ def kvm_handle_error_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faultin
       annotated: ``exit_reason`` stays KVM_EXIT_UNKNOWN.
     """
     pfn = fault.pfn
-    if pfn == kvmcore.KVM_PFN_ERR_SIGPENDING:
+    if pfn == KVM_PFN_ERR_SIGPENDING:
         vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
         return Exit(-abi.EINTR, "signal_pending")
-    if pfn == kvmcore.KVM_PFN_ERR_RO_FAULT:
+    if pfn == KVM_PFN_ERR_RO_FAULT:
         return Emulate("readonly_slot")
-    if pfn == kvmcore.KVM_PFN_ERR_HWPOISON:
+    if pfn == KVM_PFN_ERR_HWPOISON:
         slot = fault.slot
         assert slot is not None
         hva = slot.gfn_to_hva(fault.gfn)
-        kvmcore.send_sig_mceerr(vcpu, hva, vcpu.vm.page_shift)
+        send_sig_mceerr(vcpu, hva, vcpu.vm.page_shift)
         vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
         return Exit(
             -abi.EINTR,
@@ -320,7 +338,7 @@ def kvm_mmu_hugepage_adjust(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     follows unless huge pages are disallowed; ``pfn`` is aligned down to the huge page.
     """
     fault.huge_page_disallowed = fault.exec and fault.nx_huge_page_workaround_enabled
-    if fault.max_level == PG_LEVEL_4K or kvmcore.is_error_noslot_pfn(fault.pfn):
+    if fault.max_level == PG_LEVEL_4K or is_error_noslot_pfn(fault.pfn):
         return
     slot = fault.slot
     assert slot is not None
@@ -343,7 +361,7 @@ def kvm_tdp_mmu_map(vcpu: kvmcore.VCPU, fault: X86Fault) -> Mapped | Emulate:
     ``"mapped_gmem"`` (guest_memfd, shared, gmem-only slot).
     """
     kvm_mmu_hugepage_adjust(vcpu, fault)
-    if fault.pfn == kvmcore.KVM_PFN_NOSLOT:
+    if fault.pfn == KVM_PFN_NOSLOT:
         return Emulate("no_slot")
     slot = fault.slot
     if fault.is_private:
@@ -382,7 +400,7 @@ def x86_emulate_instruction(vcpu: kvmcore.VCPU, fault: X86Fault, emulate: Emulat
         return Retry("emulate", f"{detail}; instruction fetch: the emulator cannot fetch from MMIO")
     if fault.mmio_len is None:
         return Retry("emulate", f"{detail}; access width unknown (raw 'len' not given): left to the emulator")
-    kvmcore.kvm_prepare_mmio_exit(vcpu, fault.gpa, fault.mmio_len, fault.write, fault.mmio_data)
+    kvm_prepare_mmio_exit(vcpu, fault.gpa, fault.mmio_len, fault.write, fault.mmio_data)
     return Exit(0, _MMIO_OUTCOME[emulate.why], detail)
 
 

@@ -1,4 +1,5 @@
-"""The KVM userspace ABI that kvmcore models: constants and a byte-exact ``struct kvm_run``.
+"""The KVM userspace ABI that kvmcore models: constants and a byte-exact ``struct kvm_run``
+(defined in :mod:`kvmcore._kvm_run`, imported on first use of its names).
 
 Names and values are those of ``include/uapi/linux/kvm.h`` (checked against the compiled
 offsets in the project reference, section 2). Values that exist only in the unmerged
@@ -8,9 +9,10 @@ KVM Userfault v3 series are marked so; values that are kvmcore's own proposal ca
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import importlib
 import struct
+from typing import TYPE_CHECKING, Any
 
 # --- Exit reasons (struct kvm_run.exit_reason) -----------------------------------------------
 KVM_EXIT_UNKNOWN = 0
@@ -149,195 +151,71 @@ KVMCORE_SYNDROME_ARCH_OUT_OF_TREE = 0x100
 KVMCORE_SYNDROME_WORDS = 4
 
 
-# --- struct kvm_run --------------------------------------------------------------------------
-class kvm_run_mmio(ctypes.Structure):
-    """``struct { __u64 phys_addr; __u8 data[8]; __u32 len; __u8 is_write; } mmio``."""
-
-    _fields_ = [
-        ("phys_addr", ctypes.c_uint64),
-        ("data", ctypes.c_uint8 * 8),
-        ("len", ctypes.c_uint32),
-        ("is_write", ctypes.c_uint8),
-    ]
-
-
-class kvm_run_internal(ctypes.Structure):
-    """``struct { __u32 suberror; __u32 ndata; __u64 data[16]; } internal``."""
-
-    _fields_ = [
-        ("suberror", ctypes.c_uint32),
-        ("ndata", ctypes.c_uint32),
-        ("data", ctypes.c_uint64 * 16),
-    ]
-
-
-class kvm_run_arm_nisv(ctypes.Structure):
-    """``struct { __u64 esr_iss; __u64 fault_ipa; } arm_nisv``."""
-
-    _fields_ = [("esr_iss", ctypes.c_uint64), ("fault_ipa", ctypes.c_uint64)]
-
-
 #: ``arm_sea.flags``: ``arm_sea.gpa`` is valid.
 KVM_EXIT_ARM_SEA_FLAG_GPA_VALID = 1 << 0
 
 
-class kvm_run_arm_sea(ctypes.Structure):
-    """``struct { __u64 flags; __u64 esr; __u64 gva; __u64 gpa; } arm_sea`` (6.19+)."""
-
-    _fields_ = [
-        ("flags", ctypes.c_uint64),
-        ("esr", ctypes.c_uint64),
-        ("gva", ctypes.c_uint64),
-        ("gpa", ctypes.c_uint64),
-    ]
-
-
-class kvm_run_memory_fault(ctypes.Structure):
-    """``struct { __u64 flags; __u64 gpa; __u64 size; } memory_fault``."""
-
-    _fields_ = [("flags", ctypes.c_uint64), ("gpa", ctypes.c_uint64), ("size", ctypes.c_uint64)]
-
-
-class kvmcore_fault_syndrome(ctypes.Structure):
-    """kvmcore's proposed arch syndrome, placed right after ``memory_fault`` (kvm_run offset 56).
-
-    Not upstream uAPI. ``flags`` holds ``KVMCORE_SYNDROME_VALID``; ``arch`` one of
-    ``KVMCORE_SYNDROME_ARCH_*``; ``syndrome[]`` the arch's words (see ``docs/syndrome.md``).
-    """
-
-    _fields_ = [
-        ("flags", ctypes.c_uint32),
-        ("arch", ctypes.c_uint32),
-        ("syndrome", ctypes.c_uint64 * KVMCORE_SYNDROME_WORDS),
-    ]
-
-
-class kvm_run_memory_fault_ext(ctypes.Structure):
-    """``memory_fault`` followed by kvmcore's syndrome extension (one union member)."""
-
-    _fields_ = [("memory_fault", kvm_run_memory_fault), ("syndrome", kvmcore_fault_syndrome)]
-
-
-class kvm_run_memory_fault_esr(ctypes.Structure):
-    """The design ``arm64-esr`` (not upstream): ``memory_fault`` followed by a u64 ``esr``
-    (kvm_run offset 56), the sanitised ESR_EL2 of the abort, as ``arm_sea.esr`` carries one."""
-
-    _fields_ = [("memory_fault", kvm_run_memory_fault), ("esr", ctypes.c_uint64)]
-
-
-class kvm_run_exit(ctypes.Union):
-    """The exit union of ``struct kvm_run`` (256 bytes at offset 32)."""
-
-    _fields_ = [
-        ("mmio", kvm_run_mmio),
-        ("internal", kvm_run_internal),
-        ("arm_nisv", kvm_run_arm_nisv),
-        ("memory_fault", kvm_run_memory_fault),
-        ("kvmcore", kvm_run_memory_fault_ext),
-        ("arm64_esr", kvm_run_memory_fault_esr),
-        ("arm_sea", kvm_run_arm_sea),
-        ("padding", ctypes.c_char * 256),
-    ]
-
-
-class kvm_run(ctypes.Structure):
-    """``struct kvm_run`` for every arch but s390, byte-compatible up to the sync-regs union.
-
-    ``bytes(run)`` is the first :data:`KVM_RUN_SIZE` bytes a VMM would see through its
-    ``mmap`` of the vCPU fd. Use the properties ``mmio``, ``memory_fault``, ``arm_nisv``,
-    ``internal`` and ``syndrome`` rather than the raw union.
-    """
-
-    _anonymous_ = ()
-    _fields_ = [
-        ("request_interrupt_window", ctypes.c_uint8),
-        ("immediate_exit", ctypes.c_uint8),
-        ("padding1", ctypes.c_uint8 * 6),
-        ("exit_reason", ctypes.c_uint32),
-        ("ready_for_interrupt_injection", ctypes.c_uint8),
-        ("if_flag", ctypes.c_uint8),
-        ("flags", ctypes.c_uint16),
-        ("cr8", ctypes.c_uint64),
-        ("apic_base", ctypes.c_uint64),
-        ("exit", kvm_run_exit),
-        ("kvm_valid_regs", ctypes.c_uint64),
-        ("kvm_dirty_regs", ctypes.c_uint64),
-        ("s", ctypes.c_char * 2048),
-    ]
-
-    @property
-    def mmio(self) -> kvm_run_mmio:
-        return self.exit.mmio
-
-    @property
-    def memory_fault(self) -> kvm_run_memory_fault:
-        return self.exit.memory_fault
-
-    @property
-    def arm_nisv(self) -> kvm_run_arm_nisv:
-        return self.exit.arm_nisv
-
-    @property
-    def memory_fault_esr(self) -> kvm_run_memory_fault_esr:
-        """``memory_fault`` with the ``arm64-esr`` design's ``esr`` word (offset 56)."""
-        return self.exit.arm64_esr
-
-    @property
-    def arm_sea(self) -> kvm_run_arm_sea:
-        return self.exit.arm_sea
-
-    @property
-    def internal(self) -> kvm_run_internal:
-        return self.exit.internal
-
-    @property
-    def syndrome(self) -> kvmcore_fault_syndrome:
-        """kvmcore's syndrome extension (valid only with ``KVMCORE_SYNDROME_VALID``)."""
-        return self.exit.kvmcore.syndrome
-
-    def clear_exit(self) -> None:
-        """Zero ``exit_reason`` and the exit union, as a fresh KVM_RUN would see them."""
-        self.exit_reason = KVM_EXIT_UNKNOWN
-        ctypes.memset(ctypes.addressof(self.exit), 0, ctypes.sizeof(self.exit))
-
-
-KVM_RUN_SIZE = ctypes.sizeof(kvm_run)
-
-#: Byte offsets of the fields a VMM reads, from the compiled table in the reference (section 2.1).
-KVM_RUN_OFFSETS: dict[str, int] = {
-    "exit_reason": kvm_run.exit_reason.offset,  # type: ignore[misc,attr-defined]  # ctypes field descriptor
-    "exit": kvm_run.exit.offset,
-    "mmio.phys_addr": kvm_run.exit.offset + kvm_run_mmio.phys_addr.offset,
-    "mmio.data": kvm_run.exit.offset + kvm_run_mmio.data.offset,
-    "mmio.len": kvm_run.exit.offset + kvm_run_mmio.len.offset,
-    "mmio.is_write": kvm_run.exit.offset + kvm_run_mmio.is_write.offset,
-    "memory_fault.flags": kvm_run.exit.offset + kvm_run_memory_fault.flags.offset,
-    "memory_fault.gpa": kvm_run.exit.offset + kvm_run_memory_fault.gpa.offset,
-    "memory_fault.size": kvm_run.exit.offset + kvm_run_memory_fault.size.offset,
-    "arm_nisv.esr_iss": kvm_run.exit.offset + kvm_run_arm_nisv.esr_iss.offset,
-    "arm_nisv.fault_ipa": kvm_run.exit.offset + kvm_run_arm_nisv.fault_ipa.offset,
-    "arm_sea.flags": kvm_run.exit.offset + kvm_run_arm_sea.flags.offset,
-    "arm_sea.esr": kvm_run.exit.offset + kvm_run_arm_sea.esr.offset,
-    "arm_sea.gva": kvm_run.exit.offset + kvm_run_arm_sea.gva.offset,
-    "arm_sea.gpa": kvm_run.exit.offset + kvm_run_arm_sea.gpa.offset,
-    "kvmcore_syndrome": kvm_run.exit.offset + kvm_run_memory_fault_ext.syndrome.offset,
-    "memory_fault.esr": kvm_run.exit.offset + kvm_run_memory_fault_esr.esr.offset,
-    "kvm_valid_regs": kvm_run.kvm_valid_regs.offset,
-}
-
-
+#: ``offsetof(struct kvm_run, exit)``, where the exit union starts (the reference's compiled table,
+#: section 2.1; :mod:`kvmcore._kvm_run` asserts its ctypes layout agrees): the fault paths write
+#: whole exits there without building the ctypes structure's views.
+KVM_RUN_EXIT_OFFSET = 32
 #: ``mmio`` (phys_addr, data as a little-endian u64, len, is_write) written or read in one call at
-#: ``KVM_RUN_OFFSETS["exit"]``: the same bytes as setting the fields one by one (each ctypes
+#: ``KVM_RUN_EXIT_OFFSET``: the same bytes as setting the fields one by one (each ctypes
 #: access of the union builds a view object; the fault paths fill an exit per fault).
 MMIO_STRUCT = struct.Struct("<QQIB")
-#: ``memory_fault`` (flags, gpa, size) at ``KVM_RUN_OFFSETS["exit"]``.
+#: ``memory_fault`` (flags, gpa, size) at ``KVM_RUN_EXIT_OFFSET``.
 MEMORY_FAULT_STRUCT = struct.Struct("<QQQ")
 #: ``memory_fault`` followed by kvmcore's syndrome extension (flags, arch, the words), the union
-#: member ``kvmcore``, at ``KVM_RUN_OFFSETS["exit"]``.
+#: member ``kvmcore``, at ``KVM_RUN_EXIT_OFFSET``.
 MEMORY_FAULT_SYNDROME_STRUCT = struct.Struct("<QQQII" + "Q" * KVMCORE_SYNDROME_WORDS)
-assert MMIO_STRUCT.size <= ctypes.sizeof(kvm_run_mmio)
-assert MEMORY_FAULT_SYNDROME_STRUCT.size == ctypes.sizeof(kvm_run_memory_fault_ext)
-assert kvm_run_mmio.len.offset == 16 and kvm_run_mmio.is_write.offset == 20
+
+# --- struct kvm_run: kvmcore._kvm_run, imported on first use -------------------------------------
+if TYPE_CHECKING:  # re-exported, see __getattr__
+    from kvmcore._kvm_run import KVM_RUN_OFFSETS as KVM_RUN_OFFSETS
+    from kvmcore._kvm_run import KVM_RUN_SIZE as KVM_RUN_SIZE
+    from kvmcore._kvm_run import kvm_run as kvm_run
+    from kvmcore._kvm_run import kvm_run_arm_nisv as kvm_run_arm_nisv
+    from kvmcore._kvm_run import kvm_run_arm_sea as kvm_run_arm_sea
+    from kvmcore._kvm_run import kvm_run_exit as kvm_run_exit
+    from kvmcore._kvm_run import kvm_run_internal as kvm_run_internal
+    from kvmcore._kvm_run import kvm_run_memory_fault as kvm_run_memory_fault
+    from kvmcore._kvm_run import kvm_run_memory_fault_esr as kvm_run_memory_fault_esr
+    from kvmcore._kvm_run import kvm_run_memory_fault_ext as kvm_run_memory_fault_ext
+    from kvmcore._kvm_run import kvm_run_mmio as kvm_run_mmio
+    from kvmcore._kvm_run import kvmcore_fault_syndrome as kvmcore_fault_syndrome
+
+#: ``struct kvm_run`` and its layout (:mod:`kvmcore._kvm_run`): imported on first use of one of
+#: these names (ctypes and the structures cost ``kvmcore plugins``, which makes no vCPU, about
+#: 3% of its start-up), then ordinary attributes of this module.
+_KVM_RUN_NAMES = (
+    "kvm_run_mmio",
+    "kvm_run_internal",
+    "kvm_run_arm_nisv",
+    "kvm_run_arm_sea",
+    "kvm_run_memory_fault",
+    "kvmcore_fault_syndrome",
+    "kvm_run_memory_fault_ext",
+    "kvm_run_memory_fault_esr",
+    "kvm_run_exit",
+    "kvm_run",
+    "KVM_RUN_SIZE",
+    "KVM_RUN_OFFSETS",
+)
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: a name of :data:`_KVM_RUN_NAMES`, from :mod:`kvmcore._kvm_run`."""
+    if name not in _KVM_RUN_NAMES:
+        raise AttributeError(f"module 'kvmcore.abi' has no attribute {name!r}")
+    module = importlib.import_module("kvmcore._kvm_run")
+    for each in _KVM_RUN_NAMES:
+        globals()[each] = getattr(module, each)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_KVM_RUN_NAMES})
+
 
 #: The names above that are upstream uAPI: each equals the macro of the same name in
 #: ``include/uapi/linux/kvm.h`` (checked against the 7.3 header by tests/test_abi.py, which
@@ -363,7 +241,7 @@ UAPI_NAMES: tuple[str, ...] = (
 #: kvmcore's own names for kernel-internal values or derived sets: no uAPI macro to compare.
 DERIVED_NAMES: tuple[str, ...] = (
     "KVM_MEM_FLAGS_VALID", "KVM_MEM_FLAGS_V1", "KVM_MEM_MAX_NR_PAGES", "KVM_USER_MEM_SLOTS", "KVM_RUN_SIZE",
-    "KVM_MEMORY_EXIT_FLAG_RWX_MASK",
+    "KVM_MEMORY_EXIT_FLAG_RWX_MASK", "KVM_RUN_EXIT_OFFSET",
 )  # fmt: skip
 #: Names of proposals (KVM Userfault v3): no upstream header defines them.
 PROPOSAL_NAMES: tuple[str, ...] = (

@@ -6,6 +6,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,21 @@ REFERENCE_OFFSETS = {
 @pytest.mark.parametrize("field,offset", sorted(REFERENCE_OFFSETS.items()))
 def test_kvm_run_offsets_match_reference(field: str, offset: int) -> None:
     assert abi.KVM_RUN_OFFSETS[field] == offset
+
+
+def test_kvm_run_exit_offset_is_the_reference_one() -> None:
+    """``KVM_RUN_EXIT_OFFSET``, which the fault paths write exits at, is written out in abi (so that
+    importing kvmcore does not build the ctypes structure): the reference's ``exit`` offset."""
+    assert abi.KVM_RUN_EXIT_OFFSET == REFERENCE_OFFSETS["exit"] == 32
+
+
+def test_struct_kvm_run_is_imported_on_first_use() -> None:
+    code = ("import sys, kvmcore; before = 'ctypes' in sys.modules or 'kvmcore._kvm_run' in sys.modules; "
+            "from kvmcore.abi import kvm_run; import kvmcore._kvm_run as k; "
+            "print(before, kvm_run is k.kvm_run, kvmcore.abi.KVM_RUN_SIZE, 'kvm_run' in dir(kvmcore.abi))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "2352", "True"]
 
 
 def test_kvm_run_size_and_union() -> None:

@@ -83,7 +83,7 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     return MemoryFault(flags, gpa, size)
 
 
-_EXIT = abi.KVM_RUN_OFFSETS["exit"]
+_EXIT = abi.KVM_RUN_EXIT_OFFSET
 _MF = abi.MEMORY_FAULT_STRUCT
 _MF_SYNDROME = abi.MEMORY_FAULT_SYNDROME_STRUCT
 _NO_WORDS = (0,) * abi.KVMCORE_SYNDROME_WORDS

@@ -15,7 +15,7 @@ from kvmcore.kvm.userfault import test_bit
 
 #: The exit union's offset in ``struct kvm_run`` and the layouts written there in one call each
 #: (the same bytes as the ctypes fields; see kvmcore.abi).
-_EXIT = abi.KVM_RUN_OFFSETS["exit"]
+_EXIT = abi.KVM_RUN_EXIT_OFFSET
 _MMIO = abi.MMIO_STRUCT
 _MF = abi.MEMORY_FAULT_STRUCT
 

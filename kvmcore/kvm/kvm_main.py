@@ -542,11 +542,24 @@ class VM:
 class VCPU:
     """One vCPU: its ``kvm_run`` and the fault pipeline (``handle_fault``)."""
 
+    #: ``struct kvm_run``, made by the first use (:meth:`__getattr__`), then a plain attribute.
+    kvm_run: abi.kvm_run
+
     def __init__(self, vm: VM, vcpu_id: int) -> None:
         self.vm = vm
         self.id = vcpu_id
-        self.kvm_run = abi.kvm_run()
         self.pending_signal: Signal | None = None
+
+    if not TYPE_CHECKING:  # (for mypy, VCPU has only the attributes it declares)
+
+        def __getattr__(self, name: str) -> Any:
+            """Called only for an attribute the instance does not have: ``kvm_run``, made on its
+            first use and kept in the instance (ctypes and the structure are imported then:
+            ``kvmcore decode`` makes a vCPU and never runs it)."""
+            if name != "kvm_run":
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            run = self.kvm_run = abi.kvm_run()
+            return run
 
     def __repr__(self) -> str:
         return f"<VCPU {self.id} of {self.vm.arch.name} VM>"

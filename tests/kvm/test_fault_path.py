@@ -31,6 +31,19 @@ def memory_fault(vcpu: kvmcore.VCPU) -> tuple[int, int, int, int]:
     return run.exit_reason, run.memory_fault.flags, run.memory_fault.gpa, run.memory_fault.size
 
 
+def test_kvm_run_is_made_by_its_first_use_and_then_kept(vm) -> None:
+    """VCPU.kvm_run is created on first access (decoding never runs a vCPU): a zeroed struct
+    kvm_run of the reference's 2352 bytes, the same object on every access, one per vCPU."""
+    first, second = vm.create_vcpu(), vm.create_vcpu()
+    assert "kvm_run" not in vars(first)
+    run = first.kvm_run
+    assert type(run) is kvmcore.abi.kvm_run and len(bytes(run)) == 2352 and bytes(run) == bytes(2352)
+    assert first.kvm_run is run and vars(first)["kvm_run"] is run
+    assert second.kvm_run is not run
+    with pytest.raises(AttributeError, match="'VCPU' object has no attribute 'kvm_runs'"):
+        first.kvm_runs  # noqa: B018
+
+
 def test_hook_decode_fault_and_mapping(vm, vcpu) -> None:
     slot = vm.set_user_memory_region(0, 0x4000_0000, 4 * MiB)
     res = vcpu.handle_fault({"gpa": 0x4000_3008, "access": WRITE})

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvmcore import abi
 from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
+from kvmcore.abi import KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY, KVM_MEM_USERFAULT
 
 if TYPE_CHECKING:
     from kvmcore.kvm.guest_memfd import GuestMemfd
@@ -377,7 +378,7 @@ class Memslot:
 
     @property
     def readonly(self) -> bool:
-        return bool(self.flags & abi.KVM_MEM_READONLY)
+        return bool(self.flags & KVM_MEM_READONLY)
 
     def contains(self, gfn: int) -> bool:
         return self.base_gfn <= gfn < self.base_gfn + self.npages
@@ -388,11 +389,11 @@ class Memslot:
 
     def has_gmem(self) -> bool:
         """Mirrors ``kvm_slot_has_gmem()``."""
-        return bool(self.flags & abi.KVM_MEM_GUEST_MEMFD)
+        return bool(self.flags & KVM_MEM_GUEST_MEMFD)
 
     def is_userfault(self) -> bool:
         """Mirrors ``kvm_is_userfault_memslot()`` for a non-NULL slot."""
-        return bool(self.flags & abi.KVM_MEM_USERFAULT)
+        return bool(self.flags & KVM_MEM_USERFAULT)
 
     def mark_dirty(self, gfn: int) -> None:
         """Mirrors ``mark_page_dirty_in_slot()`` when dirty logging is on."""

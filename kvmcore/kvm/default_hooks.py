@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from kvmcore import abi
 from kvmcore._types import (
     KVM_PFN_ERR_HWPOISON,
     KVM_PFN_ERR_RO_FAULT,
@@ -20,6 +19,17 @@ from kvmcore._types import (
     Mapped,
     MemoryFault,
     is_error_noslot_pfn,
+)
+from kvmcore.abi import (
+    EFAULT,
+    EHWPOISON,
+    KVM_EXIT_MEMORY_FAULT,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    KVM_RUN_EXIT_OFFSET,
+    KVMCORE_SYNDROME_ARCH_NONE,
+    KVMCORE_SYNDROME_WORDS,
+    MEMORY_FAULT_STRUCT,
+    MEMORY_FAULT_SYNDROME_STRUCT,
 )
 from kvmcore.errors import FaultContractError, KvmError
 from kvmcore.kvm.designs import ARCH_HOOK_FLAGS, HELPER_ARCH_HOOK, ExitDesign, access_flags
@@ -60,7 +70,7 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     vm = vcpu.vm
     design = vm.exit_design
     run = vcpu.kvm_run
-    run.exit_reason = abi.KVM_EXIT_MEMORY_FAULT
+    run.exit_reason = KVM_EXIT_MEMORY_FAULT
     gpa = fault.gfn << vm.page_shift
     size = vm.page_size
     arch_hook = design.helper == HELPER_ARCH_HOOK
@@ -68,12 +78,12 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
         flags = 0
     else:
         # RWX flags are not (yet) defined or communicated to userspace (unless rwx-flags).
-        flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+        flags = KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
         if design.rwx:
             flags |= access_flags(fault.write, fault.exec)
     # memory_fault (and, with syndrome, the cleared extension after it) in one write
     if design.syndrome:
-        _MF_SYNDROME.pack_into(run, _EXIT, flags, gpa, size, 0, abi.KVMCORE_SYNDROME_ARCH_NONE, *_NO_WORDS)
+        _MF_SYNDROME.pack_into(run, _EXIT, flags, gpa, size, 0, KVMCORE_SYNDROME_ARCH_NONE, *_NO_WORDS)
     else:
         _MF.pack_into(run, _EXIT, flags, gpa, size)
     if arch_hook:
@@ -83,10 +93,10 @@ def prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     return MemoryFault(flags, gpa, size)
 
 
-_EXIT = abi.KVM_RUN_EXIT_OFFSET
-_MF = abi.MEMORY_FAULT_STRUCT
-_MF_SYNDROME = abi.MEMORY_FAULT_SYNDROME_STRUCT
-_NO_WORDS = (0,) * abi.KVMCORE_SYNDROME_WORDS
+_EXIT = KVM_RUN_EXIT_OFFSET
+_MF = MEMORY_FAULT_STRUCT
+_MF_SYNDROME = MEMORY_FAULT_SYNDROME_STRUCT
+_NO_WORDS = (0,) * KVMCORE_SYNDROME_WORDS
 
 
 def _arch_flags(vcpu: VCPU, design: ExitDesign, gpa: int, size: int) -> None:
@@ -94,9 +104,9 @@ def _arch_flags(vcpu: VCPU, design: ExitDesign, gpa: int, size: int) -> None:
     run = vcpu.kvm_run
     mf = run.exit.memory_fault
     arch = vcpu.vm.arch.name
-    allowed = ARCH_HOOK_FLAGS if design.rwx else abi.KVM_MEMORY_EXIT_FLAG_PRIVATE
+    allowed = ARCH_HOOK_FLAGS if design.rwx else KVM_MEMORY_EXIT_FLAG_PRIVATE
     checks = (
-        ("exit_reason", run.exit_reason, abi.KVM_EXIT_MEMORY_FAULT),
+        ("exit_reason", run.exit_reason, KVM_EXIT_MEMORY_FAULT),
         ("memory_fault.gpa", mf.gpa, gpa),
         ("memory_fault.size", mf.size, size),
     )
@@ -153,24 +163,24 @@ def faultin_pfn(vcpu: VCPU, fault: Any) -> FaultinResult:
     gfn = fault.gfn
     if fault.is_private != vm.mem_is_private(gfn):
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_mismatch")
+        return Exit(-EFAULT, "private_mismatch")
     if slot is None:
         if fault.is_private:
             kvm_prepare_memory_fault_exit(vcpu, fault)
-            return Exit(-abi.EFAULT, "private_no_slot")
+            return Exit(-EFAULT, "private_no_slot")
         kvm_prepare_mmio_exit(vcpu, gfn << vm.page_shift, 0, fault.write)
         return Exit(0, "mmio", "the generic path does not know the access width: mmio.len is 0")
     if kvm_do_userfault(vcpu, fault):
-        return Exit(-abi.EFAULT, "userfault")
+        return Exit(-EFAULT, "userfault")
     if fault.is_private:
         if not slot.has_gmem():
             kvm_prepare_memory_fault_exit(vcpu, fault)
-            return Exit(-abi.EFAULT, "private_no_gmem")
+            return Exit(-EFAULT, "private_no_gmem")
         try:
             pfn = kvm_gmem_get_pfn(vm, slot, gfn)
         except KvmError as err:
             kvm_prepare_memory_fault_exit(vcpu, fault)
-            return Exit(-(err.errno or abi.EFAULT), "gmem_error", str(err))
+            return Exit(-(err.errno or EFAULT), "gmem_error", str(err))
         return Mapped(pfn, not slot.readonly, vm.page_size, outcome="mapped_private")
     pfn, writable = kvm_faultin_pfn(vm, slot, gfn, fault.write)
     if pfn == KVM_PFN_ERR_RO_FAULT:
@@ -178,8 +188,8 @@ def faultin_pfn(vcpu: VCPU, fault: Any) -> FaultinResult:
         return Exit(0, "mmio_readonly_slot")
     if pfn == KVM_PFN_ERR_HWPOISON:
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EHWPOISON, "hwpoison")
+        return Exit(-EHWPOISON, "hwpoison")
     if is_error_noslot_pfn(pfn):
-        return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
+        return Exit(-EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
     size = kvm_mapping_size(vm, slot, gfn, GENERIC_BLOCK_SIZES)
     return Mapped(pfn, writable, size)

@@ -8,16 +8,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kvmcore import abi
 from kvmcore._types import KVM_PFN_ERR_RO_FAULT, MemoryFault, Memslot, Signal
+from kvmcore.abi import (
+    EFAULT,
+    EINTR,
+    KVM_EXIT_INTR,
+    KVM_EXIT_MEMORY_FAULT,
+    KVM_EXIT_MMIO,
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY,
+    KVM_MEM_USERFAULT,
+    KVM_MEMORY_EXIT_FLAG_USERFAULT,
+    KVM_RUN_EXIT_OFFSET,
+    MEMORY_FAULT_STRUCT,
+    MMIO_STRUCT,
+)
 from kvmcore.errors import FaultContractError, KvmError
 from kvmcore.kvm.userfault import test_bit
 
 #: The exit union's offset in ``struct kvm_run`` and the layouts written there in one call each
 #: (the same bytes as the ctypes fields; see kvmcore.abi).
-_EXIT = abi.KVM_RUN_EXIT_OFFSET
-_MMIO = abi.MMIO_STRUCT
-_MF = abi.MEMORY_FAULT_STRUCT
+_EXIT = KVM_RUN_EXIT_OFFSET
+_MMIO = MMIO_STRUCT
+_MF = MEMORY_FAULT_STRUCT
 
 if TYPE_CHECKING:
     from kvmcore.kvm.kvm_main import VCPU, VM
@@ -37,7 +50,7 @@ def kvm_prepare_memory_fault_exit(vcpu: VCPU, fault: Any) -> MemoryFault:
     run = vcpu.kvm_run
     if common is None:
         raise FaultContractError(vcpu.vm.arch.name, "prepare_memory_fault_exit", "a MemoryFault result", "None")
-    if run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+    if run.exit_reason != KVM_EXIT_MEMORY_FAULT:
         raise FaultContractError(
             vcpu.vm.arch.name, "exit_reason",
             f"KVM_EXIT_MEMORY_FAULT (39) ({vcpu.vm.exit_design.ownership_rule()})", str(run.exit_reason),
@@ -66,7 +79,7 @@ def kvm_do_userfault(vcpu: VCPU, fault: Any) -> bool:
     ``-EFAULT``, as for an invalid bitmap pointer).
     """
     slot: Memslot | None = fault.slot
-    if slot is None or not slot.flags & abi.KVM_MEM_USERFAULT:
+    if slot is None or not slot.flags & KVM_MEM_USERFAULT:
         return False
     try:
         marked = test_bit(slot.userfault_bitmap, fault.gfn - slot.base_gfn)  # type: ignore[arg-type]
@@ -77,7 +90,7 @@ def kvm_do_userfault(vcpu: VCPU, fault: Any) -> bool:
     kvm_prepare_memory_fault_exit(vcpu, fault)
     run = vcpu.kvm_run
     flags, gpa, size = _MF.unpack_from(run, _EXIT)
-    _MF.pack_into(run, _EXIT, flags | abi.KVM_MEMORY_EXIT_FLAG_USERFAULT, gpa, size)
+    _MF.pack_into(run, _EXIT, flags | KVM_MEMORY_EXIT_FLAG_USERFAULT, gpa, size)
     return True
 
 
@@ -88,10 +101,10 @@ def kvm_faultin_pfn(vm: VM, slot: Memslot, gfn: int, write: bool, hva: int | Non
     ``KVM_HVA_ERR_RO_BAD``); otherwise the host mapping decides (``hva_to_pfn()``). ``hva``:
     ``__gfn_to_hva_memslot(slot, gfn)`` if the caller already has it (computed otherwise).
     """
-    if write and slot.flags & abi.KVM_MEM_READONLY:
+    if write and slot.flags & KVM_MEM_READONLY:
         return KVM_PFN_ERR_RO_FAULT, False
     pfn, writable = vm.host.hva_to_pfn(slot.gfn_to_hva(gfn) if hva is None else hva, write)
-    if slot.flags & abi.KVM_MEM_READONLY:
+    if slot.flags & KVM_MEM_READONLY:
         writable = False
     return pfn, writable
 
@@ -103,7 +116,7 @@ def kvm_gmem_get_pfn(vm: VM, slot: Memslot, gfn: int) -> int:
     """
     gmem = slot.gmem
     if gmem is None:
-        raise KvmError(abi.EFAULT, f"slot {slot.id} has no guest_memfd")
+        raise KvmError(EFAULT, f"slot {slot.id} has no guest_memfd")
     offset = ((gfn - slot.base_gfn) << slot.page_shift) + slot.gmem_pgoff
     return gmem.get_pfn(offset)
 
@@ -115,7 +128,7 @@ def kvm_prepare_mmio_exit(vcpu: VCPU, phys_addr: int, length: int, is_write: boo
     for userspace to fill.
     """
     run = vcpu.kvm_run
-    run.exit_reason = abi.KVM_EXIT_MMIO
+    run.exit_reason = KVM_EXIT_MMIO
     value = data & ((1 << (8 * min(length, 8))) - 1) if is_write else 0
     _MMIO.pack_into(run, _EXIT, phys_addr, value, length, 1 if is_write else 0)
 
@@ -131,7 +144,7 @@ def kvm_mapping_size(vm: VM, slot: Memslot, gfn: int, sizes: tuple[int, ...], ho
     caller already looked it up (``vma.page_size``; looked up otherwise).
     """
     page_size = vm.page_size
-    if slot.flags & (abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_USERFAULT) or slot.gmem is not None:
+    if slot.flags & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_USERFAULT) or slot.gmem is not None:
         return page_size
     if host_size is None:
         host_size = vm.host.mapping_size(slot.gfn_to_hva(gfn))
@@ -155,8 +168,8 @@ def kvm_handle_signal_exit(vcpu: VCPU) -> int:
 
     What KVM_RUN ends with when a signal is pending, e.g. the SIGBUS of a hwpoisoned page.
     """
-    vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
-    return -abi.EINTR
+    vcpu.kvm_run.exit_reason = KVM_EXIT_INTR
+    return -EINTR
 
 
 def send_sig_mceerr(vcpu: VCPU, hva: int, lsb: int) -> Signal:

@@ -11,10 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvmcore import _args, abi
+from kvmcore import _args
+from kvmcore.abi import (
+    EEXIST,
+    EHWPOISON,
+    EINVAL,
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
+)
 from kvmcore.errors import KvmError
 
-GUEST_MEMFD_FLAGS_VALID = abi.GUEST_MEMFD_FLAG_MMAP | abi.GUEST_MEMFD_FLAG_INIT_SHARED
+GUEST_MEMFD_FLAGS_VALID = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
 
 
 @dataclass(slots=True, eq=False)
@@ -39,11 +46,11 @@ class GuestMemfd:
         in every modelled version: the 7.2 fix, also in the 6.12 and 6.18 stable trees)."""
         if offset < 0 or offset & ((1 << self.page_shift) - 1) or offset + size > self.size:
             raise KvmError(
-                abi.EINVAL,
+                EINVAL,
                 f"guest_memfd {self.fd}: offset {offset:#x} + size {size:#x} does not fit in its {self.size:#x} bytes",
             )
 
-    def bind(self, slot_id: int, offset: int, size: int, overlap_errno: int = abi.EEXIST) -> None:
+    def bind(self, slot_id: int, offset: int, size: int, overlap_errno: int = EEXIST) -> None:
         """The binding of ``kvm_gmem_bind()`` (7.3: ``kvm_gmem_commit_memory_region()``): a
         range already bound fails with ``overlap_errno`` (EINVAL before 7.2, EEXIST since)."""
         for start, end, other in self.bindings:
@@ -61,14 +68,14 @@ class GuestMemfd:
         """The pfn at byte ``offset``; ``EHWPOISON`` for a poisoned page (``kvm_gmem_get_pfn()``)."""
         index = offset >> self.page_shift
         if index in self.poisoned:
-            raise KvmError(abi.EHWPOISON, f"guest_memfd {self.fd}: page at offset {offset:#x} is poisoned")
+            raise KvmError(EHWPOISON, f"guest_memfd {self.fd}: page at offset {offset:#x} is poisoned")
         return self.pfn_base + index
 
     def memory_failure(self, offset: int) -> int:
         """Poison the page at ``offset`` (``kvm_gmem_error_folio()``); KVM's mappings are zapped."""
         _args.integer("memory_failure", "offset", offset)
         if not 0 <= offset < self.size:
-            raise KvmError(abi.EINVAL, f"guest_memfd {self.fd}: offset {offset:#x} is beyond its {self.size:#x} bytes")
+            raise KvmError(EINVAL, f"guest_memfd {self.fd}: offset {offset:#x} is beyond its {self.size:#x} bytes")
         index = offset >> self.page_shift
         self.poisoned.add(index)
         if self.invalidate is not None:

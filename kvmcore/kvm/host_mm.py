@@ -15,9 +15,10 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvmcore import _args, abi
+from kvmcore import _args
 from kvmcore._dataclass_methods import fields_eq, fields_repr
 from kvmcore._types import KVM_PFN_ERR_FAULT, KVM_PFN_ERR_HWPOISON
+from kvmcore.abi import EFAULT, EINVAL, ENOMEM
 from kvmcore.errors import KvmError
 
 PROT_NONE = 0
@@ -111,19 +112,19 @@ class HostMemory:
             _args.integer("mmap", _name, _value)
         page_size = page_size or self.page_size
         if page_size < self.page_size or page_size & (page_size - 1):
-            raise KvmError(abi.EINVAL, f"mmap: page_size {page_size:#x} is not a power of two >= {self.page_size:#x}")
+            raise KvmError(EINVAL, f"mmap: page_size {page_size:#x} is not a power of two >= {self.page_size:#x}")
         if size <= 0 or size % page_size:
-            raise KvmError(abi.EINVAL, f"mmap: size {size:#x} is not a positive multiple of {page_size:#x}")
+            raise KvmError(EINVAL, f"mmap: size {size:#x} is not a positive multiple of {page_size:#x}")
         align = max(page_size, 2 << 20)
         start = (self._next_hva + align - 1) & ~(align - 1)
         if start + size > TASK_SIZE:
-            raise KvmError(abi.ENOMEM, f"mmap: no room for {size:#x} bytes below TASK_SIZE")
+            raise KvmError(ENOMEM, f"mmap: no room for {size:#x} bytes below TASK_SIZE")
         pages_per_block = page_size >> self.page_shift
         pfn_base = (self._next_pfn + pages_per_block - 1) // pages_per_block * pages_per_block
         self._next_pfn = pfn_base + (size >> self.page_shift)
         self._next_hva = start + size + align  # a guard gap between mappings
         if thp and page_size == self.page_size:
-            raise KvmError(abi.EINVAL, "mmap: thp=True needs a page_size above the base page size")
+            raise KvmError(EINVAL, "mmap: thp=True needs a page_size above the base page size")
         self._insert(Vma(start, start + size, prot, page_size, pfn_base, thp))
         return start
 
@@ -142,7 +143,7 @@ class HostMemory:
         self._check_range("mprotect", hva, size)
         end = hva + size
         if self._covered(hva, end) != size:
-            raise KvmError(abi.ENOMEM, f"mprotect: [{hva:#x}, {end:#x}) is not fully mapped")
+            raise KvmError(ENOMEM, f"mprotect: [{hva:#x}, {end:#x}) is not fully mapped")
         pieces = self._carve(hva, end)
         for vma in pieces:
             vma.prot = prot
@@ -161,7 +162,7 @@ class HostMemory:
         _args.integer("memory_failure", "hva", hva)
         vma = self.find_vma(hva)
         if vma is None:
-            raise KvmError(abi.EFAULT, f"memory_failure: hva {hva:#x} is not mapped")
+            raise KvmError(EFAULT, f"memory_failure: hva {hva:#x} is not mapped")
         pfn = vma.pfn(hva, self.page_shift)
         size = vma.page_size if _is_hugetlb(vma, self.page_size) else self.page_size
         self.poisoned.add(pfn & ~((size >> self.page_shift) - 1))
@@ -243,7 +244,7 @@ class HostMemory:
     # -- internals ---------------------------------------------------------------------------
     def _check_range(self, call: str, hva: int, size: int) -> None:
         if hva & (self.page_size - 1) or size <= 0 or size & (self.page_size - 1):
-            raise KvmError(abi.EINVAL, f"{call}: [{hva:#x}, +{size:#x}) is not page aligned and non-empty")
+            raise KvmError(EINVAL, f"{call}: [{hva:#x}, +{size:#x}) is not page aligned and non-empty")
 
     def _insert(self, vma: Vma) -> None:
         i = bisect.bisect_left(self._starts, vma.start)

@@ -7,10 +7,39 @@ Calls are named after the ioctls they model and fail with the errno the kernel r
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import _args, abi
 from kvmcore._types import Exit, FaultResult, Mapped, Memslot, Retry, Signal
+from kvmcore.abi import (
+    EBADF,
+    EEXIST,
+    EFAULT,
+    EINVAL,
+    ENOENT,
+    ENOMEM,
+    KVM_CAP_GUEST_MEMFD,
+    KVM_CAP_GUEST_MEMFD_FLAGS,
+    KVM_CAP_HALT_POLL,
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+    KVM_CAP_MEMORY_ATTRIBUTES,
+    KVM_CAP_MEMORY_FAULT_INFO,
+    KVM_CAP_MULTI_ADDRESS_SPACE,
+    KVM_CAP_NR_MEMSLOTS,
+    KVM_CAP_READONLY_MEM,
+    KVM_CAP_USER_MEMORY2,
+    KVM_CAP_USERFAULT,
+    KVM_CAP_VM_TYPES,
+    KVM_EXIT_MEMORY_FAULT,
+    KVM_EXIT_UNKNOWN,
+    KVM_MEM_GUEST_MEMFD,
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_MAX_NR_PAGES,
+    KVM_MEM_READONLY,
+    KVM_MEM_USERFAULT,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
+)
 from kvmcore.errors import KvmcoreError, KvmError
 from kvmcore.kvm.designs import ExitDesign, check_arch_designs, exit_design
 from kvmcore.kvm.faultin import kvm_prepare_memory_fault_exit
@@ -36,7 +65,7 @@ KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = "create", "delete
 #: pages (256 MiB). Beyond it a slot's dirty log is ENOMEM, as the kernel's
 #: ``kvm_alloc_dirty_bitmap()`` fails when ``__vcalloc()`` does: a limit of kvmcore's, which
 #: keeps the model's memory bounded for any input.
-DIRTY_BITMAP_BUDGET = (abi.KVM_MEM_MAX_NR_PAGES + 63) // 64 * 8
+DIRTY_BITMAP_BUDGET = (KVM_MEM_MAX_NR_PAGES + 63) // 64 * 8
 
 
 class VM:
@@ -121,15 +150,15 @@ class VM:
         _check_u("flags", flags, 32)
         _check_u("arg", arg, 64)
         if cap not in self.config.enable_caps:
-            raise KvmError(abi.EINVAL, f"enable_cap: capability {cap} cannot be enabled on this {self.arch.name} VM")
+            raise KvmError(EINVAL, f"enable_cap: capability {cap} cannot be enabled on this {self.arch.name} VM")
         if flags:
-            raise KvmError(abi.EINVAL, f"enable_cap({cap}): flags must be 0, got {flags:#x}")
-        if cap == abi.KVM_CAP_HALT_POLL and not 0 <= arg <= 0xFFFF_FFFF:
-            raise KvmError(abi.EINVAL, f"enable_cap(KVM_CAP_HALT_POLL): {arg} does not fit an unsigned int")
-        if cap == abi.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
+            raise KvmError(EINVAL, f"enable_cap({cap}): flags must be 0, got {flags:#x}")
+        if cap == KVM_CAP_HALT_POLL and not 0 <= arg <= 0xFFFF_FFFF:
+            raise KvmError(EINVAL, f"enable_cap(KVM_CAP_HALT_POLL): {arg} does not fit an unsigned int")
+        if cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
             allowed = 3 if arg & 1 else 1  # KVM_DIRTY_LOG_MANUAL_CAPS once ENABLE is set
             if arg < 0 or arg & ~allowed:
-                raise KvmError(abi.EINVAL, f"enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): bad options {arg:#x}")
+                raise KvmError(EINVAL, f"enable_cap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): bad options {arg:#x}")
         self.caps[cap] = arg
 
     def has_cap(self, cap: int) -> bool:
@@ -143,26 +172,26 @@ class VM:
         reports 1 and the supported flags wherever guest_memfd exists.
         """
         config = self.config
-        if cap == abi.KVM_CAP_USER_MEMORY2:
+        if cap == KVM_CAP_USER_MEMORY2:
             return 1
-        if cap == abi.KVM_CAP_NR_MEMSLOTS:
+        if cap == KVM_CAP_NR_MEMSLOTS:
             return config.user_mem_slots
-        if cap == abi.KVM_CAP_READONLY_MEM:
+        if cap == KVM_CAP_READONLY_MEM:
             return int(config.has_readonly_mem)
-        if cap == abi.KVM_CAP_MULTI_ADDRESS_SPACE and self.arch.name == "x86":
+        if cap == KVM_CAP_MULTI_ADDRESS_SPACE and self.arch.name == "x86":
             return config.nr_memslot_as_ids
-        if cap == abi.KVM_CAP_MEMORY_ATTRIBUTES and config.memory_attributes:
+        if cap == KVM_CAP_MEMORY_ATTRIBUTES and config.memory_attributes:
             return config.supported_attributes
-        if cap == abi.KVM_CAP_GUEST_MEMFD and config.guest_memfd:
+        if cap == KVM_CAP_GUEST_MEMFD and config.guest_memfd:
             return 1 if self.kernel >= (6, 18) else int(config.has_private_mem)
-        if cap == abi.KVM_CAP_GUEST_MEMFD_FLAGS and config.guest_memfd and self.kernel >= (6, 18):
+        if cap == KVM_CAP_GUEST_MEMFD_FLAGS and config.guest_memfd and self.kernel >= (6, 18):
             return config.gmem_flags
-        if cap == abi.KVM_CAP_USERFAULT and config.userfault:
+        if cap == KVM_CAP_USERFAULT and config.userfault:
             return 1
-        if cap == abi.KVM_CAP_MEMORY_FAULT_INFO:
+        if cap == KVM_CAP_MEMORY_FAULT_INFO:
             # arch/x86/kvm/x86.c:kvm_vm_ioctl_check_extension() (6.12 and 7.3): 1; no other arch reports it
             return int(self.arch.name == "x86")
-        if cap == abi.KVM_CAP_VM_TYPES and self.arch.name == "x86":
+        if cap == KVM_CAP_VM_TYPES and self.arch.name == "x86":
             # x86.c: kvm_caps.supported_vm_types = BIT(KVM_X86_DEFAULT_VM), | BIT(KVM_X86_SW_PROTECTED_VM)
             # with CONFIG_KVM_SW_PROTECTED_VM and the TDP MMU (the kernel kconfig.py assumes); the SEV
             # and TDX bits need that hardware (svm/sev.c, vmx/main.c), which kvmcore does not assume
@@ -197,43 +226,43 @@ class VM:
             _args.integer("set_user_memory_region", "guest_memfd", guest_memfd)
         as_id, slot_id = slot >> 16, slot & 0xFFFF
         bitmap = None
-        if flags & abi.KVM_MEM_USERFAULT:
+        if flags & KVM_MEM_USERFAULT:
             if userfault_bitmap is None:
-                raise KvmError(abi.EINVAL, f"slot {slot}: KVM_MEM_USERFAULT needs a userfault_bitmap")
+                raise KvmError(EINVAL, f"slot {slot}: KVM_MEM_USERFAULT needs a userfault_bitmap")
             bitmap = as_bitmap(userfault_bitmap, npages, slot)
 
         memslots = self._address_space(as_id)
         old = memslots.by_id.get(slot_id)
-        if flags & abi.KVM_MEM_LOG_DIRTY_PAGES and memory_size and (old is None or old.dirty_bitmap is None):
+        if flags & KVM_MEM_LOG_DIRTY_PAGES and memory_size and (old is None or old.dirty_bitmap is None):
             need = (npages + 63) // 64 * 8
             if self._dirty_bytes + need > DIRTY_BITMAP_BUDGET:
-                raise KvmError(abi.ENOMEM, f"slot {slot}: a dirty bitmap of {need:,} bytes would exceed the "
+                raise KvmError(ENOMEM, f"slot {slot}: a dirty bitmap of {need:,} bytes would exceed the "
                                f"{DIRTY_BITMAP_BUDGET:,} bytes kvmcore allows a VM (kvm_alloc_dirty_bitmap())")
         if memory_size == 0:
             if old is None:
-                raise KvmError(abi.EINVAL, f"slot {slot}: deleting a slot that does not exist")
+                raise KvmError(EINVAL, f"slot {slot}: deleting a slot that does not exist")
             self._delete_slot(old, memslots)
             return None
         base_gfn = guest_phys_addr >> self.page_shift
         if old is None:
             change = KVM_MR_CREATE
         else:
-            if flags & abi.KVM_MEM_GUEST_MEMFD and not config.userfault:
-                raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd memslots are immutable, they can only be deleted")
+            if flags & KVM_MEM_GUEST_MEMFD and not config.userfault:
+                raise KvmError(EINVAL, f"slot {slot}: guest_memfd memslots are immutable, they can only be deleted")
             if userspace_addr is None:
                 userspace_addr = old.userspace_addr
             if userspace_addr != old.userspace_addr or npages != old.npages or (
-                (flags ^ old.flags) & (abi.KVM_MEM_READONLY | abi.KVM_MEM_GUEST_MEMFD)
+                (flags ^ old.flags) & (KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD)
             ):
                 raise KvmError(
-                    abi.EINVAL,
+                    EINVAL,
                     f"slot {slot}: an existing slot may change only its base address or LOG_DIRTY_PAGES/USERFAULT "
                     "flags (userspace_addr, size, READONLY and GUEST_MEMFD are fixed)",
                 )
             if base_gfn != old.base_gfn:
                 change = KVM_MR_MOVE
-                if old.flags & abi.KVM_MEM_GUEST_MEMFD:
-                    raise KvmError(abi.EINVAL, f"slot {slot}: a guest_memfd slot cannot be moved, only deleted")
+                if old.flags & KVM_MEM_GUEST_MEMFD:
+                    raise KvmError(EINVAL, f"slot {slot}: a guest_memfd slot cannot be moved, only deleted")
             elif flags != old.flags:
                 change = KVM_MR_FLAGS_ONLY
             else:
@@ -242,13 +271,13 @@ class VM:
             other = memslots.overlapping(base_gfn, base_gfn + npages, ignore_id=slot_id)
             if other is not None:
                 raise KvmError(
-                    abi.EEXIST,
+                    EEXIST,
                     f"slot {slot}: [{guest_phys_addr:#x}, {guest_phys_addr + memory_size:#x}) overlaps slot {other.id} "
                     f"[{other.guest_phys_addr:#x}, {other.guest_phys_addr + other.memory_size:#x})",
                 )
         if change == KVM_MR_CREATE:
             gmem = None
-            if flags & abi.KVM_MEM_GUEST_MEMFD:
+            if flags & KVM_MEM_GUEST_MEMFD:
                 gmem = self._gmem_for_slot(slot, guest_memfd)
                 gmem.check_range(guest_memfd_offset, memory_size)
             mapped_here = userspace_addr is None
@@ -287,10 +316,10 @@ class VM:
             return new
         # KVM_MR_FLAGS_ONLY
         enabled = flags & ~old.flags
-        if enabled & abi.KVM_MEM_USERFAULT:
+        if enabled & KVM_MEM_USERFAULT:
             # kvm_arch_userfault_enabled(): the default flushes the whole memslot
             self.stage2.unmap_range(new.base_gfn, new.end_gfn)
-        if enabled & abi.KVM_MEM_LOG_DIRTY_PAGES:
+        if enabled & KVM_MEM_LOG_DIRTY_PAGES:
             # kvm_mmu_slot_apply_flags(): write-protect so that writes fault and get logged
             self.stage2.write_protect_range(new.base_gfn, new.end_gfn)
         return new
@@ -312,29 +341,29 @@ class VM:
         page_mask = self.page_size - 1
         as_id, slot_id = slot >> 16, slot & 0xFFFF
         if slot_id >= config.user_mem_slots:  # kvm_vm_ioctl_set_memory_region()
-            raise KvmError(abi.EINVAL, f"slot {slot}: id {slot_id} must be below KVM_USER_MEM_SLOTS ({config.user_mem_slots})")
+            raise KvmError(EINVAL, f"slot {slot}: id {slot_id} must be below KVM_USER_MEM_SLOTS ({config.user_mem_slots})")
         self._check_region_flags(slot, flags)
         if memory_size & page_mask:
-            raise KvmError(abi.EINVAL, f"slot {slot}: memory_size {memory_size:#x} is not a multiple of PAGE_SIZE {self.page_size:#x}")
+            raise KvmError(EINVAL, f"slot {slot}: memory_size {memory_size:#x} is not a multiple of PAGE_SIZE {self.page_size:#x}")
         if guest_phys_addr & page_mask:
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr {guest_phys_addr:#x} is not PAGE_SIZE aligned")
+            raise KvmError(EINVAL, f"slot {slot}: guest_phys_addr {guest_phys_addr:#x} is not PAGE_SIZE aligned")
         if userspace_addr is not None and (
             userspace_addr & page_mask or userspace_addr + memory_size > config.user_addr_end
         ):
             raise KvmError(
-                abi.EINVAL,
+                EINVAL,
                 f"slot {slot}: userspace_addr {userspace_addr:#x} is not PAGE_SIZE aligned or [hva, hva + size) is not "
                 f"below the user address limit {config.user_addr_end:#x} (access_ok)",
             )
-        if flags & abi.KVM_MEM_GUEST_MEMFD and (guest_memfd_offset & page_mask or guest_memfd_offset + memory_size >= 1 << 64):
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd_offset {guest_memfd_offset:#x} is not PAGE_SIZE aligned or wraps")
+        if flags & KVM_MEM_GUEST_MEMFD and (guest_memfd_offset & page_mask or guest_memfd_offset + memory_size >= 1 << 64):
+            raise KvmError(EINVAL, f"slot {slot}: guest_memfd_offset {guest_memfd_offset:#x} is not PAGE_SIZE aligned or wraps")
         if as_id >= config.nr_memslot_as_ids:
-            raise KvmError(abi.EINVAL, f"slot {slot}: address space {as_id}, this VM has {config.nr_memslot_as_ids}")
+            raise KvmError(EINVAL, f"slot {slot}: address space {as_id}, this VM has {config.nr_memslot_as_ids}")
         if guest_phys_addr + memory_size >= 1 << 64:
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_phys_addr + memory_size wraps")
+            raise KvmError(EINVAL, f"slot {slot}: guest_phys_addr + memory_size wraps")
         npages = memory_size >> self.page_shift
-        if npages > abi.KVM_MEM_MAX_NR_PAGES:
-            raise KvmError(abi.EINVAL, f"slot {slot}: {npages} pages exceed KVM_MEM_MAX_NR_PAGES")
+        if npages > KVM_MEM_MAX_NR_PAGES:
+            raise KvmError(EINVAL, f"slot {slot}: {npages} pages exceed KVM_MEM_MAX_NR_PAGES")
         return npages
 
     def _address_space(self, as_id: int) -> Memslots:
@@ -352,11 +381,11 @@ class VM:
 
         file = fget(fd)
         if file is None:
-            raise KvmError(abi.EBADF, f"slot {slot}: guest_memfd {fd!r} is not an open file descriptor")
+            raise KvmError(EBADF, f"slot {slot}: guest_memfd {fd!r} is not an open file descriptor")
         if not isinstance(file, GuestMemfd):
-            raise KvmError(abi.EINVAL, f"slot {slot}: fd {fd} is not a guest_memfd")
+            raise KvmError(EINVAL, f"slot {slot}: fd {fd} is not a guest_memfd")
         if file.owner is not self:
-            raise KvmError(abi.EINVAL, f"slot {slot}: guest_memfd {fd} belongs to another VM")
+            raise KvmError(EINVAL, f"slot {slot}: guest_memfd {fd} belongs to another VM")
         return file
 
     def _prepare_memory_region(self, old: Memslot | None, new: Memslot, change: str) -> None:
@@ -368,28 +397,28 @@ class VM:
         ``vm.config`` (GUEST_MEMFD: 6.12 only with private memory, 6.18+ wherever guest_memfd
         exists; READONLY: ``kvm_arch_has_readonly_mem()``; USERFAULT: the v3 proposal)."""
         config = self.config
-        valid = abi.KVM_MEM_LOG_DIRTY_PAGES
+        valid = KVM_MEM_LOG_DIRTY_PAGES
         if config.gmem_slots:
-            valid |= abi.KVM_MEM_GUEST_MEMFD
+            valid |= KVM_MEM_GUEST_MEMFD
         if config.userfault:
-            valid |= abi.KVM_MEM_USERFAULT
-        if flags & abi.KVM_MEM_GUEST_MEMFD:
-            valid &= ~abi.KVM_MEM_LOG_DIRTY_PAGES  # dirty logging private memory is unsupported
+            valid |= KVM_MEM_USERFAULT
+        if flags & KVM_MEM_GUEST_MEMFD:
+            valid &= ~KVM_MEM_LOG_DIRTY_PAGES  # dirty logging private memory is unsupported
         elif config.has_readonly_mem:
-            valid |= abi.KVM_MEM_READONLY  # READONLY is incompatible with GUEST_MEMFD
+            valid |= KVM_MEM_READONLY  # READONLY is incompatible with GUEST_MEMFD
         if flags & ~valid:
             bad = flags & ~valid
             reasons = {
-                abi.KVM_MEM_READONLY: "KVM_MEM_READONLY: not with KVM_MEM_GUEST_MEMFD, nor on a VM with protected state",
-                abi.KVM_MEM_LOG_DIRTY_PAGES: "KVM_MEM_GUEST_MEMFD slots cannot log dirty pages",
-                abi.KVM_MEM_GUEST_MEMFD: f"KVM_MEM_GUEST_MEMFD: no guest_memfd slots on this VM (kernel {self.kernel})",
-                abi.KVM_MEM_USERFAULT: "KVM_MEM_USERFAULT: the userfault proposal is off (upstream has no such flag)",
+                KVM_MEM_READONLY: "KVM_MEM_READONLY: not with KVM_MEM_GUEST_MEMFD, nor on a VM with protected state",
+                KVM_MEM_LOG_DIRTY_PAGES: "KVM_MEM_GUEST_MEMFD slots cannot log dirty pages",
+                KVM_MEM_GUEST_MEMFD: f"KVM_MEM_GUEST_MEMFD: no guest_memfd slots on this VM (kernel {self.kernel})",
+                KVM_MEM_USERFAULT: "KVM_MEM_USERFAULT: the userfault proposal is off (upstream has no such flag)",
             }
             why = "; ".join(text for bit, text in reasons.items() if bad & bit)
-            raise KvmError(abi.EINVAL, f"slot {slot}: flags {flags:#x} have invalid bits {bad:#x}" + (f" ({why})" if why else ""))
+            raise KvmError(EINVAL, f"slot {slot}: flags {flags:#x} have invalid bits {bad:#x}" + (f" ({why})" if why else ""))
 
     def _set_dirty_log(self, slot: Memslot) -> None:
-        if slot.flags & abi.KVM_MEM_LOG_DIRTY_PAGES:
+        if slot.flags & KVM_MEM_LOG_DIRTY_PAGES:
             if slot.dirty_bitmap is None:
                 slot.dirty_bitmap = bytearray((slot.npages + 63) // 64 * 8)
                 self._dirty_bytes += len(slot.dirty_bitmap)
@@ -416,10 +445,10 @@ class VM:
         _check_u("slot", slot, 32)
         as_id, slot_id = slot >> 16, slot & 0xFFFF
         if as_id >= self.config.nr_memslot_as_ids or slot_id >= self.config.user_mem_slots:
-            raise KvmError(abi.EINVAL, f"get_dirty_log: slot {slot:#x} is out of range")
+            raise KvmError(EINVAL, f"get_dirty_log: slot {slot:#x} is out of range")
         memslot = self._address_space(as_id).by_id.get(slot_id)
         if memslot is None or memslot.dirty_bitmap is None:
-            raise KvmError(abi.ENOENT, f"get_dirty_log: slot {slot}: " + ("no such slot" if memslot is None else "not logging dirty pages"))
+            raise KvmError(ENOENT, f"get_dirty_log: slot {slot}: " + ("no such slot" if memslot is None else "not logging dirty pages"))
         log = bytes(memslot.dirty_bitmap)
         memslot.dirty_bitmap[:] = bytes(len(memslot.dirty_bitmap))
         if as_id == 0:
@@ -454,24 +483,24 @@ class VM:
                 + ("" if self.arch.name == "x86" else f" (kvmcore's {self.arch.name}-private proposal adds it)"),
             )
         if flags:
-            raise KvmError(abi.EINVAL, f"set_memory_attributes: flags must be 0, got {flags:#x}")
+            raise KvmError(EINVAL, f"set_memory_attributes: flags must be 0, got {flags:#x}")
         if attributes & ~config.supported_attributes:
             raise KvmError(
-                abi.EINVAL,
+                EINVAL,
                 f"set_memory_attributes: attribute bits {attributes:#x} are not supported by this VM "
                 f"(supported: {config.supported_attributes:#x})",
             )
         if size == 0 or address + size >= 1 << 64:
-            raise KvmError(abi.EINVAL, f"set_memory_attributes: range [{address:#x}, +{size:#x}) is empty or wraps")
+            raise KvmError(EINVAL, f"set_memory_attributes: range [{address:#x}, +{size:#x}) is empty or wraps")
         if (address | size) & (self.page_size - 1):
-            raise KvmError(abi.EINVAL, f"set_memory_attributes: [{address:#x}, +{size:#x}) is not PAGE_SIZE aligned")
+            raise KvmError(EINVAL, f"set_memory_attributes: [{address:#x}, +{size:#x}) is not PAGE_SIZE aligned")
         start, end = address >> self.page_shift, (address + size) >> self.page_shift
         self.attributes.set(start, end, attributes)
         self.stage2.unmap_range(start, end)
 
     def mem_is_private(self, gfn: int) -> bool:
         """Mirrors ``kvm_mem_is_private()``."""
-        return bool(self.attributes.get(gfn) & abi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        return bool(self.attributes.get(gfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE)
 
     # -- guest_memfd -----------------------------------------------------------------------------
     def create_guest_memfd(self, size: int, flags: int = 0) -> int:
@@ -492,11 +521,11 @@ class VM:
             )
         if flags & ~config.gmem_flags:
             raise KvmError(
-                abi.EINVAL,
+                EINVAL,
                 f"create_guest_memfd: flags {flags:#x} are not supported (kernel {self.kernel} on this VM: {config.gmem_flags:#x})",
             )
         if size == 0 or size >= 1 << 63 or size & (self.page_size - 1):
-            raise KvmError(abi.EINVAL, f"create_guest_memfd: size {size:#x} is not a positive loff_t multiple of PAGE_SIZE")
+            raise KvmError(EINVAL, f"create_guest_memfd: size {size:#x} is not a positive loff_t multiple of PAGE_SIZE")
         from kvmcore.kvm.guest_memfd import GuestMemfd
 
         fd = install(self)
@@ -513,7 +542,7 @@ class VM:
         """The guest_memfd behind ``fd`` (``EBADF`` if there is none)."""
         gmem = self._gmem.get(fd)
         if gmem is None:
-            raise KvmError(abi.EBADF, f"fd {fd} is not a guest_memfd of this VM")
+            raise KvmError(EBADF, f"fd {fd} is not a guest_memfd of this VM")
         return gmem
 
     # -- mmu notifiers ---------------------------------------------------------------------------
@@ -542,24 +571,19 @@ class VM:
 class VCPU:
     """One vCPU: its ``kvm_run`` and the fault pipeline (``handle_fault``)."""
 
-    #: ``struct kvm_run``, made by the first use (:meth:`__getattr__`), then a plain attribute.
-    kvm_run: abi.kvm_run
-
     def __init__(self, vm: VM, vcpu_id: int) -> None:
         self.vm = vm
         self.id = vcpu_id
         self.pending_signal: Signal | None = None
 
-    if not TYPE_CHECKING:  # (for mypy, VCPU has only the attributes it declares)
+    @cached_property
+    def kvm_run(self) -> abi.kvm_run:
+        """``struct kvm_run``, made (zeroed) by its first use and kept in the instance: ctypes and
+        the structure are imported then (``kvmcore decode`` makes a vCPU and never runs it).
 
-        def __getattr__(self, name: str) -> Any:
-            """Called only for an attribute the instance does not have: ``kvm_run``, made on its
-            first use and kept in the instance (ctypes and the structure are imported then:
-            ``kvmcore decode`` makes a vCPU and never runs it)."""
-            if name != "kvm_run":
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            run = self.kvm_run = abi.kvm_run()
-            return run
+        A cached property, not a ``__getattr__``: on CPython 3.11 a class ``__getattr__`` keeps
+        every attribute read of a vCPU from being specialised; this keeps only ``kvm_run``'s."""
+        return abi.kvm_run()
 
     def __repr__(self) -> str:
         return f"<VCPU {self.id} of {self.vm.arch.name} VM>"
@@ -571,7 +595,7 @@ class VCPU:
         ordering of the common checks) -> install the mapping, resume, or exit.
         """
         run = self.kvm_run
-        run.exit_reason = abi.KVM_EXIT_UNKNOWN  # KVM_RUN resets it on entry
+        run.exit_reason = KVM_EXIT_UNKNOWN  # KVM_RUN resets it on entry
         self.pending_signal = None
         vm = self.vm
         arch = vm.arch
@@ -604,7 +628,7 @@ class VCPU:
             if type(result) is Retry:
                 return FaultResult(fault, 0, None, result.outcome, None, self.pending_signal, result.detail)
             if type(result) is Exit:
-                if vm._annotate_efault and result.ret == -abi.EFAULT and run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+                if vm._annotate_efault and result.ret == -EFAULT and run.exit_reason != KVM_EXIT_MEMORY_FAULT:
                     # annotate-efault: common code annotates what the arch left bare
                     kvm_prepare_memory_fault_exit(self, fault)
                 return FaultResult(fault, result.ret, run.exit_reason, result.outcome, None, self.pending_signal, result.detail)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvmcore import abi
+from kvmcore.abi import EINVAL
 from kvmcore.errors import KvmError
 
 BITS_PER_LONG = 64
@@ -31,7 +31,7 @@ def as_bitmap(buffer: Any, npages: int, slot: int) -> memoryview:
         view = memoryview(buffer)
     except TypeError:
         raise KvmError(
-            abi.EINVAL,
+            EINVAL,
             f"slot {slot}: userfault_bitmap must support the buffer protocol "
             f"(bytearray, array('Q')...), got {type(buffer).__name__}",
         ) from None
@@ -39,7 +39,7 @@ def as_bitmap(buffer: Any, npages: int, slot: int) -> memoryview:
     need = bitmap_bytes(npages)
     if view.nbytes < need:
         raise KvmError(
-            abi.EINVAL,
+            EINVAL,
             f"slot {slot}: userfault_bitmap has {view.nbytes} bytes, {npages} pages need {need}",
         )
     return view

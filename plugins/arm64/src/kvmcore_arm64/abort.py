@@ -25,7 +25,6 @@ from kvmcore import (
     KvmError,
     Mapped,
     Retry,
-    abi,
     is_error_noslot_pfn,
     kvm_do_userfault,
     kvm_faultin_pfn,
@@ -34,6 +33,18 @@ from kvmcore import (
     kvm_prepare_memory_fault_exit,
     kvm_prepare_mmio_exit,
     send_sig_mceerr,
+)
+from kvmcore.abi import (
+    EFAULT,
+    ENOSYS,
+    KVM_CAP_ARM_NISV_TO_USER,
+    KVM_CAP_ARM_SEA_TO_USER,
+    KVM_EXIT_ARM_LDST64B,
+    KVM_EXIT_ARM_NISV,
+    KVM_EXIT_ARM_SEA,
+    KVM_EXIT_ARM_SEA_FLAG_GPA_VALID,
+    KVM_EXIT_MEMORY_FAULT,
+    KVM_MEM_USERFAULT,
 )
 
 from . import esr as E
@@ -91,7 +102,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
         translation or E.is_permission_fault(info) or E.is_access_flag_fault(info) or excl_atomic
     ):
         return Exit(
-            -abi.EFAULT,
+            -EFAULT,
             "unsupported_fsc",
             f"Unsupported FSC: EC={fault.ec:#x} xFSC={fault.fsc:#x} ESR_EL2={fault.esr:#x}",
         )
@@ -102,10 +113,10 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     # does, so that a private access is never emulated as MMIO.
     if private_on and fault.is_private != vm.mem_is_private(fault.gfn):
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_mismatch", "proposal arm64-private: access and memory attribute disagree")
+        return Exit(-EFAULT, "private_mismatch", "proposal arm64-private: access and memory attribute disagree")
     if private_on and slot is None and fault.is_private:
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_no_slot", "proposal arm64-private: private access with no memslot")
+        return Exit(-EFAULT, "private_no_slot", "proposal arm64-private: private access with no memslot")
 
     # gfn_to_hva_memslot_prot(): an error hva without a slot, writable unless READONLY
     if slot is None or (fault.write and slot.readonly):
@@ -128,7 +139,7 @@ def kvm_handle_guest_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResu
     if private_on and fault.is_private and not has_gmem:
         # "arm64-private", after x86's kvm_mmu_faultin_pfn_gmem() check
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_no_gmem", "proposal arm64-private: private access to a slot without guest_memfd")
+        return Exit(-EFAULT, "private_no_gmem", "proposal arm64-private: private access to a slot without guest_memfd")
     if has_gmem and (kernels.has_gmem_abort(vm) or private_on):
         return gmem_abort(vcpu, fault)
     return user_mem_abort(vcpu, fault)
@@ -155,10 +166,10 @@ def kvm_handle_guest_sea(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult
     vm = vcpu.vm
     if vm.settings["sea"] == "claimed":
         return Retry("sea_claimed", "apei_claim_sea() claimed the error; the guest resumes")
-    if kernels.sea_exits_to_user(vm) and vm.has_cap(abi.KVM_CAP_ARM_SEA_TO_USER) and not host_owns_sea(fault):
+    if kernels.sea_exits_to_user(vm) and vm.has_cap(KVM_CAP_ARM_SEA_TO_USER) and not host_owns_sea(fault):
         info = fault.info
         run = vcpu.kvm_run
-        run.exit_reason = abi.KVM_EXIT_ARM_SEA
+        run.exit_reason = KVM_EXIT_ARM_SEA
         sea = run.arm_sea
         # EC | IL | FnV | EA | CM | WnR | FSC, and SET ([12:11]) as the guest has FEAT_RAS
         sea.esr = fault.esr & ((0x3F << 26) | (1 << 25) | (1 << 10) | (1 << 9) | (1 << 8) | (1 << 6) | 0x3F | (3 << 11))
@@ -166,7 +177,7 @@ def kvm_handle_guest_sea(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult
         sea.flags = 0
         sea.gpa = 0
         if E.fault_safe_to_translate(info):
-            sea.flags = abi.KVM_EXIT_ARM_SEA_FLAG_GPA_VALID
+            sea.flags = KVM_EXIT_ARM_SEA_FLAG_GPA_VALID
             sea.gpa = fault.ipa
         return Exit(0, "sea_exit", f"{info.fsc_name}: unclaimed, KVM_EXIT_ARM_SEA (KVM_CAP_ARM_SEA_TO_USER)")
     return Retry("sea_injected", f"{fault.info.fsc_name}: not claimed by the host, SError injected")
@@ -187,18 +198,18 @@ def io_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Exit:
     """
     run = vcpu.kvm_run
     if not fault.isv:
-        if vcpu.vm.has_cap(abi.KVM_CAP_ARM_NISV_TO_USER):
-            run.exit_reason = abi.KVM_EXIT_ARM_NISV
+        if vcpu.vm.has_cap(KVM_CAP_ARM_NISV_TO_USER):
+            run.exit_reason = KVM_EXIT_ARM_NISV
             run.arm_nisv.esr_iss = E.nisv_sanitised_iss(fault.esr)
             run.arm_nisv.fault_ipa = fault.gpa
             return Exit(0, "nisv")
-        return Exit(-abi.ENOSYS, "nisv_enosys", "Data abort outside memslots with no valid syndrome info")
+        return Exit(-ENOSYS, "nisv_enosys", "Data abort outside memslots with no valid syndrome info")
     if (
         kernels.ldst64b_exits(vcpu.vm)
         and (0x04 <= fault.fsc <= 0x0F or 0x2A <= fault.fsc <= 0x2B)
         and (fault.esr >> 11) & 3
     ):
-        run.exit_reason = abi.KVM_EXIT_ARM_LDST64B
+        run.exit_reason = KVM_EXIT_ARM_LDST64B
         run.arm_nisv.esr_iss = fault.esr & ~0x3F
         run.arm_nisv.fault_ipa = fault.gpa
         return Exit(0, "ldst64b", "LD64B/ST64B* outside memslots (ESR[12:11] set): KVM_EXIT_ARM_LDST64B")
@@ -409,7 +420,7 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     if is_perm and not fault.write and not fault.exec and kernels.read_perm_fault_fails(vm):
         if vm.exit_design.annotate_efault:
             annotate_efault(vcpu, fault, 0)
-        return Exit(-abi.EFAULT, "read_perm_fault", "Unexpected L2 read permission error")
+        return Exit(-EFAULT, "read_perm_fault", "Unexpected L2 read permission error")
 
     # one hva and one VMA lookup serve the whole fault, as the kernel's vma_lookup() does
     hva = slot.gfn_to_hva(gfn)
@@ -417,16 +428,16 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     if vma is None:
         if vm.exit_design.annotate_efault:
             annotate_efault(vcpu, fault, 0)
-        return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
+        return Exit(-EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
     logging_active = memslot_is_logging(slot)
     # v3 (patch 06): a KVM_MEM_USERFAULT slot forces PAGE_SIZE like dirty logging
-    userfault_slot = bool(slot.flags & abi.KVM_MEM_USERFAULT)
+    userfault_slot = bool(slot.flags & KVM_MEM_USERFAULT)
     vma_shift, force_pte = resolve_vma_shift(vm, slot, hva, vma, logging_active or userfault_slot)
 
-    if slot.flags & abi.KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
-        if vcpu.kvm_run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
-            return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
-        return Exit(-abi.EFAULT, "userfault")
+    if slot.flags & KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
+        if vcpu.kvm_run.exit_reason != KVM_EXIT_MEMORY_FAULT:
+            return Exit(-EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
+        return Exit(-EFAULT, "userfault")
 
     pfn, writable = kvm_faultin_pfn(vm, slot, gfn, fault.write, hva)
     if pfn == KVM_PFN_ERR_HWPOISON:
@@ -441,8 +452,8 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
     if is_error_noslot_pfn(pfn):
         if vm.exit_design.annotate_efault:
             annotate_efault(vcpu, fault, 1 << vma_shift)  # vma_pagesize
-            return Exit(-abi.EFAULT, "efault", "no usable host mapping (annotate-efault: memory_fault filled)")
-        return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
+            return Exit(-EFAULT, "efault", "no usable host mapping (annotate-efault: memory_fault filled)")
+        return Exit(-EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
 
     if fault.fsc == FSC_EXCL_ATOMIC and kernels.excl_atomic_fault_handled(vm):
         return Retry("excl_atomic_injected", "unsupported exclusive/atomic access: kvm_inject_dabt_excl_atomic()")

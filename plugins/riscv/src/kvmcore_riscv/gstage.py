@@ -35,7 +35,6 @@ from kvmcore import (
     KvmError,
     Mapped,
     Retry,
-    abi,
     is_error_noslot_pfn,
     kvm_do_userfault,
     kvm_faultin_pfn,
@@ -45,6 +44,7 @@ from kvmcore import (
     kvm_prepare_mmio_exit,
     send_sig_mceerr,
 )
+from kvmcore.abi import EFAULT, EOPNOTSUPP, KVM_EXIT_MEMORY_FAULT, KVM_MEM_USERFAULT
 
 from . import kernels
 from .fault import RiscvFault
@@ -84,7 +84,7 @@ def private_mismatch(vcpu: kvmcore.VCPU, fault: RiscvFault) -> Exit:
     memory, so never takes this path."""
     kvm_prepare_memory_fault_exit(vcpu, fault)
     return Exit(
-        -abi.EFAULT,
+        -EFAULT,
         "private_mismatch",
         f"{'private' if fault.is_private else 'shared'} access to a "
         f"{'shared' if fault.is_private else 'private'} gfn {fault.gfn:#x}",
@@ -102,13 +102,13 @@ def private_faultin(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinRes
     if slot is None:
         kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(
-            -abi.EFAULT, "private_no_slot", f"private access to gfn {fault.gfn:#x} with no memslot"
+            -EFAULT, "private_no_slot", f"private access to gfn {fault.gfn:#x} with no memslot"
         )
     if "riscv-userfault" in vm.proposals and kvm_do_userfault(vcpu, fault):
         return _userfault(vcpu)
     if not slot.has_gmem():
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
+        return Exit(-EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
     try:
         pfn = kvm_gmem_get_pfn(vm, slot, fault.gfn)
     except KvmError as err:
@@ -119,11 +119,11 @@ def private_faultin(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinRes
 
 def _userfault(vcpu: kvmcore.VCPU) -> Exit:
     """kvmcore extension: ``kvm_do_userfault()`` returned true; the caller returns -EFAULT."""
-    if vcpu.kvm_run.exit_reason != abi.KVM_EXIT_MEMORY_FAULT:
+    if vcpu.kvm_run.exit_reason != KVM_EXIT_MEMORY_FAULT:
         return Exit(
-            -abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT"
+            -EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT"
         )
-    return Exit(-abi.EFAULT, "userfault")
+    return Exit(-EFAULT, "userfault")
 
 
 def noslot_or_readonly(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinResult:
@@ -149,7 +149,7 @@ def noslot_or_readonly(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.Faultin
                 f"access fault (scause {EXC_INST_ACCESS}, EXC_INST_ACCESS) into the guest",
             )
         return Exit(
-            -abi.EOPNOTSUPP,
+            -EOPNOTSUPP,
             "exec_no_slot",
             f"instruction guest-page fault on unbacked gpa {fault.kernel_gpa:#x}: "
             'gstage_page_fault() returns -EOPNOTSUPP ("VCPU exit error -95")',
@@ -244,18 +244,18 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     hva = slot.gfn_to_hva(gfn)
     vma = vm.host.find_vma(hva)
     if vma is None:
-        return Exit(-abi.EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
+        return Exit(-EFAULT, "no_vma", f"Failed to find VMA for hva {hva:#x}")
     logging = slot.dirty_bitmap is not None and not slot.readonly
     is_hugetlb = vma.page_size > vm.page_size and not vma.thp
     vma_pageshift = vma.page_size.bit_length() - 1 if is_hugetlb else vm.page_shift
     size = 1 << vma_pageshift
     # "riscv-userfault": a KVM_MEM_USERFAULT slot maps PAGE_SIZE, as v3 forces on arm64
-    if logging or slot.flags & abi.KVM_MEM_USERFAULT:
+    if logging or slot.flags & KVM_MEM_USERFAULT:
         size = vm.page_size
     elif is_hugetlb and kernels.gstage_huge_mapping_checked(vm):
         size = hugetlb_mapping_size(slot, hva, size, vm.page_size)
     if size not in GSTAGE_BLOCK_SIZES and size != vm.page_size:
-        return Exit(-abi.EFAULT, "efault", f"Invalid VMA page size {size:#x}")
+        return Exit(-EFAULT, "efault", f"Invalid VMA page size {size:#x}")
     # the gfn KVM faults in: aligned down for a block (every version)
     fault_gfn = gfn & ~((size >> vm.page_shift) - 1)
     fault_slot: kvmcore.Memslot | None = slot
@@ -279,13 +279,13 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
         )
     if is_error_noslot_pfn(pfn):
         return Exit(
-            -abi.EFAULT, "efault", f"__kvm_faultin_pfn() failed for gfn {fault_gfn:#x} (bare -EFAULT)"
+            -EFAULT, "efault", f"__kvm_faultin_pfn() failed for gfn {fault_gfn:#x} (bare -EFAULT)"
         )
     if logging and not fault.write:
         writable = False
     if (
         not logging
-        and not slot.flags & abi.KVM_MEM_USERFAULT
+        and not slot.flags & KVM_MEM_USERFAULT
         and not is_hugetlb
         and size == vm.page_size
         and kernels.thp_blocks(vm)

@@ -12,7 +12,15 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 import kvmcore
-from kvmcore import abi, hookimpl
+from kvmcore import hookimpl
+from kvmcore.abi import (
+    KVM_MEMORY_EXIT_FLAG_EXEC,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    KVM_MEMORY_EXIT_FLAG_READ,
+    KVM_MEMORY_EXIT_FLAG_WRITE,
+    KVMCORE_SYNDROME_ARCH_RISCV,
+    KVMCORE_SYNDROME_VALID,
+)
 
 from .fault_type import MODEL_KEYS, REGISTERS, RiscvFault
 
@@ -111,8 +119,8 @@ def prepare_memory_fault_exit(
     common = yield
     if vcpu.vm.exit_design.syndrome:
         syndrome = vcpu.kvm_run.syndrome
-        syndrome.flags = abi.KVMCORE_SYNDROME_VALID
-        syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_RISCV
+        syndrome.flags = KVMCORE_SYNDROME_VALID
+        syndrome.arch = KVMCORE_SYNDROME_ARCH_RISCV
         syndrome.syndrome[0] = fault.scause
         syndrome.syndrome[1] = fault.htinst
     return common
@@ -124,7 +132,7 @@ def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: RiscvFault) ->
     memory-fault exit). PRIVATE for a private access (kvmcore's private-memory extension) and,
     with ``rwx-flags``, the access from scause: 20 (instruction guest-page fault) EXEC, 23
     (store/AMO) WRITE, 21 (load) READ."""
-    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
+    flags = KVM_MEMORY_EXIT_FLAG_PRIVATE if fault.is_private else 0
     if vcpu.vm.exit_design.rwx:
         flags |= _SCAUSE_ACCESS_FLAG[fault.scause]
     vcpu.kvm_run.memory_fault.flags |= flags
@@ -135,9 +143,9 @@ def kvm_arch_prepare_memory_fault_exit(vcpu: kvmcore.VCPU, fault: RiscvFault) ->
 #: that loading the plugin does not import :mod:`kvmcore_riscv.trap`; a test holds them to its
 #: constants). Its keys are also the causes a ``kvm_exit`` line is a guest fault for.
 _SCAUSE_ACCESS_FLAG = {
-    20: abi.KVM_MEMORY_EXIT_FLAG_EXEC,
-    21: abi.KVM_MEMORY_EXIT_FLAG_READ,
-    23: abi.KVM_MEMORY_EXIT_FLAG_WRITE,
+    20: KVM_MEMORY_EXIT_FLAG_EXEC,
+    21: KVM_MEMORY_EXIT_FLAG_READ,
+    23: KVM_MEMORY_EXIT_FLAG_WRITE,
 }
 
 

@@ -29,7 +29,6 @@ from kvmcore import (
     KvmError,
     Mapped,
     Retry,
-    abi,
     is_error_noslot_pfn,
     is_error_pfn,
     kvm_do_userfault,
@@ -38,6 +37,22 @@ from kvmcore import (
     kvm_prepare_memory_fault_exit,
     kvm_prepare_mmio_exit,
     send_sig_mceerr,
+)
+from kvmcore.abi import (
+    EFAULT,
+    EINTR,
+    GUEST_MEMFD_FLAG_MMAP,
+    KVM_EXIT_INTR,
+    KVM_EXIT_MEMORY_FAULT,
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_USERFAULT,
+    KVM_MEMORY_EXIT_FLAG_EXEC,
+    KVM_MEMORY_EXIT_FLAG_PRIVATE,
+    KVM_MEMORY_EXIT_FLAG_READ,
+    KVM_MEMORY_EXIT_FLAG_WRITE,
+    KVMCORE_SYNDROME_ARCH_X86_SVM,
+    KVMCORE_SYNDROME_ARCH_X86_VMX,
+    KVMCORE_SYNDROME_VALID,
 )
 from kvmcore_x86.fault import (
     LEVEL_SIZE,
@@ -90,7 +105,7 @@ def kvm_mmu_page_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinRe
     """
     if fault.rsvd:
         if fault.is_private:
-            return Exit(-abi.EFAULT, "rsvd_private", "WARN_ON_ONCE: reserved-bit fault on private memory (emulated MMIO is shared-only)")
+            return Exit(-EFAULT, "rsvd_private", "WARN_ON_ONCE: reserved-bit fault on private memory (emulated MMIO is shared-only)")
         r = handle_mmio_page_fault(vcpu, fault)
         if r is not None:
             return x86_emulate_instruction(vcpu, fault, r)
@@ -120,7 +135,7 @@ def kvm_mmu_do_page_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faulti
     r = kvm_tdp_page_fault(vcpu, fault)
     if isinstance(r, Emulate) and fault.is_private:
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_emulation", f"unexpected emulation request on private memory ({r.why})")
+        return Exit(-EFAULT, "private_emulation", f"unexpected emulation request on private memory ({r.why})")
     return r
 
 
@@ -151,7 +166,7 @@ def kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinR
     if fault.is_private != vm.mem_is_private(fault.gfn):
         kvm_prepare_memory_fault_exit(vcpu, fault)
         return Exit(
-            -abi.EFAULT,
+            -EFAULT,
             "private_mismatch",
             f"{'private' if fault.is_private else 'shared'} access to a gfn whose attributes say "
             f"{'shared' if fault.is_private else 'private'}",
@@ -176,7 +191,7 @@ def kvm_handle_noslot_fault(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None:
     """
     if fault.is_private:
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_no_slot", "private access to a gfn with no memslot")
+        return Exit(-EFAULT, "private_no_slot", "private access to a gfn with no memslot")
     fault.slot = None
     fault.pfn = KVM_PFN_NOSLOT
     fault.map_writable = False
@@ -191,7 +206,7 @@ def kvm_memslot_is_gmem_only(vm: kvmcore.VM, slot: kvmcore.Memslot) -> bool:
     guest_memfd); 6.18 and 7.3 do (``kvm_memslot_is_gmem_only()`` in ``include/linux/kvm_host.h``,
     used by ``__kvm_mmu_faultin_pfn()`` and ``kvm_mmu_max_mapping_level()``).
     """
-    return slot.gmem is not None and vm.kernel >= (6, 18) and bool(slot.gmem.flags & abi.GUEST_MEMFD_FLAG_MMAP)
+    return slot.gmem is not None and vm.kernel >= (6, 18) and bool(slot.gmem.flags & GUEST_MEMFD_FLAG_MMAP)
 
 
 def __kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.FaultinResult | None:
@@ -206,10 +221,10 @@ def __kvm_mmu_faultin_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faulti
     vm = vcpu.vm
     slot = fault.slot
     assert slot is not None
-    if slot.flags & abi.KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
-        if vcpu.kvm_run.exit_reason == abi.KVM_EXIT_MEMORY_FAULT:
-            return Exit(-abi.EFAULT, "userfault")
-        return Exit(-abi.EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
+    if slot.flags & KVM_MEM_USERFAULT and kvm_do_userfault(vcpu, fault):
+        if vcpu.kvm_run.exit_reason == KVM_EXIT_MEMORY_FAULT:
+            return Exit(-EFAULT, "userfault")
+        return Exit(-EFAULT, "userfault", "the userfault bitmap could not be read: bare -EFAULT")
     if fault.is_private or kvm_memslot_is_gmem_only(vm, slot):
         return kvm_mmu_faultin_pfn_gmem(vcpu, fault)
     fault.pfn, fault.map_writable = kvm_faultin_pfn(vm, slot, fault.gfn, fault.write)
@@ -229,7 +244,7 @@ def kvm_mmu_faultin_pfn_gmem(vcpu: kvmcore.VCPU, fault: X86Fault) -> Exit | None
     assert slot is not None
     if not slot.has_gmem():
         kvm_prepare_memory_fault_exit(vcpu, fault)
-        return Exit(-abi.EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
+        return Exit(-EFAULT, "private_no_gmem", f"slot {slot.id} has no guest_memfd")
     try:
         fault.pfn = kvm_gmem_get_pfn(vm, slot, fault.gfn)
     except KvmError as err:
@@ -257,8 +272,8 @@ def kvm_handle_error_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faultin
     """
     pfn = fault.pfn
     if pfn == KVM_PFN_ERR_SIGPENDING:
-        vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
-        return Exit(-abi.EINTR, "signal_pending")
+        vcpu.kvm_run.exit_reason = KVM_EXIT_INTR
+        return Exit(-EINTR, "signal_pending")
     if pfn == KVM_PFN_ERR_RO_FAULT:
         return Emulate("readonly_slot")
     if pfn == KVM_PFN_ERR_HWPOISON:
@@ -266,13 +281,13 @@ def kvm_handle_error_pfn(vcpu: kvmcore.VCPU, fault: X86Fault) -> kvmcore.Faultin
         assert slot is not None
         hva = slot.gfn_to_hva(fault.gfn)
         send_sig_mceerr(vcpu, hva, vcpu.vm.page_shift)
-        vcpu.kvm_run.exit_reason = abi.KVM_EXIT_INTR
+        vcpu.kvm_run.exit_reason = KVM_EXIT_INTR
         return Exit(
-            -abi.EINTR,
+            -EINTR,
             "hwpoison_sigbus",
             f"SIGBUS (BUS_MCEERR_AR) for hva {hva:#x}; RET_PF_RETRY, then the pending signal ends KVM_RUN",
         )
-    return Exit(-abi.EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
+    return Exit(-EFAULT, "efault", "no usable host mapping (bare -EFAULT, no memory_fault info)")
 
 
 def kvm_arch_has_private_mem(vm: kvmcore.VM) -> bool:
@@ -342,7 +357,7 @@ def kvm_mmu_hugepage_adjust(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
         return
     slot = fault.slot
     assert slot is not None
-    if slot.flags & (abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_USERFAULT):
+    if slot.flags & (KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_USERFAULT):
         return
     fault.req_level = kvm_mmu_max_mapping_level(vcpu, fault)
     if fault.req_level == PG_LEVEL_4K or fault.huge_page_disallowed:
@@ -410,14 +425,14 @@ def memory_fault_flags(vcpu: kvmcore.VCPU, fault: X86Fault) -> int:
     PRIVATE") and, with ``rwx-flags``, the access from the PFERR word KVM built: WRITE for
     ``PFERR_WRITE_MASK``, EXEC for ``PFERR_FETCH_MASK``, READ otherwise."""
     error_code = fault.error_code
-    flags = abi.KVM_MEMORY_EXIT_FLAG_PRIVATE if error_code & PFERR_PRIVATE_ACCESS else 0
+    flags = KVM_MEMORY_EXIT_FLAG_PRIVATE if error_code & PFERR_PRIVATE_ACCESS else 0
     if vcpu.vm.exit_design.rwx:
         if error_code & PFERR_WRITE_MASK:
-            flags |= abi.KVM_MEMORY_EXIT_FLAG_WRITE
+            flags |= KVM_MEMORY_EXIT_FLAG_WRITE
         elif error_code & PFERR_FETCH_MASK:
-            flags |= abi.KVM_MEMORY_EXIT_FLAG_EXEC
+            flags |= KVM_MEMORY_EXIT_FLAG_EXEC
         else:
-            flags |= abi.KVM_MEMORY_EXIT_FLAG_READ
+            flags |= KVM_MEMORY_EXIT_FLAG_READ
     return flags
 
 
@@ -432,17 +447,17 @@ def fill_syndrome(vcpu: kvmcore.VCPU, fault: X86Fault) -> None:
     syndrome = vcpu.kvm_run.syndrome
     words = syndrome.syndrome
     if fault.vendor == "vmx":
-        syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_X86_VMX
+        syndrome.arch = KVMCORE_SYNDROME_ARCH_X86_VMX
         words[0] = (fault.exit_qualification or 0) & ~INTR_INFO_UNBLOCK_NMI
         words[1] = fault.error_code
         words[2] = fault.gla if fault.gla is not None else 0
     else:
-        syndrome.arch = abi.KVMCORE_SYNDROME_ARCH_X86_SVM
+        syndrome.arch = KVMCORE_SYNDROME_ARCH_X86_SVM
         words[0] = fault.npf_error_code or 0
         words[1] = fault.error_code
         words[2] = 0
     words[3] = 0
-    syndrome.flags = abi.KVMCORE_SYNDROME_VALID
+    syndrome.flags = KVMCORE_SYNDROME_VALID
 
 
 __all__ = [

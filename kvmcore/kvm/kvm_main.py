@@ -7,7 +7,6 @@ Calls are named after the ioctls they model and fail with the errno the kernel r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from kvmcore import _args, abi
@@ -568,6 +567,24 @@ class VM:
                 self.stage2.unmap_range(first, last)
 
 
+class _KvmRunOnFirstUse:
+    """``VCPU.kvm_run`` until a vCPU's first read of it: makes the zeroed ``struct kvm_run`` and
+    keeps it as a plain attribute of the vCPU, which from then on hides this descriptor (it has
+    no ``__set__``). ctypes and the structure are imported then: ``kvmcore decode`` makes a
+    vCPU and never runs it.
+
+    Not ``functools.cached_property``: it stores through the instance ``__dict__``, which on
+    CPython 3.11 turns the vCPU's inline attribute values into a dict, so that every attribute
+    read on the fault path got slower (about 3% of a fault); nor a class ``__getattr__``, which
+    keeps every read of a vCPU attribute from being specialised."""
+
+    def __get__(self, vcpu: Any, owner: Any = None) -> Any:
+        if vcpu is None:
+            return self
+        run = vcpu.kvm_run = abi.kvm_run()
+        return run
+
+
 class VCPU:
     """One vCPU: its ``kvm_run`` and the fault pipeline (``handle_fault``)."""
 
@@ -576,14 +593,10 @@ class VCPU:
         self.id = vcpu_id
         self.pending_signal: Signal | None = None
 
-    @cached_property
-    def kvm_run(self) -> abi.kvm_run:
-        """``struct kvm_run``, made (zeroed) by its first use and kept in the instance: ctypes and
-        the structure are imported then (``kvmcore decode`` makes a vCPU and never runs it).
-
-        A cached property, not a ``__getattr__``: on CPython 3.11 a class ``__getattr__`` keeps
-        every attribute read of a vCPU from being specialised; this keeps only ``kvm_run``'s."""
-        return abi.kvm_run()
+    if TYPE_CHECKING:
+        kvm_run: abi.kvm_run
+    else:
+        kvm_run = _KvmRunOnFirstUse()
 
     def __repr__(self) -> str:
         return f"<VCPU {self.id} of {self.vm.arch.name} VM>"

@@ -43,7 +43,7 @@ class Params:
     touch_pages: int = 1_000_000
     replay_events: int = 1_000_000
     replay_rounds: int = 3  # interleaved in-process rounds (kvmcore, floor) over the whole trace
-    startup_runs: int = 7
+    startup_runs: int = 21  # whole processes of ~0.1 s each: a robust median costs seconds
 
     @classmethod
     def quick(cls) -> Params:

@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kvmcore import abi
 from kvmcore._dataclass_methods import fields_eq, fields_hash, fields_repr
-from kvmcore.abi import KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY, KVM_MEM_USERFAULT
+from kvmcore.abi import KVM_MEM_GUEST_MEMFD, KVM_MEM_READONLY, KVM_MEM_USERFAULT, exit_reason_name
 
 if TYPE_CHECKING:
     from kvmcore.kvm.guest_memfd import GuestMemfd
@@ -269,7 +268,7 @@ class FaultResult:
 
     @property
     def exit_reason_name(self) -> str:
-        return abi.exit_reason_name(self.exit_reason)
+        return exit_reason_name(self.exit_reason)
 
 
 # --- host pfns (include/linux/kvm_host.h) ----------------------------------------------------

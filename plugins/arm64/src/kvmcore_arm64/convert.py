@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import kvmcore
+from kvmcore import TraceEvent
 
 from .encode import encode_abort
 from .esr import HPFAR_EL2_FIPA_SHIFT
@@ -59,7 +60,7 @@ def trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     """
     if event == "kvm_guest_fault":  # the hottest event of a replay: no table lookups
         f = guest_fault_fields(text)
-        return kvmcore.TraceEvent("guest_fault", f, {"esr": f["hsr"], "far": f["hxfar"], "hpfar": _hpfar(f["ipa"])})
+        return TraceEvent("guest_fault", f, {"esr": f["hsr"], "far": f["hxfar"], "hpfar": _hpfar(f["ipa"])})
     fields: dict[str, Any] | None = parse_event(event, text)
     if fields is None:
         return None
@@ -70,7 +71,7 @@ def trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
         raw = {"esr": fields["hsr"], "far": fields["hxfar"], "hpfar": _hpfar(fields["ipa"])}
     elif event == "kvm_mmio_nisv":
         raw = {"esr": fields["esr"], "far": fields["far"], "hpfar": _hpfar(fields["ipa"])}
-    return kvmcore.TraceEvent(TRACE_KINDS[event], fields, raw)
+    return TraceEvent(TRACE_KINDS[event], fields, raw)
 
 
 __all__ = ["TRACE_KINDS", "encode_access", "trace_event"]

@@ -12,7 +12,7 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 import kvmcore
-from kvmcore import hookimpl
+from kvmcore import ArchInfo, DecodeError, KvmError, TraceEvent, hookimpl
 from kvmcore.abi import (
     KVM_MEMORY_EXIT_FLAG_EXEC,
     KVM_MEMORY_EXIT_FLAG_PRIVATE,
@@ -46,7 +46,7 @@ TRACE_PATTERNS: dict[str, str] = {
 @hookimpl
 def arch_info() -> kvmcore.ArchInfo:
     """RV64 host with the H extension; GPAs up to 59 bits (Sv57x4)."""
-    return kvmcore.ArchInfo(
+    return ArchInfo(
         name="riscv",
         fault_type=RiscvFault,
         page_shift=12,
@@ -70,7 +70,7 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> RiscvFault:
     proposal "riscv-private" (upstream RISC-V has no private memory)."""
     fault = (_decode_riscv_fault or _load_fault())(raw)
     if fault.is_private and "riscv-private" not in vcpu.vm.proposals:
-        raise kvmcore.DecodeError(
+        raise DecodeError(
             "private=1: upstream RISC-V has no private memory; it is kvmcore's proposal "
             "'riscv-private', which is off for this VM"
         )
@@ -185,10 +185,10 @@ def parse_trace_event(event: str, text: str) -> kvmcore.TraceEvent | None:
     if fields is None:
         return None
     if event == "kvm_entry":
-        return kvmcore.TraceEvent("entry", fields)
+        return TraceEvent("entry", fields)
     if fields["scause"] in _SCAUSE_ACCESS_FLAG:
-        return kvmcore.TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
-    return kvmcore.TraceEvent("exit", fields)
+        return TraceEvent("guest_fault", {**fields, "pc": fields["sepc"]}, raw=dict(fields))
+    return TraceEvent("exit", fields)
 
 
 _parse_event: Any = None
@@ -219,7 +219,7 @@ def prepare_memory_region(vm: kvmcore.VM, old: kvmcore.Memslot | None, new: kvmc
     kvmcore models Sv57x4, a 59-bit GPA space)."""
     limit_gfn = (1 << 59) >> vm.page_shift
     if new.end_gfn >= limit_gfn:
-        raise kvmcore.KvmError(
+        raise KvmError(
             kvmcore.abi.EFAULT, f"slot {new.id}: ends at GPA {new.end_gfn << vm.page_shift:#x}, at or beyond the 59-bit Sv57x4 G-stage"
         )
 

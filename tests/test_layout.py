@@ -171,7 +171,8 @@ def _reads_through_getattr_modules(tree: ast.AST) -> list[str]:
             if isinstance(node, ast.AnnAssign):  # its annotation is not run
                 stack.extend(n for n in (node.target, node.value) if n is not None)
                 continue
-            stack.extend(ast.iter_child_nodes(node))
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):  # a nested one is visited itself
+                stack.extend(ast.iter_child_nodes(node))
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in ("kvmcore", "abi") and node.attr not in LAZY_ABI | {"abi"}):
                 found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")

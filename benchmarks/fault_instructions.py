@@ -7,7 +7,8 @@ fault (per round trip for userfault) and their ratio.
 
 Each count is a child process that builds the figure exactly as ``run.py`` does
 (``bench_core.FAULT_FIGURES``, with smaller passes), runs every loop once as the timed run's
-warm-up pass does, resets, and then runs one loop over its first N inputs. The same child with
+warm-up pass does, resets and collects garbage as every timed pass starts, and then runs one
+loop over its first N inputs. The same child with
 N = 0 is the baseline: the difference over N is the cost of one input, set-up excluded.
 
 Every child runs once without valgrind first, so that a module changed since its bytecode was
@@ -23,6 +24,7 @@ the three arches on 2 cores.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -51,6 +53,7 @@ def _measure_one(name: str, n: int) -> Any:
         for loop, inputs in loops.values():  # the warm-up pass: memos filled, code specialised
             loop(inputs)
         reset()
+        gc.collect()  # as every timed pass starts: no collection of the set-up's garbage is counted
         loop, inputs = loops[name]
         print(f"{name}: {loop(inputs[:n])} inputs")
         raise _Counted

@@ -8,23 +8,25 @@ fault (per round trip for userfault) and their ratio.
 Each count is a child process that builds the figure exactly as ``run.py`` does
 (``bench_core.FAULT_FIGURES``, with smaller passes), runs every loop once as the timed run's
 warm-up pass does, resets and collects garbage as every timed pass starts, and then runs one
-loop over its first N inputs. The same child with
-N = 0 is the baseline: the difference over N is the cost of one input, set-up excluded.
-
-Every child runs once without valgrind first, so that a module changed since its bytecode was
-written is compiled there, not inside whichever counted child imports it first.
+loop over its first N inputs with the collector paused (what a collection costs depends on the
+heap the set-up left, not on the loop; the timed figures include it). callgrind counts only
+inside :data:`COUNTED_CALL`, through which that loop alone is called; the same child over no
+inputs gives the call's own few instructions, subtracted. Every child runs once without valgrind
+first, so that stale bytecode is rewritten before anything is counted.
 
 The CPU-time ratios of ``run.py`` are the verdicts; on this shared 2-core machine they move by
-10-20% with the load. Instruction counts do not move (two runs here gave identical counts), so
-they show whether a change helped. They weigh every instruction alike (a cache miss costs no
-more), so they are not the same number as the timed ratios. Needs valgrind; about 4 minutes for
-the three arches on 2 cores.
+10-20% with the load. Instruction counts do not move (two runs give identical counts, and the
+floor's do not change when kvmcore's code does), so they show whether a change helped. They
+weigh every instruction alike (a cache miss costs no more), so they are not the same number as
+the timed ratios. Needs valgrind, and a libpython that keeps the symbol ``_operator_call``;
+about 4 minutes for the three arches on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import operator
 import os
 import re
 import shutil
@@ -35,8 +37,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-#: Inputs each counted loop runs (userfault: round trips), and the pass the figure is built with.
+#: Inputs each counted loop runs (userfault: round trips; MMIO has a quarter of the pass, 1,024),
+#: and the pass the figure is built with. The child prints how many it ran: the divisor.
 COUNTED = 2048
+#: The C function (``operator.call``, in libpython) inside which callgrind counts: the counted
+#: loop is called through it and nothing else calls it, so the interpreter's start-up, imports,
+#: set-up and exit (which moved by millions of instructions between otherwise equal children)
+#: are not counted at all.
+COUNTED_CALL = "_operator_call"
 #: kvmcore's loop in each figure (the floor's is ``floor``).
 MINE = {"mapped": "pipeline", "userfault": "userfault", "mmio": "mmio"}
 
@@ -53,9 +61,10 @@ def _measure_one(name: str, n: int) -> Any:
         for loop, inputs in loops.values():  # the warm-up pass: memos filled, code specialised
             loop(inputs)
         reset()
-        gc.collect()  # as every timed pass starts: no collection of the set-up's garbage is counted
+        gc.collect()  # as every timed pass starts
         loop, inputs = loops[name]
-        print(f"{name}: {loop(inputs[:n])} inputs")
+        gc.disable()  # a collection's cost depends on the heap the set-up left: not counted
+        print(f"{name}: {operator.call(loop, inputs[:n])} inputs")  # counted: see COUNTED_CALL
         raise _Counted
 
     return measure
@@ -88,15 +97,20 @@ def compiled(argv: list[str]) -> None:
     subprocess.run(argv, capture_output=True, env=child_env(), check=True)
 
 
-def instructions(argv: list[str]) -> int:
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-                          capture_output=True, text=True, env=child_env())
+def instructions(argv: list[str]) -> tuple[int, int]:
+    """(instructions, inputs the counted loop ran) of the child ``argv`` under callgrind."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no",
+                           f"--toggle-collect={COUNTED_CALL}", *argv], capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
         sys.exit(f"{' '.join(argv)} under valgrind exited {proc.returncode}: {proc.stderr[-800:]}")
     found = re.search(r"Collected : (\d+)", proc.stderr)
-    if found is None:
-        sys.exit(f"no instruction count in valgrind's output: {proc.stderr[-500:]}")
-    return int(found.group(1))
+    ran = re.fullmatch(r"\S+: (\d+) inputs\n", proc.stdout)
+    if found is None or ran is None:
+        sys.exit(f"no instruction or input count in the child's output: {proc.stdout[-200:]} {proc.stderr[-500:]}")
+    if int(ran.group(1)) and not int(found.group(1)):
+        sys.exit(f"callgrind counted nothing inside {COUNTED_CALL}: this interpreter's libpython has no such "
+                 "symbol (stripped? install its debug symbols)")
+    return int(found.group(1)), int(ran.group(1))
 
 
 def main() -> int:
@@ -121,8 +135,9 @@ def main() -> int:
     print(f"  {'arch':6} {'figure':10} {'kvmcore':>9} {'floor':>9}  ratio")
     for arch_name in args.arches:
         for figure in MINE:
-            base = counts[arch_name, figure, "base"]
-            mine, floor = ((counts[arch_name, figure, label] - base) / COUNTED for label in ("kvmcore", "floor"))
+            base, _ = counts[arch_name, figure, "base"]
+            mine, floor = ((count - base) / ran for count, ran in (counts[arch_name, figure, label]
+                                                                   for label in ("kvmcore", "floor")))
             print(f"  {arch_name:6} {figure:10} {mine:9,.0f} {floor:9,.0f}  {mine / floor:5.2f}x")
     return 0
 

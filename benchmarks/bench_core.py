@@ -109,6 +109,14 @@ def interleaved(
     return {name: median(values) for name, values in samples.items()}
 
 
+#: How a fault figure runs its loops: :func:`interleaved` (timed), or another function of the same
+#: signature, e.g. ``fault_instructions.py``'s, which runs one loop under callgrind.
+Measure = Callable[
+    [dict[str, tuple[Callable[[list[Any]], int], list[Any]]], int, int, Callable[[], None], dict[str, list[float]]],
+    dict[str, float],
+]
+
+
 def ratio_stats(slow: list[float], fast: list[float]) -> dict[str, float]:
     """Median, min and max of ``fast[i] / slow[i]``: rates of two variants sampled side by
     side (sample ``i`` of each ran back to back), so each ratio saw the same machine."""
@@ -172,9 +180,8 @@ def bench_arch(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     """decode, mapped path (with the hand-wired path and the floor), userfault round trips and
     MMIO exits, each against its floor."""
     out: dict[str, Any] = {}
-    out.update(bench_mapped(arch, p))
-    out.update(bench_userfault(arch, p))
-    out.update(bench_mmio(arch, p))
+    for figure in FAULT_FIGURES.values():
+        out.update(figure(arch, p))
     return out
 
 
@@ -236,7 +243,7 @@ def steps(vm: kvmcore.VM, vcpu: kvmcore.VCPU, raws: list[Any]) -> dict[str, tupl
     return out
 
 
-def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+def bench_mapped(arch: kvmcore.Arch, p: Params, measure: Measure = interleaved) -> dict[str, Any]:
     """The pipeline on one VM, the hand-wired path on a twin VM and the floor, same inputs,
     interleaved sample by sample."""
     vm, vcpu = new_vm(arch, p.pass_faults)
@@ -259,7 +266,7 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     if floor is not None:
         loops["floor"] = (floor_loop(floor), raws)
     samples: dict[str, list[float]] = {name: [] for name in loops}
-    rates = interleaved(loops, p.repeats, p.chunk, reset, samples)
+    rates = measure(loops, p.repeats, p.chunk, reset, samples)
     for v in (vm, twin):
         if len(v.stage2) != p.pass_faults:
             raise RuntimeError(f"{arch.name}: expected {p.pass_faults} stage-2 leaves, found {len(v.stage2)}")
@@ -277,7 +284,7 @@ def bench_mapped(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     return out
 
 
-def bench_userfault(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+def bench_userfault(arch: kvmcore.Arch, p: Params, measure: Measure = interleaved) -> dict[str, Any]:
     """Fault (userfault exit), clear the bitmap bit as the VMM does, fault again (mapped);
     the same round trip through the floor on a bitmap of its own."""
     pages = p.userfault_pages
@@ -321,7 +328,7 @@ def bench_userfault(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     if floor is not None:
         loops["floor"] = (round_trips(floor.fault, floor_bitmap), work)
     samples: dict[str, list[float]] = {name: [] for name in loops}
-    rates = interleaved(loops, p.repeats, p.chunk // 2, reset, samples)
+    rates = measure(loops, p.repeats, p.chunk // 2, reset, samples)
     if len(vm.stage2) != pages:
         raise RuntimeError(f"{arch.name}: userfault round trips left {len(vm.stage2)} of {pages} pages mapped")
     out: dict[str, Any] = {"userfault_roundtrips_per_s": rates["userfault"]}
@@ -331,7 +338,7 @@ def bench_userfault(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     return out
 
 
-def bench_mmio(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
+def bench_mmio(arch: kvmcore.Arch, p: Params, measure: Measure = interleaved) -> dict[str, Any]:
     """A store outside every memslot: ``KVM_EXIT_MMIO`` (the raws from ``encode_fault``'s
     ``no_slot`` cause), against the floor filling the same exit fields."""
     vm, vcpu = new_vm(arch, 16)
@@ -348,12 +355,18 @@ def bench_mmio(arch: kvmcore.Arch, p: Params) -> dict[str, Any]:
     if floor is not None:
         loops["floor"] = (floor_loop(floor), raws)
     samples: dict[str, list[float]] = {name: [] for name in loops}
-    rates = interleaved(loops, p.repeats, p.chunk, lambda: None, samples)
+    rates = measure(loops, p.repeats, p.chunk, lambda: None, samples)
     out: dict[str, Any] = {"mmio_exits_per_s": rates["mmio"]}
     if floor is not None:
         out["mmio_floor_per_s"] = rates["floor"]
         out["mmio_ratio"] = ratio_stats(samples["mmio"], samples["floor"])
     return out
+
+
+#: The fault figures with a floor, by name: ``bench_arch`` runs them in this order.
+FAULT_FIGURES: dict[str, Callable[..., dict[str, Any]]] = {
+    "mapped": bench_mapped, "userfault": bench_userfault, "mmio": bench_mmio,
+}
 
 
 # --- scaling -------------------------------------------------------------------------------------

@@ -200,6 +200,19 @@ def test_the_inlined_arm64_bound_still_answers_as_the_model() -> None:
     assert "inlined" in proc.stdout and "x the floor" in proc.stdout
 
 
+@pytest.mark.parametrize("figure, loop", [("mapped", "pipeline"), ("userfault", "floor"), ("mmio", "mmio")])
+def test_fault_instructions_child_runs_one_loop(figure: str, loop: str) -> None:
+    """``benchmarks/fault_instructions.py`` counts a child that builds the figure as run.py does
+    and runs one of its loops on N inputs (here without valgrind): it must reach that loop."""
+    pytest.importorskip("kvmcore_arm64")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fault_instructions.py"), "--child", "arm64", figure, loop, "16"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert proc.stdout.splitlines() == [f"{loop}: 16 inputs"]
+
+
 def test_replay_quick_runs(tmp_path: Path) -> None:
     """``benchmarks/replay_quick.py`` (the replay verdict alone) runs and prints the floor, kvmcore
     with its ratio, and the per-line scan when asked; no timing is checked."""

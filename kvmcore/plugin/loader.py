@@ -493,7 +493,16 @@ class Arch:
         direct = [_positional(i.function, spec_args, tuple(i.argnames)) for i in ordered if not i.wrapper]
         if len(direct) == 1:
             function = direct[0]
-        elif len(direct) == 2:  # an arch's implementation over the core's trylast default
+        elif len(direct) == 2 and len(spec_args) == 2:
+            # an arch's implementation over the core's trylast default, e.g. faultin_pfn(vcpu,
+            # fault): two named arguments, as a call with *args takes CPython's slow path
+            first, second = direct
+
+            def function(a: Any, b: Any) -> Any:
+                result = first(a, b)
+                return second(a, b) if result is None else result
+
+        elif len(direct) == 2:
             first, second = direct
 
             def function(*args: Any) -> Any:

@@ -57,6 +57,29 @@ def test_order_and_first_result(setup) -> None:
     assert calls == ["tryfirst", "answers"] * 2  # the core default (trylast) never ran
 
 
+def test_an_implementation_over_the_default_passes_on_none(setup) -> None:
+    """Two implementations (an arch's over the core's trylast default), the commonest case, which
+    the facade calls with named arguments: a None from the first runs the default, as in pluggy."""
+    arch, vcpu, read = setup
+    write = arch.decode_fault(vcpu, {"gpa": 0x2000, "access": 1})
+    write.slot = read.slot
+    calls: list[str] = []
+
+    class WritesOnly:
+        @hookimpl
+        def faultin_pfn(self, vcpu, fault):
+            calls.append("write" if fault.write else "read")
+            return kvmcore.Retry("answered") if fault.write else None
+
+    arch.pm.register(WritesOnly(), name="writes-only")
+    direct, oracle = both(arch, vcpu, write)
+    assert direct == oracle == kvmcore.Retry("answered")
+    direct, oracle = both(arch, vcpu, read)
+    assert direct == oracle
+    assert type(direct) is kvmcore.Mapped  # the core default answered the read
+    assert calls == ["write", "write", "read", "read"]
+
+
 def test_wrappers_nest_and_see_the_result(setup) -> None:
     arch, vcpu, fault = setup
     calls: list[str] = []

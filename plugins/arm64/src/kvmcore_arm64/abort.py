@@ -279,7 +279,7 @@ def gmem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> Mapped | Exit:
             writable = writable or entry.writable
             exec_ = exec_ or entry.exec
     outcome = "mapped_private" if fault.is_private else "mapped_gmem"
-    return Mapped(pfn, writable, vm.page_size, exec=exec_, outcome=outcome)
+    return Mapped(pfn, writable, vm.page_size, exec_, outcome)
 
 
 # --- user_mem_abort() -----------------------------------------------------------------------
@@ -479,7 +479,7 @@ def user_mem_abort(vcpu: kvmcore.VCPU, fault: Arm64Fault) -> FaultinResult:
                 exec=fault.exec or entry.exec,
                 outcome="permission_relaxed",
             )
-    return Mapped(pfn, writable, vma_pagesize, exec=fault.exec)
+    return Mapped(pfn, writable, vma_pagesize, fault.exec)  # positional: keywords cost more
 
 
 def annotate_efault(vcpu: kvmcore.VCPU, fault: Arm64Fault, size: int) -> None:

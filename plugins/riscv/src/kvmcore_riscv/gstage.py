@@ -292,7 +292,7 @@ def kvm_riscv_mmu_map(vcpu: kvmcore.VCPU, fault: RiscvFault) -> kvmcore.FaultinR
     ):
         size = transparent_hugepage_adjust(vm, slot, hva)  # pfn and gpa aligned down alike
     # the core maps fault.gfn: give it the pfn the block puts there (pfn belongs to fault_gfn)
-    return Mapped(pfn + (gfn - fault_gfn), writable, size, exec=True)
+    return Mapped(pfn + (gfn - fault_gfn), writable, size, True)  # positional: keywords cost more
 
 
 __all__ = [

@@ -162,7 +162,9 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
     exit_ = _EXITS.get(key) if key is not None else None
     if exit_ is None:
         return _decode_fault(vm, raw, key)
-    return _fault(vm, raw, check_gpa(raw["gpa"]), *exit_, plain=True)
+    # positional: a keyword or a starred argument makes the call take CPython's slow path
+    vendor, eq, npf, error_code = exit_
+    return _fault(vm, raw, check_gpa(raw["gpa"]), vendor, eq, npf, error_code, True)
 
 
 def traced_registers(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""The fault figures in instructions, which a busy machine does not change: ``python benchmarks/fault_instructions.py [ARCH ...]``.
+
+For each arch and each fault figure of ``benchmarks/run.py`` (mapped fault, userfault round trip,
+MMIO exit), counts the user-space instructions (valgrind's callgrind, ``Ir``) of kvmcore's loop
+and of the floor's (``floors.FaultFloor``) over the same inputs, and prints instructions per
+fault (per round trip for userfault) and their ratio.
+
+Each count is a child process that builds the figure exactly as ``run.py`` does
+(``bench_core.FAULT_FIGURES``, with smaller passes), runs every loop once as the timed run's
+warm-up pass does, resets and collects garbage as every timed pass starts, and then runs one
+loop over its first N inputs. The same child with
+N = 0 is the baseline: the difference over N is the cost of one input, set-up excluded.
+
+Every child runs once without valgrind first, so that a module changed since its bytecode was
+written is compiled there, not inside whichever counted child imports it first.
+
+The CPU-time ratios of ``run.py`` are the verdicts; on this shared 2-core machine they move by
+10-20% with the load. Instruction counts do not move (two runs here gave identical counts), so
+they show whether a change helped. They weigh every instruction alike (a cache miss costs no
+more), so they are not the same number as the timed ratios. Needs valgrind; about 4 minutes for
+the three arches on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+#: Inputs each counted loop runs (userfault: round trips), and the pass the figure is built with.
+COUNTED = 2048
+#: kvmcore's loop in each figure (the floor's is ``floor``).
+MINE = {"mapped": "pipeline", "userfault": "userfault", "mmio": "mmio"}
+
+
+class _Counted(Exception):
+    """Raised by :func:`_measure_one` once the counted loop has run: the figure stops there."""
+
+
+def _measure_one(name: str, n: int) -> Any:
+    """A ``bench_core.Measure`` that warms every loop up, resets, then runs ``name`` on ``n`` inputs."""
+
+    def measure(loops: Any, passes: int, chunk: int, reset: Any, keep: Any) -> Any:
+        reset()
+        for loop, inputs in loops.values():  # the warm-up pass: memos filled, code specialised
+            loop(inputs)
+        reset()
+        gc.collect()  # as every timed pass starts: no collection of the set-up's garbage is counted
+        loop, inputs = loops[name]
+        print(f"{name}: {loop(inputs[:n])} inputs")
+        raise _Counted
+
+    return measure
+
+
+def child(arch_name: str, figure: str, name: str, n: int) -> int:
+    sys.path.insert(0, str(HERE))
+    import bench_core
+
+    import kvmcore
+
+    p = bench_core.Params(repeats=1, pass_faults=2 * COUNTED, userfault_pages=COUNTED, chunk=COUNTED)
+    try:
+        bench_core.FAULT_FIGURES[figure](kvmcore.load_arch(arch_name), p, _measure_one(name, n))
+    except _Counted:
+        return 0
+    sys.exit(f"{arch_name} {figure}: the figure never ran its loops")
+
+
+def child_env() -> dict[str, str]:
+    """The children's environment: the same dict layouts run to run, and bytecode written."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def compiled(argv: list[str]) -> None:
+    """Run ``argv`` once without valgrind: a module changed since its bytecode was written is
+    compiled (and written) now, not inside whichever counted child imports it first."""
+    subprocess.run(argv, capture_output=True, env=child_env(), check=True)
+
+
+def instructions(argv: list[str]) -> int:
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                          capture_output=True, text=True, env=child_env())
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)} under valgrind exited {proc.returncode}: {proc.stderr[-800:]}")
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if found is None:
+        sys.exit(f"no instruction count in valgrind's output: {proc.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("arches", nargs="*", default=["arm64", "riscv", "x86"], help="arches (default: all three)")
+    parser.add_argument("--child", nargs=4, metavar=("ARCH", "FIGURE", "LOOP", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        arch_name, figure, name, n = args.child
+        return child(arch_name, figure, name, int(n))
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed")
+    runs: dict[tuple[str, str, str], list[str]] = {}
+    for arch_name in args.arches:
+        for figure, mine in MINE.items():
+            for label, name, n in (("base", mine, 0), ("kvmcore", mine, COUNTED), ("floor", "floor", COUNTED)):
+                runs[arch_name, figure, label] = [sys.executable, __file__, "--child", arch_name, figure, name, str(n)]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(compiled, runs.values()))
+        counts = dict(zip(runs, pool.map(instructions, runs.values()), strict=True))
+    print(f"instructions per fault (valgrind Ir; userfault: per round trip), {sys.executable}")
+    print(f"  {'arch':6} {'figure':10} {'kvmcore':>9} {'floor':>9}  ratio")
+    for arch_name in args.arches:
+        for figure in MINE:
+            base = counts[arch_name, figure, "base"]
+            mine, floor = ((counts[arch_name, figure, label] - base) / COUNTED for label in ("kvmcore", "floor"))
+            print(f"  {arch_name:6} {figure:10} {mine:9,.0f} {floor:9,.0f}  {mine / floor:5.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

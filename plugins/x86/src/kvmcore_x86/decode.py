@@ -164,7 +164,10 @@ def decode_fault(vcpu: kvmcore.VCPU, raw: Mapping[str, Any]) -> X86Fault:
         return _decode_fault(vm, raw, key)
     # positional: a keyword or a starred argument makes the call take CPython's slow path
     vendor, eq, npf, error_code = exit_
-    return _fault(vm, raw, check_gpa(raw["gpa"]), vendor, eq, npf, error_code, True)
+    gpa = raw["gpa"]  # an int in [0, 2**64): _exit_key() checked every value
+    if gpa >> GPA_BITS:
+        check_gpa(gpa)  # raises, naming the value
+    return _fault(vm, raw, gpa, vendor, eq, npf, error_code, True)
 
 
 def traced_registers(settings: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,9 @@ inputs gives the call's own few instructions, subtracted. Every child runs once 
 first, so that stale bytecode is rewritten before anything is counted.
 
 The CPU-time ratios of ``run.py`` are the verdicts; on this shared 2-core machine they move by
-10-20% with the load. Instruction counts do not move (two runs give identical counts, and the
-floor's do not change when kvmcore's code does), so they show whether a change helped. They
+10-20% with the load. Instruction counts move by about 1% at most between runs (the mapped
+figure by up to 1.3%, the others by less than 0.5%), and the floor's do not change when
+kvmcore's code does, so they show whether a change of a few percent helped. They
 weigh every instruction alike (a cache miss costs no more), so they are not the same number as
 the timed ratios. Needs valgrind, and a libpython that keeps the symbol ``_operator_call``;
 about 4 minutes for the three arches on 2 cores.

@@ -206,9 +206,9 @@ def _floor_and_kvmcore(trace: Path, arch: str, event: str) -> dict[str, Any]:
             "kvmcore": lambda: _replay_in_process(str(trace), arch)}
 
 
-def replay_rounds_fresh(trace: Path, arch: str, event: str, events: int, rounds: int) -> dict[str, list[float]] | None:
+def replay_rounds_fresh(trace: Path, arch: str, event: str, events: int, rounds: int) -> dict[str, list[float]]:
     """:func:`replay_rounds` of the floor and kvmcore over ``trace``, in a fresh process (this
-    module run with ``--replay-rounds``), or None if it failed.
+    module run with ``--replay-rounds``); RuntimeError with the child's last line if it failed.
 
     Not in the suite's own process: after the fault figures (three arches' VMs, 32,764 memslots,
     a 1 TiB memslot with 1,000,000 pages touched) kvmcore's replay ran 0.14-0.15 further over
@@ -218,7 +218,7 @@ def replay_rounds_fresh(trace: Path, arch: str, event: str, events: int, rounds:
     proc = subprocess.run([sys.executable, __file__, "--replay-rounds", str(trace), arch, event, str(events), str(rounds)],
                           capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
-        return None
+        raise RuntimeError(f"exited {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
     rates: dict[str, list[float]] = json.loads(proc.stdout)
     return rates
 
@@ -269,9 +269,10 @@ def bench_replay(arches: dict[str, kvmcore.Arch], events: int, rounds: int, tmp:
     event = "kvm_guest_fault" if name == "arm64" else "kvm_page_fault"
     # in-process, interleaved: floor, kvmcore, floor, kvmcore...; one warm-up round; in a fresh
     # process of their own (see replay_rounds_fresh)
-    times = replay_rounds_fresh(trace, name, event, events, rounds)
-    if times is None:
-        notes.append("replay: the in-process rounds' child failed; figures are null")
+    try:
+        times = replay_rounds_fresh(trace, name, event, events, rounds)
+    except RuntimeError as exc:
+        notes.append(f"replay: the in-process rounds' process {exc}; figures are null")
         trace.unlink()
         return out
     out["inproc_per_s"] = statistics.median(times["kvmcore"])

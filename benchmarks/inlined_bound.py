@@ -10,7 +10,11 @@ facade, no helper calls but the host-memory and stage-2 lookups, and only the br
 fault takes (every other one raises). It returns the same ``FaultResult`` as
 ``vcpu.handle_fault`` (checked on every input before timing).
 
-It prints both against ``floors.FaultFloor`` as ``run.py`` measures its verdicts
+``no objects`` is the same function building none of the three objects the API returns (the
+fault, ``Mapped``, ``FaultResult``): it must return the model's pfn and leave the same stage-2
+leaves. It measures what the result objects cost on top of the checks.
+
+It prints all three against ``floors.FaultFloor`` as ``run.py`` measures its verdicts
 (``bench_core.interleaved``: sample pairs run back to back, CPU time, median and range of the
 ratios). The inlined function is the bound for the issue's 4x target
 on this path: what remains is the work of the checks and of the objects the API returns, not
@@ -37,8 +41,10 @@ from kvmcore import FaultResult, Mapped, abi  # noqa: E402
 from kvmcore._types import KVM_PFN_ERR_NOSLOT_MASK  # noqa: E402
 
 
-def inlined(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Any:
-    """The mapped arm64 fault, every check of the model's path in one function."""
+def inlined(vm: kvmcore.VM, vcpu: kvmcore.VCPU, objects: bool = True) -> Any:
+    """The mapped arm64 fault, every check of the model's path in one function. ``objects=False``:
+    the same work without building the three objects the API returns (the ``Arm64Fault``,
+    ``Mapped``, ``FaultResult``); the fault then returns the pfn it mapped."""
     memslots, host, stage2, settings = vm.memslots, vm.host, vm.stage2, vm.settings
     shift, page_size, proposals = vm.page_shift, vm.page_size, vm.proposals
     abort_fields, fault_type, sea_kinds = F._abort_fields, F.Arm64Fault, E._SEA_KINDS
@@ -59,8 +65,10 @@ def inlined(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Any:
         ipa = (hpfar & F._FIPA_MASK) << F._FIPA_TO_IPA
         gfn = ipa >> shift
         gpa = ipa if far is None else ipa | (far & 0xFFF)
-        f = fault_type(gfn, exec_, write, False, *syndrome, ipa, gpa, far, hpfar, trusted, data, info)
-        f.slot = slot = memslots.find(gfn)
+        slot = memslots.find(gfn)
+        if objects:
+            f = fault_type(gfn, exec_, write, False, *syndrome, ipa, gpa, far, hpfar, trusted, data, info)
+            f.slot = slot
         # kvm_handle_guest_abort()
         kind = info.fault_kind
         if kind in sea_kinds:
@@ -90,7 +98,7 @@ def inlined(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Any:
         if slot.flags & abi.KVM_MEM_USERFAULT:
             raise ValueError("userfault slot")
         pfn, writable = host.hva_to_pfn(hva, write)
-        if pfn & KVM_PFN_ERR_NOSLOT_MASK or f.fsc == 0x35:
+        if pfn & KVM_PFN_ERR_NOSLOT_MASK or info.fsc == 0x35:
             raise ValueError("error pfn / exclusive atomic")
         if logging and not write:
             writable = False
@@ -102,9 +110,10 @@ def inlined(vm: kvmcore.VM, vcpu: kvmcore.VCPU) -> Any:
             if ((slot.base_gfn << shift) & mask) == (start & mask) and block >= start \
                     and block + pmd <= start + (slot.npages << shift) and host.mapping_size(hva) >= pmd:  # fmt: skip
                 size = pmd
-        mapped = Mapped(pfn, writable, size, exec_, "mapped")
         stage2.map(gfn, pfn, size, writable, exec_)
-        return FaultResult(f, 0, None, "mapped", mapped, None)
+        if not objects:
+            return pfn
+        return FaultResult(f, 0, None, "mapped", Mapped(pfn, writable, size, exec_, "mapped"), None)
 
     return fault
 
@@ -123,26 +132,32 @@ def main() -> int:
     raws = bench_core.encode_reads(vm, vcpu, gfns)
     floor = bench_core.floor_of(vm)
     assert floor is not None
-    fast = inlined(twin, twin_vcpu)
+    bare, bare_vcpu = bench_core.new_vm(arch, pages)
+    fast, lean = inlined(twin, twin_vcpu), inlined(bare, bare_vcpu, objects=False)
     for raw in raws:  # the same answer as the model (the twin VM's slot prints alike), or no bound
-        want, got = vcpu.handle_fault(raw), fast(raw)
-        if repr(want) != repr(got):
-            raise SystemExit(f"inlined path differs from vcpu.handle_fault for {raw}: {got} != {want}")
+        want, got, pfn = vcpu.handle_fault(raw), fast(raw), lean(raw)
+        if repr(want) != repr(got) or want.mapped is None or pfn != want.mapped.pfn:
+            raise SystemExit(f"inlined path differs from vcpu.handle_fault for {raw}: {got} ({pfn}) != {want}")
+    for gfn in gfns:  # and the same stage-2 leaves
+        if not repr(vm.stage2.lookup(gfn)) == repr(twin.stage2.lookup(gfn)) == repr(bare.stage2.lookup(gfn)):
+            raise SystemExit(f"inlined paths left another stage-2 leaf at gfn {gfn:#x} than vcpu.handle_fault")
 
     def reset() -> None:
         vm.stage2.unmap_range(base, base + pages)
         twin.stage2.unmap_range(base, base + pages)
+        bare.stage2.unmap_range(base, base + pages)
         floor.stage2.clear()
 
     loops = {name: (bench_core.compile_loop("fault(raw)", fault=function), raws)
-             for name, function in (("floor", floor.fault), ("model", vcpu.handle_fault), ("inlined", fast))}
+             for name, function in (("floor", floor.fault), ("model", vcpu.handle_fault), ("inlined", fast),
+                                    ("no objects", lean))}
     samples: dict[str, list[float]] = {name: [] for name in loops}
     bench_core.interleaved(loops, args.passes, bench_core.Params().chunk, reset, samples)
     print(f"arm64 mapped fault, {pages} shuffled gfns, {args.passes} passes of sample pairs run back to back (CPU time)")
-    print(f"  floor    {1e6 / statistics.median(samples['floor']):5.2f} us")
-    for name in ("model", "inlined"):
+    print(f"  floor      {1e6 / statistics.median(samples['floor']):5.2f} us")
+    for name in ("model", "inlined", "no objects"):
         r = bench_core.ratio_stats(samples[name], samples["floor"])
-        print(f"  {name:8} {1e6 / statistics.median(samples[name]):5.2f} us  {r['median']:.2f}x the floor "
+        print(f"  {name:10} {1e6 / statistics.median(samples[name]):5.2f} us  {r['median']:.2f}x the floor "
               f"[{r['min']:.2f}-{r['max']:.2f}]")
     return 0
 

@@ -502,14 +502,7 @@ class Arch:
                 result = first(a, b)
                 return second(a, b) if result is None else result
 
-        elif len(direct) == 2:
-            first, second = direct
-
-            def function(*args: Any) -> Any:
-                result = first(*args)
-                return second(*args) if result is None else result
-
-        else:
+        else:  # any other count or arity (the hot hooks take two arguments)
 
             def function(*args: Any) -> Any:
                 for implementation in direct:

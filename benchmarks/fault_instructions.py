@@ -15,8 +15,8 @@ inputs gives the call's own few instructions, subtracted. Every child runs once 
 first, so that stale bytecode is rewritten before anything is counted.
 
 The CPU-time ratios of ``run.py`` are the verdicts; on this shared 2-core machine they move by
-10-20% with the load. Instruction counts move by about 1% at most between runs (the mapped
-figure by up to 1.3%, the others by less than 0.5%), and the floor's do not change when
+10-20% with the load. Instruction counts move by 2% at most between runs (arm64's MMIO row by
+1.7%, the mapped figure by 1.3%, most rows by less than 0.5%), and the floor's do not change when
 kvmcore's code does, so they show whether a change of a few percent helped. They
 weigh every instruction alike (a cache miss costs no more), so they are not the same number as
 the timed ratios. Needs valgrind, and a libpython that keeps the symbol ``_operator_call``;
@@ -31,11 +31,12 @@ import operator
 import os
 import re
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from callgrind import collected, compiled
 
 HERE = Path(__file__).resolve().parent
 #: Inputs each counted loop runs (userfault: round trips; MMIO has a quarter of the pass, 1,024),
@@ -85,33 +86,16 @@ def child(arch_name: str, figure: str, name: str, n: int) -> int:
     sys.exit(f"{arch_name} {figure}: the figure never ran its loops")
 
 
-def child_env() -> dict[str, str]:
-    """The children's environment: the same dict layouts run to run, and bytecode written."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONHASHSEED"] = "0"
-    return env
-
-
-def compiled(argv: list[str]) -> None:
-    """Run ``argv`` once without valgrind: a module changed since its bytecode was written is
-    compiled (and written) now, not inside whichever counted child imports it first."""
-    subprocess.run(argv, capture_output=True, env=child_env(), check=True)
-
-
 def instructions(argv: list[str]) -> tuple[int, int]:
     """(instructions, inputs the counted loop ran) of the child ``argv`` under callgrind."""
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no",
-                           f"--toggle-collect={COUNTED_CALL}", *argv], capture_output=True, text=True, env=child_env())
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} under valgrind exited {proc.returncode}: {proc.stderr[-800:]}")
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    ran = re.fullmatch(r"\S+: (\d+) inputs\n", proc.stdout)
-    if found is None or ran is None:
-        sys.exit(f"no instruction or input count in the child's output: {proc.stdout[-200:]} {proc.stderr[-500:]}")
-    if int(ran.group(1)) and not int(found.group(1)):
+    count, stdout = collected(argv, ("--collect-atstart=no", f"--toggle-collect={COUNTED_CALL}"))
+    ran = re.fullmatch(r"\S+: (\d+) inputs\n", stdout)
+    if ran is None:
+        sys.exit(f"no input count in the child's output: {stdout[-200:]}")
+    if int(ran.group(1)) and not count:
         sys.exit(f"callgrind counted nothing inside {COUNTED_CALL}: this interpreter's libpython has no such "
                  "symbol (stripped? install its debug symbols)")
-    return int(found.group(1)), int(ran.group(1))
+    return count, int(ran.group(1))
 
 
 def main() -> int:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from callgrind import collected, compiled
 
 FLOOR = "import pluggy, stevedore"
 REGISTERS = ("esr=0x93c08047", "far=0x40000000", "hpfar=0x400000")  # a level-3 write translation fault
@@ -52,17 +52,8 @@ def kvmcore_script() -> str:
 
 
 def instructions(argv: list[str]) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONHASHSEED"] = "0"  # the same dict layouts, run to run
-    subprocess.run(argv, capture_output=True, env=env, check=True)  # bytecode written, as installed
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} under valgrind exited {proc.returncode}: {proc.stderr[-500:]}")
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if found is None:
-        sys.exit(f"no instruction count in valgrind's output: {proc.stderr[-500:]}")
-    return int(found.group(1))
+    compiled(argv)  # bytecode written, as installed
+    return collected(argv)[0]
 
 
 def main() -> int:
